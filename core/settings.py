@@ -1,0 +1,140 @@
+"""One settings object for every process, read from the environment (and `.env`) at start-up.
+
+Nothing here runs at import time: call :func:`get_settings` from a process entry point or a
+FastAPI lifespan. Variable names follow what users already have (``DATABASE_URL``,
+``TEMPORAL_ADDRESS``, ``KAFKA_BOOTSTRAP_SERVERS``, ``OPENAI_API_KEY`` ...).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Channel = Literal["email", "whatsapp", "web_form"]
+CHANNELS: tuple[Channel, ...] = ("email", "whatsapp", "web_form")
+
+DEFAULT_DATABASE_PORT = 5433
+DEFAULT_TEMPORAL_PORT = 7233
+DEFAULT_TEMPORAL_UI_PORT = 8233
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_GATEWAY_PORT = 8000
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the gateway, bridge, worker and CLI."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+    # --- PostgreSQL (the CRM) -------------------------------------------------------------
+    database_url: SecretStr = Field(
+        default=SecretStr(f"postgresql+asyncpg://postgres@127.0.0.1:{DEFAULT_DATABASE_PORT}/crm_fte"),
+        description="SQLAlchemy/asyncpg URL; postgres:// and postgresql:// are accepted too.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+
+    # --- Temporal -------------------------------------------------------------------------
+    temporal_address: str = f"127.0.0.1:{DEFAULT_TEMPORAL_PORT}"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "crm-fte"
+    temporal_tls: bool = False
+    temporal_tls_cert_path: str | None = None
+    temporal_tls_key_path: str | None = None
+    temporal_tls_ca_path: str | None = None
+    temporal_api_key: SecretStr | None = None
+    temporal_ui_url: str | None = Field(
+        default=None, description="Shown to operators; e.g. the Temporal Web UI behind your ingress."
+    )
+
+    # --- Kafka ----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_path: str | None = None
+    # Apache Kafka supports the idempotent producer; the embedded tansu broker does not, so
+    # `crm-fte up` turns it off. Downstream dedupe (message ids) holds either way.
+    kafka_enable_idempotence: bool = True
+    kafka_topic_inbound: str = "fte.messages.inbound"
+    kafka_topic_dead_letter: str = "fte.messages.dlq"
+    kafka_topic_partitions: int = Field(default=6, ge=1, le=1024)
+    kafka_topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    kafka_consumer_group: str = "crm-fte-bridge"
+
+    # --- LLM and embeddings ----------------------------------------------------------------
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o"
+    openai_timeout_seconds: float = Field(default=60.0, gt=0)
+    embedding_provider: Literal["wordllama", "openai"] = "wordllama"
+    embedding_model: str = "l2_supercat"
+    embedding_dim: int = Field(default=256, ge=8, le=4000)
+
+    # --- Channels ---------------------------------------------------------------------------
+    public_base_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="The URL providers call (behind a proxy/ingress); signatures are checked against it.",
+    )
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_whatsapp_from: str | None = None
+    twilio_api_base_url: str | None = None
+    gmail_api_base_url: str | None = None
+
+    # --- Processes -------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=1, le=65535)
+    gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    health_check_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    worker_health_port: int | None = Field(default=None, ge=1, le=65535)
+    bridge_health_port: int | None = Field(default=None, ge=1, le=65535)
+
+    # --- Logging ----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _asyncpg_driver(cls, value: object) -> object:
+        """Accept the URLs users already have (postgres://, postgresql://) and use asyncpg."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+                if raw.startswith(prefix):
+                    return "postgresql+asyncpg://" + raw[len(prefix) :]
+            if not raw.startswith("postgresql+asyncpg://"):
+                raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def database_dsn(self) -> str:
+        """The SQLAlchemy URL (asyncpg driver); a secret, never log it."""
+        return self.database_url.get_secret_value()
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def openai_configured(self) -> bool:
+        return self.openai_api_key is not None and bool(self.openai_api_key.get_secret_value())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (never at import)."""
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and the `up` supervisor change the environment)."""
+    get_settings.cache_clear()

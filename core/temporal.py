@@ -1,0 +1,42 @@
+"""The Temporal client factory: one place that knows about TLS, API keys and the data converter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
+
+from core.settings import Settings
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """mTLS when a client cert is configured; plain TLS for API-key auth (Temporal Cloud)."""
+    if settings.temporal_tls_cert_path or settings.temporal_tls_ca_path:
+        return TLSConfig(
+            client_cert=_read(settings.temporal_tls_cert_path),
+            client_private_key=_read(settings.temporal_tls_key_path),
+            server_root_ca_cert=_read(settings.temporal_tls_ca_path),
+        )
+    return bool(settings.temporal_tls or settings.temporal_api_key)
+
+
+async def connect_temporal(settings: Settings, *, identity: str | None = None) -> Client:
+    """Connect to the configured Temporal namespace with the pydantic data converter."""
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    kwargs: dict[str, object] = {}
+    if identity:
+        kwargs["identity"] = identity
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        tls=tls_config(settings),
+        api_key=api_key,
+        **kwargs,  # type: ignore[arg-type]
+    )

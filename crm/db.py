@@ -1,0 +1,64 @@
+"""Engine, sessions and migrations for the CRM database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from core.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+    """An asyncpg engine sized by the settings; the caller disposes it."""
+    return create_async_engine(
+        url or settings.database_dsn,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # Fail fast when PostgreSQL is down instead of hanging a health check or a request.
+        connect_args={"timeout": 5, "server_settings": {"application_name": "crm-fte"}},
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on error (repositories never commit)."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config that works from an installed package (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        # ConfigParser interpolation: a literal % in a password must be doubled.
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Apply migrations up to `revision` (blocking; runs its own event loop)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+async def upgrade_async(url: str | None = None, revision: str = "head") -> None:
+    """Apply migrations from inside a running event loop (Alembic's env runs its own loop)."""
+    await asyncio.to_thread(upgrade, url, revision)

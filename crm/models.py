@@ -1,0 +1,201 @@
+"""The CRM: SQLAlchemy 2.0 models over PostgreSQL (+pgvector).
+
+The schema itself is owned by the Alembic migrations in ``crm/migrations``; these models mirror
+it for the application. Relationships are ``lazy="raise"`` so no query hides behind an attribute.
+Enumerations are plain text columns guarded by CHECK constraints (see ``crm.enums``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated() -> Mapped[datetime]:
+    # Maintained by the set_updated_at() trigger; the ORM only reads it.
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Customer(Base):
+    """One person, whatever channel they write on."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    email: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    company: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+    identifiers: Mapped[list[CustomerIdentifier]] = relationship(back_populates="customer", lazy="raise")
+
+
+class CustomerIdentifier(Base):
+    """An email address or phone number that identifies a customer across channels."""
+
+    __tablename__ = "customer_identifiers"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), nullable=False)
+    identifier_type: Mapped[str] = mapped_column(Text, nullable=False)
+    identifier_value: Mapped[str] = mapped_column(Text, nullable=False)
+    channel: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+    customer: Mapped[Customer] = relationship(back_populates="identifiers", lazy="raise")
+
+
+class Conversation(Base):
+    """A support conversation; exactly one Temporal workflow run drives it."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"), nullable=False)
+    channel: Mapped[str] = mapped_column(Text, nullable=False)
+    conversation_key: Mapped[str] = mapped_column(Text, nullable=False)
+    workflow_id: Mapped[str] = mapped_column(Text, nullable=False)
+    workflow_run_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    sentiment_score: Mapped[float | None] = mapped_column(Float)
+    subject: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _created()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Message(Base):
+    """Every message in or out, on any channel."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    channel: Mapped[str] = mapped_column(Text, nullable=False)
+    direction: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    # Provider id of an inbound message (Twilio MessageSid, Gmail id, form submission id): dedupe key.
+    external_message_id: Mapped[str | None] = mapped_column(Text)
+    # Our own id for an outbound message, chosen before the send: makes every send idempotent.
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    delivery_status: Mapped[str] = mapped_column(Text, nullable=False, server_default="received")
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    tokens_used: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Ticket(Base):
+    """A support ticket (`TKT-0001`); one per conversation."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    ticket_number: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("next_ticket_number()"))
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"), nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(Text, nullable=False, server_default="other")
+    priority: Mapped[str] = mapped_column(Text, nullable=False, server_default="medium")
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="open")
+    source_channel: Mapped[str] = mapped_column(Text, nullable=False)
+    resolution_notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class KnowledgeBaseChunk(Base):
+    """A chunk of a product article with its embedding and full-text vector."""
+
+    __tablename__ = "knowledge_base"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    article_id: Mapped[str] = mapped_column(Text, nullable=False)
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    category: Mapped[str] = mapped_column(Text, nullable=False)
+    chunk_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    content_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    embedding: Mapped[Any] = mapped_column(Vector(), nullable=True)
+    embedding_model: Mapped[str | None] = mapped_column(Text)
+    search_vector: Mapped[Any] = mapped_column(TSVECTOR, server_default=None, nullable=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class ChannelConfig(Base):
+    """Per-channel tone and limits, read by the formatter."""
+
+    __tablename__ = "channel_configs"
+
+    channel: Mapped[str] = mapped_column(String, primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    tone: Mapped[str] = mapped_column(Text, nullable=False)
+    max_response_length: Mapped[int] = mapped_column(Integer, nullable=False)
+    greeting: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    updated_at: Mapped[datetime] = _updated()
+
+
+class AgentMetric(Base):
+    """A time-series data point (latency, escalation, sentiment, tokens...)."""
+
+    __tablename__ = "agent_metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    metric_type: Mapped[str] = mapped_column(Text, nullable=False)
+    channel: Mapped[str | None] = mapped_column(Text)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    dimensions: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

@@ -1,0 +1,149 @@
+"""The gateway: FastAPI application factory, lifespan-managed resources, one error handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.errors import CRMError
+from core.logging import get_logger
+from core.settings import Settings, get_settings
+from core.version import VERSION
+from crm.db import create_engine, create_sessionmaker
+from gateway import health
+from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
+
+log = get_logger(__name__)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit with 413, before any handler reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            status = 413 if declared.isdigit() else 400
+            await _send_json(
+                send,
+                status,
+                {
+                    "error": "payload_too_large" if status == 413 else "bad_request",
+                    "message": f"request body must be at most {self.max_bytes} bytes"
+                    if status == 413
+                    else "invalid Content-Length",
+                },
+            )
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _send_json(
+                send,
+                413,
+                {"error": "payload_too_large", "message": f"request body must be at most {self.max_bytes} bytes"},
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
+    import json
+
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway application; resources are opened in the lifespan, not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or get_settings()
+        engine = create_engine(cfg)
+        resources = Resources(
+            settings=cfg,
+            engine=engine,
+            sessions=create_sessionmaker(engine),
+            kafka=KafkaProducerHolder(cfg),
+            temporal=TemporalHolder(cfg),
+        )
+        app.state.resources = resources
+        log.info("gateway.started", version=VERSION)
+        try:
+            yield
+        finally:
+            await resources.kafka.close()
+            await engine.dispose()
+            log.info("gateway.stopped")
+
+    app = FastAPI(
+        title="CRM Digital FTE",
+        version=VERSION,
+        description="A 24/7 AI customer-success agent: support conversations as durable Temporal workflows.",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.mount("/metrics", make_asgi_app())
+
+    @app.exception_handler(CRMError)
+    async def crm_error(_: Request, exc: CRMError) -> JSONResponse:
+        body: dict[str, object] = {"error": exc.code, "message": exc.message}
+        if exc.detail is not None:
+            body["detail"] = exc.detail
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"error": "validation_error", "message": "invalid request", "detail": errors}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": "http_error", "message": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("gateway.unhandled_error", error_type=type(exc).__name__)
+        return JSONResponse({"error": "internal_error", "message": "internal error"}, 500)
+
+    app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).gateway_max_body_bytes)
+    return app

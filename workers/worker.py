@@ -1,0 +1,75 @@
+"""`crm-fte worker`: the Temporal worker hosting the conversation workflow and its activities."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from core.logging import get_logger
+from core.settings import Settings
+from core.temporal import connect_temporal
+from workers.health_server import serve_health
+from workers.process import install_stop_event, retry_forever
+from workers.registry import build_activities, close_activities, workflow_classes
+from workers.temporal_setup import ensure_search_attributes
+
+log = get_logger(__name__)
+
+
+async def run_worker(settings: Settings) -> None:
+    """Connect (retrying), register search attributes, poll until SIGTERM, then drain."""
+    stop = install_stop_event()
+    state: dict[str, object] = {"connected": False, "polling": False}
+
+    def ready() -> tuple[bool, dict[str, object]]:
+        return bool(state["polling"]), {"temporal_connected": state["connected"]}
+
+    health_task = (
+        asyncio.create_task(serve_health(settings.worker_health_port, ready)) if settings.worker_health_port else None
+    )
+
+    async def connect() -> Client:
+        return await connect_temporal(settings, identity=None)
+
+    client = await retry_forever("worker.temporal_connect", connect, stop)
+    if client is None:
+        return
+    state["connected"] = True
+    try:
+        added = await ensure_search_attributes(client)
+        if added:
+            log.info("worker.search_attributes_registered", names=added)
+    except Exception as exc:  # e.g. Temporal Cloud, where an operator registers them
+        log.warning("worker.search_attributes_unavailable", error=str(exc)[:200])
+
+    activities, resources = await build_activities(settings)
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=workflow_classes(),
+        activities=activities,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+        max_concurrent_activities=100,
+        max_concurrent_workflow_tasks=100,
+    )
+    run = asyncio.create_task(worker.run())
+    state["polling"] = True
+    log.info("worker.started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    state["polling"] = False
+    if run not in done:
+        log.info("worker.draining")
+        await worker.shutdown()
+    stopped.cancel()
+    try:
+        await run
+    finally:
+        await close_activities(resources)
+        if health_task is not None:
+            health_task.cancel()
+            await asyncio.gather(health_task, return_exceptions=True)
+        log.info("worker.stopped")

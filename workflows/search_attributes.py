@@ -1,0 +1,14 @@
+"""Custom search attributes an operator filters conversations by in the Temporal UI."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+CUSTOMER_EMAIL = SearchAttributeKey.for_keyword("CustomerEmail")
+CUSTOMER_PHONE = SearchAttributeKey.for_keyword("CustomerPhone")
+CHANNEL = SearchAttributeKey.for_keyword("Channel")
+TICKET_NUMBER = SearchAttributeKey.for_keyword("TicketNumber")
+CONVERSATION_STATUS = SearchAttributeKey.for_keyword("ConversationStatus")
+ESCALATED = SearchAttributeKey.for_bool("Escalated")
+
+ALL_KEYS = (CUSTOMER_EMAIL, CUSTOMER_PHONE, CHANNEL, TICKET_NUMBER, CONVERSATION_STATUS, ESCALATED)
