@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     embedding_model: str = "l2_supercat"
     embedding_dim: int = Field(default=256, ge=8, le=4000)
 
+    # --- Conversations, agent budget, escalation SLA, alerts ------------------------------------
+    conversation_idle_timeout_seconds: float = Field(default=24 * 3600, gt=0)
+    conversation_max_turns_per_run: int = Field(default=200, ge=1)
+    escalation_sla_business_hours: float = Field(default=2.0, gt=0)
+    business_day_start_hour: int = Field(default=9, ge=0, le=23)
+    business_day_end_hour: int = Field(default=17, ge=1, le=24)
+    agent_max_steps: int = Field(default=6, ge=1, le=50)
+    agent_max_tokens_per_conversation: int = Field(default=60_000, ge=1000)
+    agent_kb_results: int = Field(default=5, ge=1, le=20)
+    negative_sentiment_threshold: float = Field(default=-0.35, ge=-1, le=1)
+    alert_escalation_rate: float = Field(default=0.25, ge=0, le=1)
+    alert_latency_ms: float = Field(default=3000, gt=0)
+
     # --- Channels ---------------------------------------------------------------------------
     public_base_url: AnyHttpUrl | None = Field(
         default=None,

@@ -157,6 +157,47 @@ def migrate(
     console.print(f"database at revision {revision}" if not downgrade else f"database downgraded to {revision}")
 
 
+guardrails_app = typer.Typer(
+    help="The pre-LLM guardrails, for checking messages by hand or in bulk.", no_args_is_help=True
+)
+app.add_typer(guardrails_app, name="guardrails")
+
+
+@guardrails_app.command("check")
+def guardrails_check() -> None:
+    """JSON lines on stdin ({"text": ..., "channel": ...}) → one decision per line on stdout."""
+    import json
+
+    from activities.guardrails import evaluate_inbound
+
+    channels = {"email", "whatsapp", "web_form", None}
+    errors = 0
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                raise ValueError('each line must be a JSON object with a string "text"')
+            if item.get("channel") not in channels:
+                raise ValueError("channel must be one of email, whatsapp, web_form")
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            errors += 1
+            sys.stdout.write(json.dumps({"line": number, "error": str(exc).splitlines()[0]}) + "\n")
+            continue
+        decision = evaluate_inbound(item["text"], item.get("channel"))
+        out = {
+            "action": decision.action,
+            "reason": decision.reason,
+            "sentiment": round(decision.sentiment, 4),
+            "matched": decision.matched,
+        }
+        sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+    if errors:
+        raise fail(f"{errors} input line(s) were not valid (see the error lines on stdout)")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -11,11 +11,11 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 
 class _SideServer(uvicorn.Server):
@@ -34,7 +34,10 @@ def build_health_app(ready: Callable[[], tuple[bool, dict[str, object]]]) -> Sta
         ok, detail = ready()
         return JSONResponse({"status": "ready" if ok else "not_ready", **detail}, status_code=200 if ok else 503)
 
-    return Starlette(routes=[Route("/livez", livez), Route("/readyz", readyz), Mount("/metrics", make_asgi_app())])
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/livez", livez), Route("/readyz", readyz), Route("/metrics", metrics)])
 
 
 async def serve_health(port: int, ready: Callable[[], tuple[bool, dict[str, object]]], host: str = "0.0.0.0") -> None:

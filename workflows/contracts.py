@@ -61,15 +61,277 @@ def conversation_workflow_id(channel: str, conversation_key: str) -> str:
     return f"conversation-{prefix}-{_UNSAFE.sub('_', conversation_key)}"
 
 
+CONVERSATION_WORKFLOW = "ConversationWorkflow"
+INBOUND_SIGNAL = "inbound_message"
+RESOLVE_ESCALATION_SIGNAL = "resolve_escalation"
+
+
+# ----------------------------------------------------------------------------- human hand-off
+
+EscalationReason = Literal[
+    "pricing",
+    "refund",
+    "legal",
+    "human_request",
+    "negative_sentiment",
+    "security",
+    "unsafe_output",
+    "model_error",
+    "budget",
+    "no_answer",
+    "agent_requested",
+]
+Priority = Literal["low", "medium", "high", "urgent"]
+
+
+class ResolveEscalation(BaseModel):
+    """Signal `resolve_escalation`: a human's reply and what happens next."""
+
+    agent: str = Field(min_length=1, max_length=200)
+    reply: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    action: Literal["resume_ai", "close"]
+
+
+class EscalationState(BaseModel):
+    escalation_id: str
+    reason: EscalationReason
+    priority: Priority
+    sla_due_at: datetime
+    notified_count: int = 0
+
+
+class MessageSummary(BaseModel):
+    """A short line about a message (the body stays in PostgreSQL)."""
+
+    message_id: str
+    direction: Literal["inbound", "outbound"]
+    role: str
+    at: datetime
+    preview: str = Field(max_length=120)
+
+
+class ConversationState(BaseModel):
+    """Query `state`: what an operator or the agent console needs at a glance."""
+
+    workflow_id: str
+    channel: Channel
+    conversation_key: str
+    status: Literal["active", "escalated", "resolved", "closed"]
+    conversation_id: str | None = None
+    customer_id: str | None = None
+    ticket_number: str | None = None
+    escalation: EscalationState | None = None
+    turns: int = 0
+    pending_messages: int = 0
+    last_messages: list[MessageSummary] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- activity I/O
+
+
+class ConversationConfig(BaseModel):
+    """Read once per run by an activity, so the workflow stays deterministic."""
+
+    idle_timeout_seconds: float = 24 * 3600
+    sla_business_hours: float = 2.0
+    business_day_start_hour: int = 9
+    business_day_end_hour: int = 17
+    max_agent_steps: int = 6
+    max_tokens_per_conversation: int = 60_000
+    max_turns_per_run: int = 200
+    negative_sentiment_threshold: float = -0.35
+
+
+class CustomerRef(BaseModel):
+    customer_id: str
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+
+
+class OpenConversationInput(BaseModel):
+    workflow_id: str
+    run_id: str
+    channel: Channel
+    conversation_key: str
+    customer_id: str
+    subject: str | None = None
+
+
+class RecordInboundInput(BaseModel):
+    conversation_id: str
+    message: InboundMessage
+
+
+class RecordedMessage(BaseModel):
+    message_id: str
+    duplicate: bool
+    preview: str = ""
+
+
+class EnsureTicketInput(BaseModel):
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    subject: str | None = None
+    category: str = "other"
+    priority: Priority = "medium"
+
+
+class TicketRef(BaseModel):
+    ticket_id: str
+    ticket_number: str
+    created: bool
+
+
+class GuardrailInput(BaseModel):
+    message_ids: list[str]
+    channel: Channel
+
+
+class GuardrailResult(BaseModel):
+    action: Literal["escalate", "answer"]
+    reason: str | None = None
+    sentiment: float = 0.0
+    matched: list[str] = Field(default_factory=list)
+
+
+class AgentStepInput(BaseModel):
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    ticket_number: str | None
+    turn: int
+    step: int
+    message_ids: list[str]
+
+
+class ToolCall(BaseModel):
+    call_id: str
+    name: str
+
+
+class AgentStepResult(BaseModel):
+    """Ids and counts only: the model's text and tool arguments are stored in agent_steps."""
+
+    step_id: str
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+
+class ToolInput(BaseModel):
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    ticket_number: str | None
+    turn: int
+    step: int
+    step_id: str
+    call_id: str
+
+
+class ToolResult(BaseModel):
+    call_id: str
+    name: str
+    ok: bool = True
+    summary: str = Field(default="", max_length=300)
+    # Set by escalate_to_human and send_response: what the workflow does next.
+    escalate_reason: str | None = None
+    escalate_priority: Priority | None = None
+
+
+class OutputCheckResult(BaseModel):
+    allowed: bool
+    violations: list[str] = Field(default_factory=list)
+
+
+class EscalateInput(BaseModel):
+    conversation_id: str
+    ticket_number: str | None
+    reason: EscalationReason
+    priority: Priority
+    sla_due_at: datetime
+
+
+class PrepareReplyInput(BaseModel):
+    """Format a reply and record it (status pending) under an idempotency key, before sending."""
+
+    conversation_id: str
+    channel: Channel
+    ticket_number: str | None
+    idempotency_key: str
+    # Where the text comes from: a model's send_response call, a human's reply, or a template.
+    source: Literal["agent", "human", "template"]
+    step_id: str | None = None
+    call_id: str | None = None
+    template: str | None = None
+    human_agent: str | None = None
+    human_reply: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    in_reply_to_message_id: str | None = None
+
+
+class PreparedReply(BaseModel):
+    message_ids: list[str]
+
+
+class SendResult(BaseModel):
+    message_id: str
+    delivery_status: str
+    provider_message_id: str | None = None
+
+
+class TurnMetrics(BaseModel):
+    conversation_id: str
+    channel: Channel
+    latency_ms: float
+    sentiment: float
+    escalated: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class CloseInput(BaseModel):
+    conversation_id: str
+    reason: Literal["idle", "human_closed", "resolved"]
+
+
+class BumpEscalationInput(BaseModel):
+    escalation_id: str
+    new_priority: Priority
+
+
+class ResolveEscalationInput(BaseModel):
+    escalation_id: str
+    conversation_id: str
+    agent: str
+    action: Literal["resume_ai", "close"]
+
+
+class CarriedState(BaseModel):
+    """What a conversation carries across continue-as-new (ids and short fields only)."""
+
+    status: Literal["active", "escalated", "resolved", "closed"] = "active"
+    conversation_id: str | None = None
+    customer_id: str | None = None
+    customer_email: str | None = None
+    customer_phone: str | None = None
+    ticket_number: str | None = None
+    escalation: EscalationState | None = None
+    seen_message_ids: list[str] = Field(default_factory=list)
+    pending: list[InboundMessage] = Field(default_factory=list)
+    turns: int = 0
+    tokens_used: int = 0
+    last_sentiment: float = 0.0
+    last_messages: list[MessageSummary] = Field(default_factory=list)
+    config: ConversationConfig | None = None
+
+
 class ConversationInput(BaseModel):
     """How a conversation workflow starts; everything else arrives by signal."""
 
     channel: Channel
     conversation_key: str
     # Carried across continue-as-new so a long conversation keeps its identity and dedupe state.
-    carried_state: dict[str, object] | None = None
-
-
-CONVERSATION_WORKFLOW = "ConversationWorkflow"
-INBOUND_SIGNAL = "inbound_message"
-RESOLVE_ESCALATION_SIGNAL = "resolve_escalation"
+    carried_state: CarriedState | None = None

@@ -213,7 +213,7 @@ async def test_updated_at_is_maintained_and_deletes_cascade(session: AsyncSessio
     trigger = await session.scalar(
         text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'trg_%_updated_at' AND NOT tgisinternal")
     )
-    assert trigger == 6
+    assert trigger == 7  # six seed tables + escalations
     await session.execute(
         text(
             "INSERT INTO customer_identifiers (customer_id, identifier_type, identifier_value) VALUES (:c, 'phone', :v)"

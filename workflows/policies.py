@@ -1,0 +1,73 @@
+"""Timeouts and retry policies, chosen per kind of side effect, and the business-hours clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio.common import RetryPolicy
+
+# CRM reads/writes: fast, idempotent; retry through a PostgreSQL restart (minutes), then give up
+# loudly rather than silently.
+DB_TIMEOUT = timedelta(seconds=15)
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,  # unlimited within the schedule-to-close budget below
+)
+DB_SCHEDULE_TO_CLOSE = timedelta(minutes=30)
+
+# Pure CPU (guardrails, formatting): cheap to retry, never worth waiting long for.
+CPU_TIMEOUT = timedelta(seconds=10)
+CPU_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5)
+
+# Knowledge-base search embeds the query (CPU) and queries PostgreSQL.
+KB_TIMEOUT = timedelta(seconds=30)
+KB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10), maximum_attempts=10
+)
+
+# One model call. 429 and 5xx retry with backoff; a request the model rejects is non-retryable.
+LLM_TIMEOUT = timedelta(seconds=90)
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=["ModelRejected"],
+)
+
+# Channel sends: idempotent per outbound message id; providers have outages, keep trying for a while.
+SEND_TIMEOUT = timedelta(seconds=30)
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=0,
+    non_retryable_error_types=["SendRejected"],
+)
+SEND_SCHEDULE_TO_CLOSE = timedelta(hours=1)
+
+
+def add_business_hours(start: datetime, hours: float, *, day_start: int = 9, day_end: int = 17) -> datetime:
+    """`start` plus `hours` of Monday-Friday working time (in start's timezone); deterministic."""
+    remaining = timedelta(hours=hours)
+    current = start
+    while remaining > timedelta(0):
+        if current.weekday() >= 5:  # weekend: jump to Monday's opening
+            current = (current + timedelta(days=7 - current.weekday())).replace(
+                hour=day_start, minute=0, second=0, microsecond=0
+            )
+            continue
+        opening = current.replace(hour=day_start, minute=0, second=0, microsecond=0)
+        closing = current.replace(hour=day_end, minute=0, second=0, microsecond=0)
+        if current < opening:
+            current = opening
+        if current >= closing:
+            current = opening + timedelta(days=1)
+            continue
+        available = closing - current
+        step = min(available, remaining)
+        current += step
+        remaining -= step
+    return current
