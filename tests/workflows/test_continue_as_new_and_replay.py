@@ -13,7 +13,7 @@ from temporalio.worker import Replayer
 
 from activities.deps import ActivityDeps
 from core.settings import Settings
-from tests.workflows.conftest import eventually, inbound, make_worker, messages_of
+from tests.workflows.helpers import eventually, inbound, make_worker, messages_of
 from workers.bridge import signal_with_start
 from workflows.contracts import ConversationState
 from workflows.conversation import ConversationWorkflow

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.settings import Settings
-from tests.workflows.conftest import eventually, inbound, messages_of
+from tests.workflows.helpers import eventually, inbound, messages_of
 from workers.bridge import signal_with_start
 from workers.embedded import EmbeddedTemporal, temporal_cli_path
 from workflows.contracts import ConversationState, conversation_workflow_id

@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import ActivityDeps
 from core.settings import Settings
-from tests.workflows.conftest import eventually, inbound, make_worker
+from tests.workflows.helpers import eventually, inbound, make_worker
 from workers.bridge import signal_with_start
 from workflows.contracts import ConversationState
 
