@@ -131,6 +131,7 @@ class CRMActivities:
             max_tokens_per_conversation=s.agent_max_tokens_per_conversation,
             max_turns_per_run=s.conversation_max_turns_per_run,
             negative_sentiment_threshold=s.negative_sentiment_threshold,
+            search_attributes=s.temporal_search_attributes,
         )
 
     @activity.defn(name="resolve_customer")
@@ -351,16 +352,16 @@ class CRMActivities:
     @activity.defn(name="bump_escalation")
     async def bump_escalation(self, inp: BumpEscalationInput) -> EscalationState:
         """The SLA passed without a human answer: raise the priority and re-notify."""
-        s = self.deps.settings
         async with transaction(self.deps.sessions) as session:
+            # Guarded by the due time, so a retried activity does not count the same breach twice.
             row = (
                 await session.execute(
                     text(
-                        "UPDATE escalations SET priority = :p, notified_count = notified_count + 1, "
-                        "sla_due_at = now() + make_interval(secs => :secs) WHERE id = :id "
-                        "RETURNING id, reason, priority, sla_due_at, notified_count, conversation_id"
+                        "UPDATE escalations SET priority = :p, notified_count = notified_count + "
+                        "CASE WHEN sla_due_at < :due THEN 1 ELSE 0 END, sla_due_at = greatest(sla_due_at, :due) "
+                        "WHERE id = :id RETURNING id, reason, priority, sla_due_at, notified_count, conversation_id"
                     ),
-                    {"p": inp.new_priority, "id": inp.escalation_id, "secs": s.escalation_sla_business_hours * 3600},
+                    {"p": inp.new_priority, "id": inp.escalation_id, "due": inp.new_sla_due_at},
                 )
             ).one()
             await session.execute(

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     temporal_tls_key_path: str | None = None
     temporal_tls_ca_path: str | None = None
     temporal_api_key: SecretStr | None = None
+    # Custom search attributes (CustomerEmail, TicketNumber, ...). Turn off only where they cannot
+    # be registered (e.g. Temporal's time-skipping test server); the UI filters need them.
+    temporal_search_attributes: bool = True
     temporal_ui_url: str | None = Field(
         default=None, description="Shown to operators; e.g. the Temporal Web UI behind your ingress."
     )

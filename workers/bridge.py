@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from temporalio.client import Client
-from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from core.kafka import client_kwargs, producer_kwargs
 from core.logging import get_logger
@@ -41,15 +42,16 @@ LAG = Gauge("crm_fte_bridge_lag", "Records not yet consumed, per partition", ["t
 
 
 def start_search_attributes(message: InboundMessage) -> TypedSearchAttributes:
-    pairs = [
-        sa.CHANNEL.value_set(message.channel),
-        sa.CONVERSATION_STATUS.value_set("active"),
-        sa.ESCALATED.value_set(False),
+    """What an operator filters by in the Temporal UI, set when the conversation starts."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(sa.CHANNEL, message.channel),
+        SearchAttributePair(sa.CONVERSATION_STATUS, "active"),
+        SearchAttributePair(sa.ESCALATED, False),
     ]
     if message.sender.email:
-        pairs.append(sa.CUSTOMER_EMAIL.value_set(message.sender.email))
+        pairs.append(SearchAttributePair(sa.CUSTOMER_EMAIL, message.sender.email.lower()))
     if message.sender.phone:
-        pairs.append(sa.CUSTOMER_PHONE.value_set(message.sender.phone))
+        pairs.append(SearchAttributePair(sa.CUSTOMER_PHONE, message.sender.phone))
     return TypedSearchAttributes(pairs)
 
 
@@ -65,7 +67,7 @@ async def signal_with_start(client: Client, settings: Settings, message: Inbound
         start_signal_args=[message],
         # A closed conversation on the same key (same phone, same thread) starts a fresh run.
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=start_search_attributes(message),
+        search_attributes=start_search_attributes(message) if settings.temporal_search_attributes else None,
     )
     return workflow_id
 

@@ -140,6 +140,7 @@ class ConversationConfig(BaseModel):
     max_tokens_per_conversation: int = 60_000
     max_turns_per_run: int = 200
     negative_sentiment_threshold: float = -0.35
+    search_attributes: bool = True
 
 
 class CustomerRef(BaseModel):
@@ -300,6 +301,8 @@ class CloseInput(BaseModel):
 class BumpEscalationInput(BaseModel):
     escalation_id: str
     new_priority: Priority
+    # Computed in the workflow from workflow time (business hours), never from a wall clock.
+    new_sla_due_at: datetime
 
 
 class ResolveEscalationInput(BaseModel):

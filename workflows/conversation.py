@@ -9,10 +9,12 @@ short fields.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
@@ -281,7 +283,7 @@ class ConversationWorkflow:
             summary="create ticket (once per conversation)",
         )
         self.ticket_number = ticket.ticket_number
-        workflow.upsert_search_attributes([sa.TICKET_NUMBER.value_set(ticket.ticket_number)])
+        self._upsert([sa.TICKET_NUMBER.value_set(ticket.ticket_number)])
         self._memo()
 
     async def _agent_loop(self, message_ids: list[str]) -> tuple[int, int]:
@@ -393,12 +395,7 @@ class ConversationWorkflow:
         if self.status == "escalated":
             return
         priority = priority or REASON_PRIORITY.get(reason, "medium")
-        due = add_business_hours(
-            workflow.now(),
-            self.config.sla_business_hours,
-            day_start=self.config.business_day_start_hour,
-            day_end=self.config.business_day_end_hour,
-        )
+        due = self._sla_due()
         self.escalation = await self._db(
             "record_escalation",
             EscalateInput(
@@ -426,9 +423,12 @@ class ConversationWorkflow:
             )
         except TimeoutError:
             new_priority = NEXT_PRIORITY[self.escalation.priority]
+            next_due = self._sla_due()
             self.escalation = await self._db(
                 "bump_escalation",
-                BumpEscalationInput(escalation_id=self.escalation.escalation_id, new_priority=new_priority),
+                BumpEscalationInput(
+                    escalation_id=self.escalation.escalation_id, new_priority=new_priority, new_sla_due_at=next_due
+                ),
                 EscalationState,
                 summary=f"SLA passed: re-notify, priority {new_priority}",
             )
@@ -519,9 +519,19 @@ class ConversationWorkflow:
             summary=summary,
         )
 
+    def _sla_due(self) -> datetime:
+        """The SLA deadline: the configured business hours from now, in workflow time."""
+        assert self.config is not None
+        return add_business_hours(
+            workflow.now(),
+            self.config.sla_business_hours,
+            day_start=self.config.business_day_start_hour,
+            day_end=self.config.business_day_end_hour,
+        )
+
     def _conversation(self) -> str:
         if self.conversation_id is None:
-            raise workflow.NondeterminismError("conversation used before it was opened")  # pragma: no cover
+            raise ApplicationError("conversation used before it was opened", non_retryable=True)
         return self.conversation_id
 
     def _identity(self, customer: CustomerRef) -> None:
@@ -533,7 +543,7 @@ class ConversationWorkflow:
             self.customer_phone = customer.phone
             updates.append(sa.CUSTOMER_PHONE.value_set(customer.phone))
         if updates:
-            workflow.upsert_search_attributes(updates)
+            self._upsert(updates)
 
     def _remember(self, message_id: str, direction: str, role: str, preview: str) -> None:
         self.last_messages.append(
@@ -548,10 +558,14 @@ class ConversationWorkflow:
         del self.last_messages[:-MAX_LAST_MESSAGES]
 
     def _publish_status(self) -> None:
-        workflow.upsert_search_attributes(
+        self._upsert(
             [sa.CONVERSATION_STATUS.value_set(self.status), sa.ESCALATED.value_set(self.status == "escalated")]
         )
         self._memo()
+
+    def _upsert(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
+        if self.config is None or self.config.search_attributes:
+            workflow.upsert_search_attributes(updates)
 
     def _memo(self) -> None:
         who = self.customer_email or self.customer_phone or "unknown customer"

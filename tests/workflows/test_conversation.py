@@ -30,7 +30,8 @@ async def test_question_gets_a_grounded_reply_a_ticket_and_search_attributes(
 
     async def replied() -> list[dict[str, object]] | None:
         rows = await messages_of(sessions, workflow_id)
-        return rows if any(r["direction"] == "outbound" for r in rows) else None
+        sent = [r for r in rows if r["direction"] == "outbound" and r["delivery_status"] != "pending"]
+        return rows if sent else None
 
     rows = await eventually(replied)
     outbound = [r for r in rows if r["direction"] == "outbound"]

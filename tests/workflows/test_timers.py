@@ -56,7 +56,10 @@ async def test_escalation_sla_timer_raises_priority_when_no_human_answers(
     sessions: async_sessionmaker[AsyncSession],
     kb_ingested: None,
 ) -> None:
-    own = settings.model_copy(update={"temporal_task_queue": f"sla-{uuid.uuid4().hex[:8]}"})
+    # The time-skipping server cannot register custom search attributes.
+    own = settings.model_copy(
+        update={"temporal_task_queue": f"sla-{uuid.uuid4().hex[:8]}", "temporal_search_attributes": False}
+    )
     deps = ActivityDeps.create(own)
     try:
         async with make_worker(skipping_env.client, own, deps):
@@ -110,7 +113,11 @@ async def test_idle_conversation_closes_and_resolves_its_ticket(
     kb_ingested: None,
 ) -> None:
     own = settings.model_copy(
-        update={"temporal_task_queue": f"idle-{uuid.uuid4().hex[:8]}", "conversation_idle_timeout_seconds": 3600.0}
+        update={
+            "temporal_task_queue": f"idle-{uuid.uuid4().hex[:8]}",
+            "conversation_idle_timeout_seconds": 3600.0,
+            "temporal_search_attributes": False,
+        }
     )
     deps = ActivityDeps.create(own)
     try:

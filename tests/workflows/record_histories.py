@@ -1,0 +1,91 @@
+"""Record workflow histories for the Replayer test: `python -m tests.workflows.record_histories`.
+
+Starts the embedded services in a temporary directory, runs two real conversations (a question
+answered from the knowledge base; an escalation resolved by a human), and writes their histories
+to tests/workflows/histories/. Re-record after an intended workflow change that is guarded by
+`workflow.patched`; never to paper over a replay failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from pathlib import Path
+
+from activities.deps import ActivityDeps
+from core.logging import configure_logging
+from core.settings import Settings
+from core.temporal import connect_temporal
+from crm import db
+from kb.embeddings import create_embedder
+from kb.ingest import default_docs_path, ingest_path
+from tests.workflows.helpers import eventually, inbound, make_worker
+from workers.bridge import signal_with_start
+from workers.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedTemporal, free_port
+from workers.temporal_setup import ensure_search_attributes
+from workflows.contracts import ConversationState
+
+OUT = Path(__file__).parent / "histories"
+
+
+async def record(settings: Settings) -> None:
+    client = await connect_temporal(settings)
+    await ensure_search_attributes(client)
+    deps = ActivityDeps.create(settings)
+    await ingest_path(default_docs_path(), sessions=deps.sessions, embedder=create_embedder(settings))
+    async with make_worker(client, settings, deps):
+        answered = await signal_with_start(client, settings, inbound("web_form", "How do I connect Slack?"))
+
+        async def state(workflow_id: str) -> ConversationState:
+            return await client.get_workflow_handle(workflow_id).query("state", result_type=ConversationState)
+
+        await eventually(lambda: _has_outbound(state, answered))
+        escalated = await signal_with_start(client, settings, inbound("whatsapp", "How much is the Pro plan?"))
+        await eventually(lambda: _is(state, escalated, "escalated"))
+        await client.get_workflow_handle(escalated).signal(
+            "resolve_escalation", {"agent": "Sam", "reply": "Sales will call you today.", "action": "close"}
+        )
+        await client.get_workflow_handle(escalated).result()
+        for name, workflow_id in (("answered_web_question", answered), ("escalated_then_resolved", escalated)):
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            (OUT / f"{name}.json").write_text(history.to_json())
+    await deps.close()
+
+
+async def _has_outbound(state, workflow_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return any(m.direction == "outbound" for m in (await state(workflow_id)).last_messages)
+
+
+async def _is(state, workflow_id: str, status: str) -> bool:  # type: ignore[no-untyped-def]
+    current = await state(workflow_id)
+    return current.status == status and any(m.direction == "outbound" for m in current.last_messages)
+
+
+def main() -> None:
+    configure_logging(level="WARNING", log_format="console")
+    root = Path(tempfile.mkdtemp(prefix="crm-fte-record-"))
+    postgres = EmbeddedPostgres(root, free_port(), root / "logs")
+    temporal = EmbeddedTemporal(root, free_port(), free_port(), root / "logs", headless=True)
+    kafka = EmbeddedKafka(free_port(), root / "logs")
+    postgres.start()
+    temporal.start()
+    kafka.start()
+    try:
+        db.upgrade(postgres.url())
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=postgres.url(),
+            temporal_address=temporal.address,
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            temporal_task_queue=f"record-{uuid.uuid4().hex[:6]}",
+        )
+        asyncio.run(record(settings))
+    finally:
+        kafka.stop()
+        temporal.stop()
+        postgres.stop()
+
+
+if __name__ == "__main__":
+    main()
