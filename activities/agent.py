@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import guardrails
 from activities.deps import ActivityDeps
+from activities.heartbeat import heartbeating
 from core.logging import get_logger
 from crm.db import transaction
 from workflows.contracts import (
@@ -243,11 +244,12 @@ class AgentActivities:
     @activity.defn(name="agent_step")
     async def agent_step(self, inp: AgentStepInput) -> AgentStepResult:
         """One model call (OpenAI-compatible, or the offline responder); stores its output in agent_steps."""
-        if self.deps.settings.openai_configured:
-            content, calls, usage, model = await self._openai_step(inp)
-        else:
-            content, calls = await self._offline_step(inp)
-            usage, model = (0, 0), "offline-responder"
+        async with heartbeating():
+            if self.deps.settings.openai_configured:
+                content, calls, usage, model = await self._openai_step(inp)
+            else:
+                content, calls = await self._offline_step(inp)
+                usage, model = (0, 0), "offline-responder"
         if not calls:
             # A plain answer is a send_response; nothing the model says reaches a customer unchecked.
             calls = [

@@ -29,6 +29,8 @@ KB_RETRY = RetryPolicy(
 
 # One model call. 429 and 5xx retry with backoff; a request the model rejects is non-retryable.
 LLM_TIMEOUT = timedelta(seconds=90)
+# The step heartbeats while it waits for the model: a worker that dies mid-call is noticed quickly.
+LLM_HEARTBEAT = timedelta(seconds=10)
 LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -1,0 +1,374 @@
+"""Benchmark the knowledge-base search at scale: latency of hybrid search, HNSW recall against exact.
+
+For each size N it builds a scratch copy of the `knowledge_base` table (same columns, generated
+tsvector and indexes) in a throw-away schema, fills it with N synthetic chunks — the bundled
+TechCorp chunks, then copies of them with a share of their words swapped for random words of the
+same vocabulary, each copy under its own article ids — embeds every one of them with the
+configured embedder, builds the HNSW and GIN indexes, and runs the labelled questions through the
+real `kb.search.search` (the schema is first on the connection's search_path). It reports:
+
+* hybrid / vector-only (HNSW) / exact vector latency, p50 and p95, end to end (query embedding included);
+* recall@5 of the HNSW index: the share of the exact 5 nearest chunks the index returns;
+* agreement@5 of hybrid search with and without the index (the articles it returns);
+* answer@5: questions whose expected article (any copy of it) is in the hybrid top 5.
+
+Usage (from the repo root):
+
+    .venv/bin/python bench/kb_search.py                       # its own embedded PostgreSQL
+    .venv/bin/python bench/kb_search.py --database-url postgresql://... --sizes 1000 20000 --json /tmp/kb.json
+
+With a database URL the database must be migrated (`crm-fte migrate`); the bench only creates and
+drops its own schema there and never touches the real `knowledge_base` rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Running as `python bench/kb_search.py` puts bench/ (not the repo) on sys.path.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
+
+from core.settings import Settings  # noqa: E402
+from crm.db import create_sessionmaker  # noqa: E402
+from kb.chunking import chunk_article, plain_text  # noqa: E402
+from kb.embeddings import Embedder, create_embedder  # noqa: E402
+from kb.ingest import default_docs_path, discover_articles  # noqa: E402
+from kb.search import EF_SEARCH, SearchMode, exact_search, search  # noqa: E402
+
+QUESTIONS = REPO_ROOT / "tests" / "kb" / "kb_questions.jsonl"
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
+_TOKENS = re.compile(r"(\s+)")
+
+
+def synthetic_chunks(n: int, *, swap_rate: float, seed: int) -> list[dict[str, Any]]:
+    """N chunk rows: the real chunks first, then copies with `swap_rate` of their body words swapped."""
+    base = [c for a in discover_articles(default_docs_path()) for c in chunk_article(a)]
+    vocabulary = sorted({w.lower() for c in base for w in _WORD.findall(plain_text(c.content))})
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        chunk = base[i % len(base)]
+        copy = i // len(base)
+        header, _, body = chunk.content.partition("\n\n")
+        title = chunk.title
+        if copy:
+            title = f"{chunk.title} ({copy})"
+            header = header.replace(f"# {chunk.title}", f"# {title}", 1)
+            tokens = _TOKENS.split(body)
+            for j, token in enumerate(tokens):
+                if _WORD.fullmatch(token) and rng.random() < swap_rate:
+                    tokens[j] = rng.choice(vocabulary)
+            body = "".join(tokens)
+        content = f"{header}\n\n{body}"
+        rows.append(
+            {
+                "article_id": f"bench-{copy:04d}/{chunk.article_id}",
+                "chunk_index": chunk.chunk_index,
+                "title": title,
+                "category": chunk.category,
+                "content": content,
+                "content_hash": hashlib.sha256(content.encode()).hexdigest(),
+            }
+        )
+    return rows
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+async def _source_schemas(engine: AsyncEngine) -> tuple[str, str]:
+    """Schemas of the migrated `knowledge_base` table and of the pgvector extension."""
+    async with engine.connect() as conn:
+        table_schema = await conn.scalar(
+            text(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass('knowledge_base')"
+            )
+        )
+        vector_schema = await conn.scalar(
+            text("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'")
+        )
+    if table_schema is None or vector_schema is None:
+        raise SystemExit("kb_search: the database is not migrated (no knowledge_base table): run `crm-fte migrate`")
+    return str(table_schema), str(vector_schema)
+
+
+async def _load(engine: AsyncEngine, schema: str, source: str, rows: list[dict[str, Any]], vectors: Any) -> float:
+    """Create the scratch table and insert the rows (no ANN index yet); returns seconds."""
+    started = time.perf_counter()
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP TABLE IF EXISTS "{schema}".knowledge_base'))
+        await conn.execute(
+            text(
+                f'CREATE TABLE "{schema}".knowledge_base (LIKE "{source}".knowledge_base '
+                "INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)"
+            )
+        )
+        await conn.execute(text(f'ALTER TABLE "{schema}".knowledge_base ADD PRIMARY KEY (id)'))
+        statement = text(
+            f'INSERT INTO "{schema}".knowledge_base '
+            "(article_id, chunk_index, title, category, content, content_hash, embedding, embedding_model) "
+            "VALUES (:article_id, :chunk_index, :title, :category, :content, :content_hash, "
+            "CAST(:embedding AS vector), 'bench')"
+        )
+        for start in range(0, len(rows), 1000):
+            batch = [
+                {**row, "embedding": "[" + ",".join(f"{x:.7g}" for x in vector) + "]"}
+                for row, vector in zip(rows[start : start + 1000], vectors[start : start + 1000], strict=True)
+            ]
+            await conn.execute(statement, batch)
+    return time.perf_counter() - started
+
+
+async def _build_indexes(engine: AsyncEngine, schema: str) -> dict[str, float]:
+    """The production indexes (HNSW cosine, GIN on the tsvector); seconds per index."""
+    timings: dict[str, float] = {}
+    async with engine.begin() as conn:
+        for name, ddl in (
+            ("hnsw", "USING hnsw (embedding vector_cosine_ops)"),
+            ("gin", "USING gin (search_vector)"),
+        ):
+            started = time.perf_counter()
+            await conn.execute(text(f'CREATE INDEX bench_kb_{name} ON "{schema}".knowledge_base {ddl}'))
+            timings[name] = time.perf_counter() - started
+        await conn.execute(text(f'ANALYZE "{schema}".knowledge_base'))
+    return timings
+
+
+async def _plan_uses_hnsw(engine: AsyncEngine, vector: list[float]) -> bool:
+    """Whether the planner picks the HNSW index for the vector half of the search query."""
+    literal = "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+    async with engine.begin() as conn:
+        await conn.execute(text(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}"))
+        plan = await conn.execute(
+            text(
+                "EXPLAIN SELECT id FROM knowledge_base WHERE embedding IS NOT NULL "
+                "ORDER BY embedding <=> CAST(:v AS vector) LIMIT 40"
+            ),
+            {"v": literal},
+        )
+        return any("bench_kb_hnsw" in line for (line,) in plan)
+
+
+async def _timed(calls: list[Callable[[], Awaitable[Any]]]) -> tuple[list[float], list[Any]]:
+    timings: list[float] = []
+    results: list[Any] = []
+    for call in calls:
+        started = time.perf_counter()
+        results.append(await call())
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings, results
+
+
+async def bench_size(
+    n: int, *, url: str, schema: str, source: str, search_path: str, embedder: Embedder, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Build a table of `n` synthetic chunks and measure search on it."""
+    admin = create_async_engine(url)
+    engine = create_async_engine(url, connect_args={"server_settings": {"search_path": search_path}})
+    try:
+        rows = synthetic_chunks(n, swap_rate=args.swap_rate, seed=args.seed)
+        started = time.perf_counter()
+        vectors = await embedder.embed([plain_text(r["content"]) for r in rows])
+        embed_seconds = time.perf_counter() - started
+        insert_seconds = await _load(admin, schema, source, rows, vectors)
+        index_seconds = await _build_indexes(admin, schema)
+
+        questions = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+        queries = [str(q["question"]) for q in questions]
+        sessions = create_sessionmaker(engine)
+        uses_index = await _plan_uses_hnsw(engine, (await embedder.embed([queries[0]]))[0])
+
+        def run(mode: SearchMode, exact: bool, per_article: int | None) -> list[Callable[[], Awaitable[Any]]]:
+            target = exact_search if exact else search
+            return [
+                functools.partial(target, q, sessions=sessions, embedder=embedder, mode=mode, per_article=per_article)
+                for q in queries
+            ]
+
+        await _timed(run("hybrid", False, 1)[:10])  # warm-up: connections, caches, the embedder
+        hybrid_ms: list[float] = []
+        vector_ms: list[float] = []
+        exact_ms: list[float] = []
+        for _ in range(args.rounds):
+            timings, hybrid_hits = await _timed(run("hybrid", False, 1))
+            hybrid_ms += timings
+            timings, vector_hits = await _timed(run("vector", False, None))
+            vector_ms += timings
+            timings, exact_hits = await _timed(run("vector", True, None))
+            exact_ms += timings
+        _, exact_hybrid_hits = await _timed(run("hybrid", True, 1))
+
+        def overlap(a: list[Any], b: list[Any], key: Callable[[Any], Any]) -> float:
+            return statistics.fmean(
+                len({key(h) for h in x[:5]} & {key(h) for h in y[:5]}) / max(1, len(y[:5]))
+                for x, y in zip(a, b, strict=True)
+            )
+
+        answered = statistics.fmean(
+            bool(set(q["expected"]) & {h.article_id.split("/", 1)[-1] for h in hits[:5]})
+            for q, hits in zip(questions, hybrid_hits, strict=True)
+        )
+        return {
+            "chunks": n,
+            "embed_seconds": embed_seconds,
+            "insert_seconds": insert_seconds,
+            "hnsw_build_seconds": index_seconds["hnsw"],
+            "gin_build_seconds": index_seconds["gin"],
+            "planner_uses_hnsw": uses_index,
+            "queries": len(hybrid_ms),
+            "hybrid_p50_ms": percentile(hybrid_ms, 50),
+            "hybrid_p95_ms": percentile(hybrid_ms, 95),
+            "vector_hnsw_p50_ms": percentile(vector_ms, 50),
+            "vector_hnsw_p95_ms": percentile(vector_ms, 95),
+            "vector_exact_p50_ms": percentile(exact_ms, 50),
+            "vector_exact_p95_ms": percentile(exact_ms, 95),
+            "hnsw_recall_at_5": overlap(vector_hits, exact_hits, lambda h: h.chunk_id),
+            "hybrid_agreement_at_5": overlap(hybrid_hits, exact_hybrid_hits, lambda h: h.article_id),
+            "answer_at_5": answered,
+        }
+    finally:
+        await engine.dispose()
+        await admin.dispose()
+
+
+async def run_bench(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every size in turn, in one scratch schema dropped at the end."""
+    settings = Settings(database_url=url)
+    embedder = create_embedder(settings)
+    admin = create_async_engine(settings.database_dsn)
+    schema = f"kb_bench_{secrets.token_hex(4)}"
+    try:
+        source, vector_schema = await _source_schemas(admin)
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        search_path = ", ".join(dict.fromkeys([f'"{schema}"', f'"{vector_schema}"', f'"{source}"']))
+        results = []
+        for n in args.sizes:
+            print(f"-- {n} chunks: generating, embedding ({embedder.model_name}), loading, indexing ...", flush=True)
+            result = await bench_size(
+                n,
+                url=settings.database_dsn,
+                schema=schema,
+                source=source,
+                search_path=search_path,
+                embedder=embedder,
+                args=args,
+            )
+            results.append(result)
+            print(
+                f"   embedded in {result['embed_seconds']:.1f}s, inserted in {result['insert_seconds']:.1f}s, "
+                f"HNSW built in {result['hnsw_build_seconds']:.1f}s, GIN in {result['gin_build_seconds']:.1f}s",
+                flush=True,
+            )
+        return results
+    finally:
+        if not args.keep:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'chunks':>7} {'hybrid p50/p95 ms':>18} {'HNSW p50/p95 ms':>16} {'exact p50/p95 ms':>17} "
+        f"{'HNSW recall@5':>13} {'hybrid agree@5':>14} {'answer@5':>8} {'HNSW used':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['chunks']:>7} {r['hybrid_p50_ms']:>8.1f} / {r['hybrid_p95_ms']:<7.1f} "
+            f"{r['vector_hnsw_p50_ms']:>7.1f} / {r['vector_hnsw_p95_ms']:<6.1f} "
+            f"{r['vector_exact_p50_ms']:>7.1f} / {r['vector_exact_p95_ms']:<7.1f} "
+            f"{r['hnsw_recall_at_5']:>13.3f} {r['hybrid_agreement_at_5']:>14.3f} {r['answer_at_5']:>8.3f} "
+            f"{'yes' if r['planner_uses_hnsw'] else 'no':>9}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="A migrated CRM database (default: $DATABASE_URL, else an embedded PostgreSQL in a temp dir).",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 20000], help="Corpus sizes in chunks.")
+    parser.add_argument("--rounds", type=int, default=2, help="Passes over the labelled questions per size.")
+    parser.add_argument("--swap-rate", type=float, default=0.2, help="Share of words swapped in synthetic copies.")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch schema (for EXPLAIN by hand).")
+    parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    args = parser.parse_args()
+
+    from core.logging import configure_logging
+
+    configure_logging(level="WARNING", log_format="console")
+    server = None
+    scratch: Path | None = None
+    url = args.database_url
+    if not url:
+        from crm import db
+        from workers.embedded import EmbeddedPostgres, free_port
+
+        scratch = Path(tempfile.mkdtemp(prefix="kb-bench-"))
+        server = EmbeddedPostgres(scratch, free_port(), scratch / "logs", database="kb_bench")
+        print(f"-- starting an embedded PostgreSQL in {scratch}", flush=True)
+        server.start()
+        url = server.url()
+        db.upgrade(url)
+    try:
+        results = asyncio.run(run_bench(url, args))
+    finally:
+        if server is not None:
+            server.stop()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    print()
+    print(
+        f"kb search benchmark - {results[0]['queries'] if results else 0} queries per size "
+        f"(labelled questions x {args.rounds}), synthetic copies with {args.swap_rate:.0%} of words swapped, "
+        f"every chunk embedded (no vector reuse); latency end to end incl. query embedding; "
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+    print_table(results)
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k not in {"database_url", "json"}}
+        args.json.write_text(json.dumps({"args": settings, "results": results}, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

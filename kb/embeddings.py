@@ -1,0 +1,171 @@
+"""Text embeddings for the knowledge base: WordLlama on the CPU (default, offline) or OpenAI.
+
+The ``knowledge_base.embedding`` column is ``vector(EMBEDDING_DIM)``, fixed when the migration
+ran, so every embedder declares its dimension and :func:`create_embedder` refuses one that does
+not match the settings instead of failing later on the first INSERT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from core.errors import CRMError
+from core.logging import get_logger
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+log = get_logger(__name__)
+
+# The only WordLlama weights shipped inside the PyPI wheel (no download at run time).
+WORDLLAMA_DIM = 256
+# The settings default names the WordLlama model; with the OpenAI provider it means "no choice made".
+DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
+_WORDLLAMA_DEFAULT_MODEL = "l2_supercat"
+
+
+class EmbeddingConfigError(CRMError):
+    """The embedding model cannot be used with this configuration or database."""
+
+    code = "embedding_config"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors of a fixed dimension."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row to unit length (rows of zeros stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+class WordLlamaEmbedder:
+    """WordLlama static token embeddings, loaded once from the wheel; CPU work runs in a thread."""
+
+    def __init__(self, config: str = _WORDLLAMA_DEFAULT_MODEL, *, dim: int = WORDLLAMA_DIM, batch_size: int = 64):
+        self._config = config
+        self._dim = dim
+        self._batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return f"wordllama/{self._config}-{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                import wordllama
+                from wordllama import WordLlama
+
+                # wordllama 0.4 looks for its bundled tokenizer in a folder that does not exist
+                # ("tokenizer/") and then tries Hugging Face; its cache layout ("weights/",
+                # "tokenizers/") matches the package folder, so pointing the cache there keeps it offline.
+                bundled = Path(wordllama.__file__).parent
+                try:
+                    self._model = WordLlama.load(
+                        config=self._config, dim=self._dim, cache_dir=bundled, disable_download=True
+                    )
+                except (AttributeError, ValueError, FileNotFoundError) as exc:
+                    raise EmbeddingConfigError(
+                        f"WordLlama model {self._config!r} ({self._dim}-dim) is not available offline: {exc}"
+                    ) from exc
+                log.info("kb.embedder_loaded", model=self.model_name)
+            return self._model
+
+    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+        model = self._load()
+        vectors = np.asarray(model.embed(texts, norm=False, batch_size=self._batch_size), dtype=np.float32)
+        return normalize(vectors).tolist()  # type: ignore[no-any-return]
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed texts; the tokenisation and pooling run in a worker thread."""
+        if not texts:
+            return []
+        return await asyncio.to_thread(self._embed_sync, texts)
+
+
+class OpenAIEmbedder:
+    """OpenAI (or a compatible server) embeddings, shortened to `dim` by the API."""
+
+    def __init__(self, client: AsyncOpenAI, *, model: str, dim: int, batch_size: int = 256):
+        self._client = client
+        self._model = model
+        self._dim = dim
+        self._batch_size = batch_size
+
+    @property
+    def model_name(self) -> str:
+        return f"openai/{self._model}-{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed texts in batches; a vector of the wrong size is a configuration error."""
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = texts[start : start + self._batch_size]
+            response = await self._client.embeddings.create(model=self._model, input=batch, dimensions=self._dim)
+            ordered = sorted(response.data, key=lambda item: item.index)
+            vectors = np.asarray([item.embedding for item in ordered], dtype=np.float32)
+            if vectors.shape != (len(batch), self._dim):
+                raise EmbeddingConfigError(
+                    f"embedding model {self._model!r} returned vectors of shape {vectors.shape}, "
+                    f"expected ({len(batch)}, {self._dim})"
+                )
+            out.extend(normalize(vectors).tolist())
+        return out
+
+
+def create_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings ask for, checked against EMBEDDING_DIM (the database column size)."""
+    embedder: Embedder
+    if settings.embedding_provider == "wordllama":
+        embedder = WordLlamaEmbedder(settings.embedding_model)
+    else:
+        from openai import AsyncOpenAI
+
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        if not api_key:
+            raise EmbeddingConfigError("EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY")
+        model = settings.embedding_model
+        if model == _WORDLLAMA_DEFAULT_MODEL:
+            model = DEFAULT_OPENAI_EMBEDDING_MODEL
+        client = AsyncOpenAI(
+            api_key=api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout_seconds,
+            # Retries belong to the caller (a Temporal activity retry policy, or the operator).
+            max_retries=0,
+        )
+        embedder = OpenAIEmbedder(client, model=model, dim=settings.embedding_dim)
+    if embedder.dim != settings.embedding_dim:
+        raise EmbeddingConfigError(
+            f"embedding model {embedder.model_name} gives {embedder.dim}-dim vectors but EMBEDDING_DIM is "
+            f"{settings.embedding_dim} (the knowledge_base.embedding column size); set EMBEDDING_DIM={embedder.dim} "
+            "before migrating, or choose an embedding model of that size"
+        )
+    return embedder

@@ -1,0 +1,243 @@
+"""Load Markdown articles into the `knowledge_base` table: chunk, embed what changed, upsert.
+
+Each chunk row is keyed by (article_id, chunk_index) and carries a content hash over its text and
+the embedding model, so a re-run embeds only chunks whose text (or model) changed, rewrites only
+those rows, and removes the chunks an article no longer has. Articles that vanished from the
+folder are deleted only with ``prune=True``, and only among ids under ``article_prefix``: one
+table can hold several sources side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from pydantic import BaseModel
+from sqlalchemy import Table, delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.errors import CRMError
+from core.logging import get_logger
+from crm.db import transaction
+from crm.models import KnowledgeBaseChunk
+from kb.chunking import Article, Chunk, chunk_article, plain_text, read_article
+from kb.embeddings import Embedder, EmbeddingConfigError
+
+log = get_logger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called after each article as ``(article_id, articles_done, articles_total)``."""
+
+_kb = cast(Table, KnowledgeBaseChunk.__table__)
+
+
+class IngestError(CRMError):
+    """The articles to ingest cannot be read."""
+
+    status_code = 400
+    code = "kb_ingest"
+
+
+class IngestReport(BaseModel):
+    """What one ingest run did, in chunks unless named otherwise."""
+
+    articles: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    articles_deleted: int = 0
+    embedded: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.inserted or self.updated or self.deleted)
+
+    def summary(self) -> str:
+        """One line for a terminal or a log."""
+        return (
+            f"{self.articles} articles: {self.inserted} chunks inserted, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.deleted} deleted"
+            + (f" ({self.articles_deleted} articles pruned)" if self.articles_deleted else "")
+        )
+
+
+def default_docs_path() -> Path:
+    """The TechCorp articles bundled with the package."""
+    return Path(__file__).parent / "docs"
+
+
+def content_hash(chunk: Chunk, model_name: str) -> str:
+    """sha256 over what the stored row and its embedding depend on."""
+    digest = hashlib.sha256()
+    for part in (model_name, chunk.title, chunk.category, chunk.content):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """What the embedder sees: the chunk without Markdown punctuation."""
+    return plain_text(chunk.content)
+
+
+async def check_embedding_column(sessions: async_sessionmaker[AsyncSession], embedder: Embedder) -> None:
+    """Fail with a clear message when `knowledge_base.embedding` is missing or of another dimension."""
+    async with sessions() as session:
+        typmod = await session.scalar(
+            text(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass('knowledge_base') "
+                "AND attname = 'embedding' AND NOT attisdropped"
+            )
+        )
+    if typmod is None:
+        raise IngestError("the knowledge_base table does not exist: run `crm-fte migrate` first")
+    # pgvector keeps the dimension as the type modifier (-1 for an unsized `vector`).
+    if typmod > 0 and typmod != embedder.dim:
+        raise EmbeddingConfigError(
+            f"knowledge_base.embedding is vector({typmod}) but {embedder.model_name} gives {embedder.dim}-dim "
+            f"vectors; use an embedding model of {typmod} dimensions (EMBEDDING_DIM={typmod}) or migrate a "
+            f"database created with EMBEDDING_DIM={embedder.dim}"
+        )
+
+
+def discover_articles(path: Path, *, article_prefix: str = "") -> list[Article]:
+    """Every `*.md` file under `path` (or `path` itself), id = prefix + relative path without `.md`."""
+    if not path.exists():
+        raise IngestError(f"no such file or directory: {path}")
+    if path.is_file():
+        files = [(path, path.stem)]
+    else:
+        files = [(p, p.relative_to(path).with_suffix("").as_posix()) for p in sorted(path.rglob("*.md"))]
+    articles: list[Article] = []
+    for file, relative_id in files:
+        if not file.is_file():
+            continue
+        try:
+            articles.append(read_article(file, article_id=article_prefix + relative_id))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IngestError(f"cannot read {file}: {exc}") from exc
+    if not articles:
+        # Never "sync" an empty folder: with prune it would wipe the knowledge base.
+        raise IngestError(f"no Markdown articles (*.md) under {path}")
+    return articles
+
+
+async def ingest_path(
+    path: Path,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
+    prune: bool = False,
+    article_prefix: str = "",
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Bring the knowledge base in line with the articles under `path` (idempotent)."""
+    articles = discover_articles(path, article_prefix=article_prefix)
+    return await ingest_articles(
+        articles,
+        sessions=sessions,
+        embedder=embedder,
+        prune=prune,
+        article_prefix=article_prefix,
+        on_progress=on_progress,
+    )
+
+
+async def ingest_articles(
+    articles: list[Article],
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
+    prune: bool = False,
+    article_prefix: str = "",
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Chunk, embed and upsert parsed articles; see :func:`ingest_path`."""
+    report = IngestReport(articles=len(articles))
+    model = embedder.model_name
+    ids = [a.article_id for a in articles]
+    if len(set(ids)) != len(ids):
+        raise IngestError("two articles share an id")
+    await check_embedding_column(sessions, embedder)
+
+    async with sessions() as session:
+        rows = await session.execute(
+            select(_kb.c.article_id, _kb.c.chunk_index, _kb.c.content_hash).where(_kb.c.article_id.in_(ids))
+        )
+        existing: dict[tuple[str, int], str] = {(a, i): h for a, i, h in rows}
+        stored_ids: set[str] = set()
+        if prune:
+            stored_ids = set(
+                await session.scalars(
+                    select(_kb.c.article_id).where(func.starts_with(_kb.c.article_id, article_prefix)).distinct()
+                )
+            )
+
+    for done, article in enumerate(articles, start=1):
+        chunks = chunk_article(article)
+        hashes = [content_hash(c, model) for c in chunks]
+        changed = [
+            (c, h) for c, h in zip(chunks, hashes, strict=True) if existing.get((c.article_id, c.chunk_index)) != h
+        ]
+        stale = sum(1 for (a, i) in existing if a == article.article_id and i >= len(chunks))
+        vectors = await embedder.embed([embedding_text(c) for c, _ in changed]) if changed else []
+        async with transaction(sessions) as session:
+            if changed:
+                rows_in = [
+                    {
+                        "article_id": c.article_id,
+                        "chunk_index": c.chunk_index,
+                        "title": c.title,
+                        "category": c.category,
+                        "content": c.content,
+                        "content_hash": h,
+                        "embedding": v,
+                        "embedding_model": model,
+                    }
+                    for (c, h), v in zip(changed, vectors, strict=True)
+                ]
+                stmt = insert(_kb).values(rows_in)
+                await session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[_kb.c.article_id, _kb.c.chunk_index],
+                        set_={
+                            name: stmt.excluded[name]
+                            for name in ("title", "category", "content", "content_hash", "embedding", "embedding_model")
+                        },
+                    )
+                )
+            if stale:
+                await session.execute(
+                    delete(_kb).where(_kb.c.article_id == article.article_id, _kb.c.chunk_index >= len(chunks))
+                )
+        inserted = sum(1 for c, _ in changed if (c.article_id, c.chunk_index) not in existing)
+        report.inserted += inserted
+        report.updated += len(changed) - inserted
+        report.unchanged += len(chunks) - len(changed)
+        report.deleted += stale
+        report.embedded += len(changed)
+        if changed or stale:
+            log.debug(
+                "kb.article_ingested",
+                article_id=article.article_id,
+                chunks=len(chunks),
+                written=len(changed),
+                deleted=stale,
+            )
+        if on_progress is not None:
+            on_progress(article.article_id, done, len(articles))
+
+    gone = sorted(stored_ids - set(ids))
+    if gone:
+        async with transaction(sessions) as session:
+            result = await session.execute(delete(_kb).where(_kb.c.article_id.in_(gone)))
+        report.deleted += result.rowcount or 0  # type: ignore[attr-defined]
+        report.articles_deleted = len(gone)
+        log.info("kb.articles_pruned", articles=gone)
+
+    log.info("kb.ingest_finished", **report.model_dump(), embedding_model=model)
+    return report
