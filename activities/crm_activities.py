@@ -6,8 +6,6 @@ activity whose worker died after the commit but before reporting success.
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any
 
 from sqlalchemy import text
@@ -17,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
 from core.logging import get_logger
+from crm import identity
 from crm.db import transaction
 from workflows.contracts import (
     BumpEscalationInput,
@@ -38,78 +37,8 @@ from workflows.contracts import (
 )
 
 log = get_logger(__name__)
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 TICKET_CATEGORIES = {"how_to", "bug", "billing", "account", "feature_request", "other"}
 PRIORITIES = {"low", "medium", "high", "urgent"}
-
-
-def normalise_email(value: str | None) -> str | None:
-    value = (value or "").strip().lower()
-    return value if "@" in value else None
-
-
-def normalise_phone(value: str | None) -> str | None:
-    """E.164 or nothing: `whatsapp:+1 (415) 555-0100` → `+14155550100`."""
-    if not value:
-        return None
-    raw = value.strip().removeprefix("whatsapp:")
-    digits = re.sub(r"[^\d+]", "", raw)
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    return digits if _E164.match(digits) else None
-
-
-async def _customer_by_identifier(session: AsyncSession, kind: str, value: str | None) -> uuid.UUID | None:
-    if value is None:
-        return None
-    row = await session.execute(
-        text("SELECT customer_id FROM customer_identifiers WHERE identifier_type = :t AND identifier_value = :v"),
-        {"t": kind, "v": value},
-    )
-    return row.scalar_one_or_none()
-
-
-async def resolve_customer_in(session: AsyncSession, message: InboundMessage) -> CustomerRef:
-    """Find the customer by email or phone (any channel); create one; link every identifier given."""
-    email = normalise_email(message.sender.email)
-    phone = normalise_phone(message.sender.phone)
-    if email is None and phone is None:
-        raise ApplicationError("inbound message has no email or phone to identify the sender", non_retryable=True)
-    # Serialise concurrent first contacts for the same identity (two channels at once).
-    for key in filter(None, (email, phone)):
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"identity:{key}"})
-    by_email = await _customer_by_identifier(session, "email", email)
-    by_phone = await _customer_by_identifier(session, "phone", phone)
-    customer_id = by_email or by_phone
-    if customer_id is None:
-        customer_id = (
-            await session.execute(
-                text("INSERT INTO customers (email, phone, name) VALUES (:e, :p, :n) RETURNING id"),
-                {"e": email, "p": phone, "n": message.sender.name},
-            )
-        ).scalar_one()
-    elif by_email and by_phone and by_email != by_phone:
-        # Two records turned out to be one person; keep the email's, note the other for a human.
-        log.warning("crm.identity_conflict", kept=str(by_email), other=str(by_phone))
-    for kind, value in (("email", email), ("phone", phone)):
-        if value is not None:
-            await session.execute(
-                text(
-                    "INSERT INTO customer_identifiers (customer_id, identifier_type, identifier_value, channel) "
-                    "VALUES (:c, :t, :v, :ch) ON CONFLICT (identifier_type, identifier_value) DO NOTHING"
-                ),
-                {"c": customer_id, "t": kind, "v": value, "ch": message.channel},
-            )
-    row = (
-        await session.execute(
-            text(
-                "UPDATE customers SET email = coalesce(email, :e), phone = coalesce(phone, :p), "
-                "name = coalesce(name, :n) WHERE id = :c RETURNING id, email, phone, name"
-            ),
-            {"c": customer_id, "e": email, "p": phone, "n": message.sender.name},
-        )
-    ).one()
-    return CustomerRef(customer_id=str(row.id), email=row.email, phone=row.phone, name=row.name)
 
 
 class CRMActivities:
@@ -138,7 +67,17 @@ class CRMActivities:
     async def resolve_customer(self, message: InboundMessage) -> CustomerRef:
         """Cross-channel identity: the same email or phone is the same customer on every channel."""
         async with transaction(self.deps.sessions) as session:
-            return await resolve_customer_in(session, message)
+            try:
+                found = await identity.resolve_customer(
+                    session,
+                    channel=message.channel,
+                    email=message.sender.email,
+                    phone=message.sender.phone,
+                    name=message.sender.name,
+                )
+            except identity.NoIdentity as exc:
+                raise ApplicationError(str(exc), non_retryable=True) from exc
+        return CustomerRef(customer_id=found.customer_id, email=found.email, phone=found.phone, name=found.name)
 
     @activity.defn(name="open_conversation")
     async def open_conversation(self, inp: OpenConversationInput) -> str:

@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str | None = None
     gmail_api_base_url: str | None = None
+    # Gmail: the support mailbox, OAuth credentials for the Gmail API, and Pub/Sub push auth.
+    gmail_user_email: str | None = None
+    gmail_client_id: str | None = None
+    gmail_client_secret: SecretStr | None = None
+    gmail_refresh_token: SecretStr | None = None
+    gmail_token_uri: str = "https://oauth2.googleapis.com/token"
+    gmail_watch_topic: str | None = Field(default=None, description="projects/PROJECT/topics/TOPIC for users.watch")
+    gmail_watch_renew_hours: float = Field(default=24.0, gt=0, le=168)
+    gmail_pubsub_audience: str | None = None
+    gmail_pubsub_service_account: str | None = None
+    gmail_pubsub_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # A static bearer token instead of OIDC: explicit opt-in only, for push endpoints behind a proxy.
+    gmail_pubsub_static_token: SecretStr | None = None
 
     # --- Processes -------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -139,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def gmail_configured(self) -> bool:
+        return bool(self.gmail_user_email and self.gmail_client_id and self.gmail_refresh_token)
 
     @property
     def openai_configured(self) -> bool:

@@ -17,7 +17,7 @@ from core.logging import get_logger
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
-from gateway import health
+from gateway import channel_metrics, health, tickets, web_form, whatsapp
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
 log = get_logger(__name__)
@@ -117,6 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
+    app.include_router(web_form.router)
+    app.include_router(whatsapp.router)
+    app.include_router(tickets.router)
+    app.include_router(channel_metrics.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -64,6 +64,9 @@ def conversation_workflow_id(channel: str, conversation_key: str) -> str:
 CONVERSATION_WORKFLOW = "ConversationWorkflow"
 INBOUND_SIGNAL = "inbound_message"
 RESOLVE_ESCALATION_SIGNAL = "resolve_escalation"
+# The same hand-back as an update: validated before it reaches history (a second resolution is
+# rejected), and it returns once the human's reply was sent.
+RESOLVE_ESCALATION_UPDATE = "resolve_escalation_update"
 
 
 # ----------------------------------------------------------------------------- human hand-off
@@ -338,3 +341,11 @@ class ConversationInput(BaseModel):
     conversation_key: str
     # Carried across continue-as-new so a long conversation keeps its identity and dedupe state.
     carried_state: CarriedState | None = None
+
+
+class ResolutionOutcome(BaseModel):
+    """What the resolve update returns once the workflow has acted on it."""
+
+    ticket_number: str | None
+    status: Literal["active", "escalated", "resolved", "closed"]
+    reply_message_ids: list[str] = Field(default_factory=list)

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contracts import (
         INBOUND_SIGNAL,
         RESOLVE_ESCALATION_SIGNAL,
+        RESOLVE_ESCALATION_UPDATE,
         AgentStepInput,
         AgentStepResult,
         BumpEscalationInput,
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         Priority,
         RecordedMessage,
         RecordInboundInput,
+        ResolutionOutcome,
         ResolveEscalation,
         ResolveEscalationInput,
         SendResult,
@@ -116,6 +118,7 @@ class ConversationWorkflow:
         self.last_messages: list[MessageSummary] = list(carried.last_messages)
         self.config = carried.config
         self.resolution: ResolveEscalation | None = None
+        self.resolution_outcome: ResolutionOutcome | None = None
         self.reply_counter = 0
 
     # ------------------------------------------------------------------ signals and queries
@@ -136,6 +139,20 @@ class ConversationWorkflow:
             workflow.logger.warning("conversation.resolution_ignored", extra={"status": self.status})
             return
         self.resolution = resolution
+
+    @workflow.update(name=RESOLVE_ESCALATION_UPDATE)
+    async def resolve_escalation_update(self, resolution: ResolveEscalation) -> ResolutionOutcome:
+        """Like the signal, but answers once the human's reply went out (API and console use this)."""
+        self.resolution = resolution
+        self.resolution_outcome = None
+        await workflow.wait_condition(lambda: self.resolution_outcome is not None)
+        assert self.resolution_outcome is not None
+        return self.resolution_outcome
+
+    @resolve_escalation_update.validator
+    def _validate_resolution(self, resolution: ResolveEscalation) -> None:
+        if self.status != "escalated" or self.resolution is not None:
+            raise ValueError(f"conversation is not awaiting a human (status {self.status})")
 
     @workflow.query(name="state")
     def state(self) -> ConversationState:
@@ -362,7 +379,7 @@ class ConversationWorkflow:
         return prompt, completion
 
     # ------------------------------------------------------------------ replies
-    async def _reply(self, source: str, **fields: object) -> None:
+    async def _reply(self, source: str, **fields: object) -> list[str]:
         """Format and record the reply under a deterministic key, then send each part in order."""
         self.reply_counter += 1
         key = f"{workflow.info().workflow_id}/{workflow.info().run_id}/reply-{self.reply_counter}"
@@ -390,6 +407,7 @@ class ConversationWorkflow:
                 summary=f"send {self.channel} reply",
             )
             self._remember(result.message_id, "outbound", "human_agent" if source == "human" else "agent", "")
+        return prepared.message_ids
 
     # ------------------------------------------------------------------ escalation
     async def _escalate(self, reason: EscalationReason, priority: Priority | None = None) -> None:
@@ -451,14 +469,19 @@ class ConversationWorkflow:
             str,
             summary=f"{resolution.agent} resolved ({resolution.action})",
         )
-        await self._reply("human", human_agent=resolution.agent, human_reply=resolution.reply)
-        self.resolution = None
+        reply_ids = await self._reply("human", human_agent=resolution.agent, human_reply=resolution.reply)
         self.escalation = None
         if resolution.action == "close":
             await self._close("human_closed")
         else:
             self.status = "active"
             self._publish_status()
+        self.resolution_outcome = ResolutionOutcome(
+            ticket_number=self.ticket_number,
+            status=self.status,  # type: ignore[arg-type]
+            reply_message_ids=reply_ids,
+        )
+        self.resolution = None
 
     # ------------------------------------------------------------------ closing
     async def _on_idle(self) -> None:

@@ -1,0 +1,45 @@
+"""Publishing inbound messages to Kafka: 2xx to a provider only after the broker acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import Histogram
+
+from core.errors import ServiceUnavailable
+from core.logging import get_logger
+from gateway.resources import Resources
+from workflows.contracts import InboundMessage
+
+log = get_logger(__name__)
+
+PRODUCE_LATENCY = Histogram(
+    "crm_fte_kafka_produce_seconds", "Time until the broker acknowledged an inbound record", ["channel"]
+)
+
+
+async def publish_inbound(resources: Resources, message: InboundMessage) -> None:
+    """Produce one record keyed by conversation key (per-conversation order), waiting for acks=all.
+
+    Raises ServiceUnavailable (503) if the broker does not acknowledge, so the provider retries.
+    """
+    settings = resources.settings
+    started = time.perf_counter()
+    try:
+        producer = await resources.kafka.get()
+        await asyncio.wait_for(
+            producer.send_and_wait(
+                settings.kafka_topic_inbound,
+                value=message.model_dump_json().encode(),
+                key=f"{message.channel}:{message.conversation_key}".encode(),
+            ),
+            timeout=10.0,
+        )
+    except Exception as exc:
+        log.warning("gateway.produce_failed", channel=message.channel, error=type(exc).__name__)
+        # Drop a producer that may be wedged; the next request starts a fresh one.
+        await resources.kafka.close()
+        raise ServiceUnavailable("the message broker did not acknowledge the message; retry later") from exc
+    PRODUCE_LATENCY.labels(message.channel).observe(time.perf_counter() - started)
+    log.info("gateway.message_published", channel=message.channel, message_id=message.external_message_id)

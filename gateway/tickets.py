@@ -1,0 +1,101 @@
+"""`GET /api/v1/tickets/{ticket_id}`: a ticket, its conversation's messages and escalation state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, EmailStr
+from sqlalchemy import text
+
+from core.errors import NotFound
+from gateway.deps import ResourcesDep
+
+router = APIRouter(tags=["tickets"])
+
+
+class TicketMessage(BaseModel):
+    id: str
+    direction: str
+    role: str
+    content: str
+    delivery_status: str
+    created_at: datetime
+
+
+class TicketEscalation(BaseModel):
+    reason: str
+    priority: str
+    status: str
+    sla_due_at: datetime
+
+
+class TicketView(BaseModel):
+    ticket_id: str
+    status: str
+    channel: str
+    category: str
+    priority: str
+    subject: str | None
+    created_at: datetime
+    updated_at: datetime
+    workflow_id: str | None
+    escalation: TicketEscalation | None
+    messages: list[TicketMessage]
+
+
+@router.get("/api/v1/tickets/{ticket_id}", response_model=TicketView, responses={404: {"description": "Not found"}})
+async def get_ticket(
+    resources: ResourcesDep,
+    ticket_id: Annotated[str, Path(pattern=r"^TKT-\d{4,12}$", description="e.g. TKT-0001")],
+    email: Annotated[EmailStr, Query(description="The email address the ticket belongs to.")],
+) -> TicketView:
+    """The ticket's status and messages, for the customer whose email it is (404 otherwise: no enumeration)."""
+    async with resources.sessions() as session:
+        ticket = (
+            await session.execute(
+                text(
+                    "SELECT t.ticket_number, t.status, t.source_channel, t.category, t.priority, t.subject, "
+                    "t.created_at, t.updated_at, t.conversation_id, c.workflow_id FROM tickets t "
+                    "JOIN customers cu ON cu.id = t.customer_id "
+                    "LEFT JOIN conversations c ON c.id = t.conversation_id "
+                    "WHERE t.ticket_number = :n AND (cu.email = :e OR EXISTS (SELECT 1 FROM customer_identifiers i "
+                    "WHERE i.customer_id = cu.id AND i.identifier_type = 'email' AND i.identifier_value = :e))"
+                ),
+                {"n": ticket_id, "e": str(email).lower()},
+            )
+        ).one_or_none()
+        if ticket is None:
+            raise NotFound(f"no ticket {ticket_id} for that email address")
+        messages = (
+            await session.execute(
+                text(
+                    "SELECT id, direction, role, content, delivery_status, created_at FROM messages "
+                    "WHERE conversation_id = :c ORDER BY created_at, id"
+                ),
+                {"c": ticket.conversation_id},
+            )
+        ).all()
+        escalation = (
+            await session.execute(
+                text(
+                    "SELECT reason, priority, status, sla_due_at FROM escalations WHERE conversation_id = :c "
+                    "ORDER BY created_at DESC LIMIT 1"
+                ),
+                {"c": ticket.conversation_id},
+            )
+        ).one_or_none()
+    return TicketView(
+        ticket_id=ticket.ticket_number,
+        status=ticket.status,
+        channel=ticket.source_channel,
+        category=ticket.category,
+        priority=ticket.priority,
+        subject=ticket.subject,
+        created_at=ticket.created_at,
+        updated_at=ticket.updated_at,
+        workflow_id=ticket.workflow_id,
+        escalation=TicketEscalation(**escalation._mapping) if escalation else None,
+        messages=[TicketMessage(**{**m._mapping, "id": str(m.id)}) for m in messages],
+    )

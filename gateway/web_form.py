@@ -1,0 +1,121 @@
+"""`POST /api/v1/support/form`: the web support form, validated, ticketed synchronously, sent through Kafka."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
+from sqlalchemy import text
+
+from crm.identity import normalise_phone, resolve_customer
+from gateway.deps import ResourcesDep
+from gateway.producer import publish_inbound
+from workflows.contracts import InboundMessage, SenderIdentity, conversation_workflow_id
+
+router = APIRouter(tags=["web form"])
+
+Category = Literal["how_to", "bug", "billing", "account", "feature_request", "other"]
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class SupportForm(BaseModel):
+    """What a customer submits; the browser checks the same rules before sending."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    email: EmailStr
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    category: Category
+    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=5000)]
+    priority: Literal["low", "medium", "high"] = "medium"
+    phone: str | None = Field(default=None, max_length=32, description="E.164, e.g. +14155550100")
+
+    @field_validator("name", "subject", "message")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        normalised = normalise_phone(value)
+        if normalised is None:
+            raise ValueError("must be an international number such as +14155550100")
+        return normalised
+
+
+class SupportFormAccepted(BaseModel):
+    ticket_id: str
+    status: Literal["received"]
+    message: str
+    created_at: datetime
+
+
+@router.post(
+    "/api/v1/support/form",
+    status_code=201,
+    response_model=SupportFormAccepted,
+    responses={422: {"description": "Invalid fields"}, 503: {"description": "Broker unavailable; retry"}},
+)
+async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> SupportFormAccepted:
+    """Create the customer, conversation and ticket, then hand the message to the conversation workflow."""
+    submission_id = f"form-{uuid.uuid4()}"
+    now = datetime.now(UTC)
+    sender = SenderIdentity(email=str(form.email).lower(), phone=form.phone, name=form.name)
+    async with resources.sessions() as session, session.begin():
+        customer = await resolve_customer(
+            session, channel="web_form", email=sender.email, phone=sender.phone, name=sender.name
+        )
+        ticket_number = await session.scalar(text("SELECT next_ticket_number()"))
+        conversation_id = await session.scalar(
+            text(
+                "INSERT INTO conversations (customer_id, channel, conversation_key, workflow_id, subject) "
+                "VALUES (:c, 'web_form', :k, :w, :s) RETURNING id"
+            ),
+            {
+                "c": customer.customer_id,
+                "k": ticket_number,
+                "w": conversation_workflow_id("web_form", ticket_number),
+                "s": form.subject,
+            },
+        )
+        created_at = await session.scalar(
+            text(
+                "INSERT INTO tickets (ticket_number, conversation_id, customer_id, subject, category, priority, "
+                "source_channel) VALUES (:n, :conv, :c, :s, :cat, :p, 'web_form') RETURNING created_at"
+            ),
+            {
+                "n": ticket_number,
+                "conv": conversation_id,
+                "c": customer.customer_id,
+                "s": form.subject,
+                "cat": form.category,
+                "p": form.priority,
+            },
+        )
+        message = InboundMessage(
+            channel="web_form",
+            external_message_id=submission_id,
+            conversation_key=ticket_number,
+            sender=sender,
+            text=form.message,
+            received_at=now,
+            subject=form.subject,
+            metadata={"category": form.category, "priority": form.priority, "submission_id": submission_id},
+        )
+        # Produced inside the transaction: if the broker does not acknowledge, nothing is kept and
+        # the customer gets a 503 to retry; the ticket exists only for a message that will be answered.
+        await publish_inbound(resources, message)
+    return SupportFormAccepted(
+        ticket_id=ticket_number,
+        status="received",
+        message="Your support request has been received. You can follow the answer on your ticket page.",
+        created_at=created_at,
+    )

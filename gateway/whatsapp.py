@@ -1,0 +1,152 @@
+"""Twilio WhatsApp webhooks: inbound messages and delivery-status callbacks.
+
+Every request must carry a valid `X-Twilio-Signature` computed over the public URL and the form
+parameters (the `twilio` library's validator). No auth token configured means no WhatsApp
+traffic is accepted at all: the channel fails closed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy import text
+from starlette.datastructures import FormData
+from twilio.request_validator import RequestValidator
+
+from core.errors import BadRequest, Forbidden
+from core.logging import get_logger
+from core.settings import Settings
+from crm.identity import normalise_phone
+from gateway.deps import ResourcesDep
+from gateway.producer import publish_inbound
+from workflows.contracts import MAX_TEXT_CHARS, Attachment, InboundMessage, SenderIdentity
+
+router = APIRouter(tags=["whatsapp"])
+log = get_logger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# Twilio's statuses in delivery order; a callback may only move a message forward.
+STATUS_RANK = {
+    "pending": 0,
+    "queued": 1,
+    "sending": 1,
+    "sent": 2,
+    "failed": 3,
+    "undelivered": 3,
+    "delivered": 4,
+    "read": 5,
+}
+_STORED_STATUS = {"sending": "queued"}
+# The same ranking in SQL, so compare-and-set happens atomically in one UPDATE.
+_RANK_SQL = "CASE delivery_status " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in STATUS_RANK.items()) + " ELSE 0 END"
+MAX_MEDIA = 10
+
+
+def public_url(request: Request, settings: Settings) -> str:
+    """The URL Twilio signed: PUBLIC_BASE_URL + path (behind a proxy/ingress), else what we received."""
+    if settings.public_base_url is None:
+        return str(request.url)
+    base = str(settings.public_base_url).rstrip("/")
+    query = f"?{request.url.query}" if request.url.query else ""
+    return f"{base}{request.url.path}{query}"
+
+
+async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
+    """The POSTed form, only if Twilio signed it; 403 otherwise (and always when unconfigured)."""
+    if settings.twilio_auth_token is None or not settings.twilio_auth_token.get_secret_value():
+        raise Forbidden("the WhatsApp channel is not configured (TWILIO_AUTH_TOKEN is unset); refusing traffic")
+    signature = request.headers.get("x-twilio-signature")
+    if not signature:
+        raise Forbidden("missing X-Twilio-Signature")
+    try:
+        form: FormData = await request.form(max_files=0, max_fields=200)
+    except Exception as exc:
+        raise BadRequest("the body must be application/x-www-form-urlencoded") from exc
+    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    if not validator.validate(public_url(request, settings), params, signature):
+        log.warning("whatsapp.bad_signature", path=request.url.path)
+        raise Forbidden("invalid X-Twilio-Signature")
+    return params
+
+
+def to_inbound(params: dict[str, str]) -> InboundMessage:
+    """Normalise Twilio's form fields into the channel-neutral message."""
+    sid = params.get("MessageSid") or params.get("SmsMessageSid")
+    if not sid or len(sid) > 64:
+        raise BadRequest("MessageSid is required")
+    phone = normalise_phone(params.get("From"))
+    if phone is None:
+        raise BadRequest("From must be a WhatsApp number such as whatsapp:+14155550100")
+    try:
+        media_count = min(int(params.get("NumMedia", "0") or 0), MAX_MEDIA)
+    except ValueError as exc:
+        raise BadRequest("NumMedia must be a number") from exc
+    attachments = [
+        Attachment(url=params.get(f"MediaUrl{i}"), content_type=params.get(f"MediaContentType{i}"))
+        for i in range(media_count)
+        if params.get(f"MediaUrl{i}")
+    ]
+    body = (params.get("Body") or "").strip()
+    if not body and attachments:
+        kinds = ", ".join(sorted({(a.content_type or "file").split("/")[0] for a in attachments}))
+        body = f"[The customer sent {len(attachments)} attachment(s): {kinds}]"
+    if not body:
+        raise BadRequest("the message has neither text nor media")
+    return InboundMessage(
+        channel="whatsapp",
+        external_message_id=sid,
+        conversation_key=phone,
+        sender=SenderIdentity(phone=phone, name=(params.get("ProfileName") or None)),
+        text=body[:MAX_TEXT_CHARS],
+        received_at=datetime.now(UTC),
+        attachments=attachments,
+        metadata={"to": params.get("To", "")[:64], "wa_id": params.get("WaId", "")[:32]},
+    )
+
+
+@router.post(
+    "/api/v1/webhooks/whatsapp",
+    response_class=Response,
+    responses={200: {"content": {"text/xml": {}}}, 403: {"description": "Bad or missing signature"}},
+)
+async def whatsapp_inbound(request: Request, resources: ResourcesDep) -> Response:
+    """Accept a customer's WhatsApp message; 200 (empty TwiML) only after Kafka acknowledged it."""
+    params = await verified_form(request, resources.settings)
+    message = to_inbound(params)
+    await publish_inbound(resources, message)
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+@router.post("/api/v1/webhooks/whatsapp/status", status_code=204, response_class=Response)
+async def whatsapp_status(request: Request, resources: ResourcesDep) -> Response:
+    """Delivery status of a reply we sent; out-of-order callbacks never move a status backwards."""
+    params = await verified_form(request, resources.settings)
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+    if not sid or status not in STATUS_RANK:
+        raise BadRequest("MessageSid and a known MessageStatus are required")
+    stored = _STORED_STATUS.get(status, status)
+    async with resources.sessions() as session, session.begin():
+        result = await session.execute(
+            text(
+                f"UPDATE messages SET delivery_status = :s, attributes = attributes || CAST(:extra AS jsonb) "
+                f"WHERE provider_message_id = :sid AND direction = 'outbound' AND ({_RANK_SQL}) < :rank"
+            ),
+            {
+                "s": stored,
+                "sid": sid,
+                "rank": STATUS_RANK[status],
+                "extra": _json({"error_code": params.get("ErrorCode")} if params.get("ErrorCode") else {}),
+            },
+        )
+    log.info("whatsapp.status", sid=sid, status=status, updated=result.rowcount)  # type: ignore[attr-defined]
+    return Response(status_code=204)
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value)
