@@ -157,6 +157,14 @@ def migrate(
     console.print(f"database at revision {revision}" if not downgrade else f"database downgraded to {revision}")
 
 
+def _mount_kb() -> None:
+    from kb.cli import kb_app
+
+    app.add_typer(kb_app, name="kb", help="The knowledge base: ingest the docs, search them.")
+
+
+_mount_kb()
+
 guardrails_app = typer.Typer(
     help="The pre-LLM guardrails, for checking messages by hand or in bulk.", no_args_is_help=True
 )

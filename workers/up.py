@@ -162,6 +162,12 @@ class Stack:
             except Exception as exc:
                 raise UpError(f"migrations failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
         self._ok("CRM schema migrated to head")
+        with self._step("knowledge base (bundled TechCorp docs)"):
+            try:
+                summary = asyncio.run(self._ingest_knowledge_base(database_url))
+            except Exception as exc:
+                raise UpError(f"knowledge-base ingest failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        self._ok(f"knowledge base: {summary}")
 
         # Temporal
         if self.embedded_temporal:
@@ -230,6 +236,20 @@ class Stack:
             self.console.print(f"  Temporal UI  {ui}")
         self.console.print(f"  data         {self.options.data_dir}  (service logs in {self.logs})")
         self.console.print("  Ctrl-C stops everything.")
+
+    async def _ingest_knowledge_base(self, database_url: str) -> str:
+        """Idempotent: unchanged chunks are neither re-embedded nor rewritten on a restart."""
+        from kb.embeddings import create_embedder
+        from kb.ingest import default_docs_path, ingest_path
+
+        engine = db.create_engine(self.settings, url=database_url)
+        try:
+            report = await ingest_path(
+                default_docs_path(), sessions=db.create_sessionmaker(engine), embedder=create_embedder(self.settings)
+            )
+        finally:
+            await engine.dispose()
+        return report.summary()
 
     async def _register_search_attributes(self, address: str | None) -> list[str]:
         settings = self.settings.model_copy(update={"temporal_address": address} if address else {})

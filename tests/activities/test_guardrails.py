@@ -36,8 +36,7 @@ def _load_labelled() -> list[dict[str, Any]]:
 TRICKY_INBOUND: list[tuple[str, str, str | None]] = [
     # word boundaries
     ("hello! how do I add a due date to a card?", "whatsapp", None),
-    ("What the hell is going on with the mobile app? It crashes constantly.", "web_form",
-     "negative_sentiment"),
+    ("What the hell is going on with the mobile app? It crashes constantly.", "web_form", "negative_sentiment"),
     ("I have an issue with the Slack integration posting to the wrong channel.", "web_form", None),
     ("Can I pursue a workflow where cards auto-archive after 30 days?", "web_form", None),
     ("I'm going to sue TechCorp for the data you lost.", "web_form", "legal"),
@@ -93,8 +92,7 @@ TRICKY_INBOUND: list[tuple[str, str, str | None]] = [
     # sentiment
     ("HI SUPPORT TEAM, HOW DO I ADD A NEW MEMBER TO OUR BOARD? THANKS, BOB", "email", None),
     ("WHY DOES THE APP KEEP CRASHING", "whatsapp", "negative_sentiment"),
-    ("If the Slack integration isn't fixed by Monday we're switching to Asana.", "web_form",
-     "negative_sentiment"),
+    ("If the Slack integration isn't fixed by Monday we're switching to Asana.", "web_form", "negative_sentiment"),
     ("We're migrating from Trello to TechCorp next week. Any tips?", "web_form", None),
     ("How do I cancel my subscription?", "web_form", None),
     ("hell yeah it works now, thank you!!", "whatsapp", None),
@@ -157,15 +155,27 @@ PRIORITY_CASES: list[tuple[str, str, set[str]]] = [
         "security",
         {"security", "pricing"},
     ),
-    ("Please send me the signed DPA. Also I want to talk to a real person about it.", "legal",
-     {"legal", "human_request"}),
-    ("This is the third time I'm asking for my refund. This is unacceptable.", "refund",
-     {"refund", "negative_sentiment"}),
+    (
+        "Please send me the signed DPA. Also I want to talk to a real person about it.",
+        "legal",
+        {"legal", "human_request"},
+    ),
+    (
+        "This is the third time I'm asking for my refund. This is unacceptable.",
+        "refund",
+        {"refund", "negative_sentiment"},
+    ),
     ("I'd like to chat with a human about our renewal price.", "pricing", {"pricing", "human_request"}),
-    ("This is ridiculous. I want to talk to a manager right now.", "human_request",
-     {"human_request", "negative_sentiment"}),
-    ("Asana offered us 30% off. Can you match that price? Otherwise we're switching to Asana.", "pricing",
-     {"pricing", "negative_sentiment"}),
+    (
+        "This is ridiculous. I want to talk to a manager right now.",
+        "human_request",
+        {"human_request", "negative_sentiment"},
+    ),
+    (
+        "Asana offered us 30% off. Can you match that price? Otherwise we're switching to Asana.",
+        "pricing",
+        {"pricing", "negative_sentiment"},
+    ),
 ]
 
 
@@ -181,7 +191,12 @@ def test_priority_when_several_reasons_fire(text: str, winner: str, fired: set[s
 
 def test_priority_order_is_documented() -> None:
     assert REASON_PRIORITY == (
-        "security", "legal", "refund", "pricing", "human_request", "negative_sentiment",
+        "security",
+        "legal",
+        "refund",
+        "pricing",
+        "human_request",
+        "negative_sentiment",
     )
 
 
@@ -249,15 +264,14 @@ def test_emoji_tone_is_not_flipped_by_negation() -> None:
 # --------------------------------------------------------------------------------------------
 
 KB = [
-    "Boards can be exported to CSV or JSON from Board menu > Export. Attachments are included in JSON "
-    "exports.",
+    "Boards can be exported to CSV or JSON from Board menu > Export. Attachments are included in JSON exports.",
     "TechCorp integrates with Slack and Google Calendar. The Slack integration posts card updates to a "
     "channel you choose.",
     "Automations run on triggers such as card moved, due date reached or custom field changed.",
 ]
 SYSTEM_PROMPT = (
     "You are the TechCorp support assistant. Never quote prices, discounts or refund amounts. If asked "
-    'about pricing say: "I can\'t share pricing here; a specialist from our billing team will follow '
+    "about pricing say: \"I can't share pricing here; a specialist from our billing team will follow "
     'up." Answer only from the knowledge base passages you are given and escalate anything else.'
 )
 
@@ -320,7 +334,10 @@ def test_output_reports_every_violation_kind() -> None:
     )
     result = check_output(reply, kb_passages=KB, system_prompt=SYSTEM_PROMPT)
     assert set(result.violations) == {
-        "states_price", "promises_refund", "promises_unlisted_feature", "leaks_system_prompt",
+        "states_price",
+        "promises_refund",
+        "promises_unlisted_feature",
+        "leaks_system_prompt",
     }
 
 
@@ -405,9 +422,5 @@ def _format_table(accuracy: float, table: dict[str, dict[str, float]], errors: l
 def test_quality_gate_on_labelled_set() -> None:
     accuracy, table, errors = _metrics(_load_labelled())
     report = _format_table(accuracy, table, errors)
-    failing = [
-        label
-        for label in REASON_PRIORITY
-        if table[label]["precision"] < 0.9 or table[label]["recall"] < 0.9
-    ]
+    failing = [label for label in REASON_PRIORITY if table[label]["precision"] < 0.9 or table[label]["recall"] < 0.9]
     assert accuracy >= 0.95 and not failing, f"quality gate failed for {failing or 'accuracy'}\n{report}"

@@ -1,0 +1,233 @@
+"""`crm-fte agents ...` (human agents' API keys) and `crm-fte escalations ...` (the human queue).
+
+Both work directly against the configured PostgreSQL and Temporal, through the same service
+functions as the HTTP API (gateway.agents), so a resolution from here is audited and validated
+exactly like one from the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from core.settings import Settings
+
+T = TypeVar("T")
+
+agents_app = typer.Typer(help="Human agents' API keys (for the agent console and API).", no_args_is_help=True)
+escalations_app = typer.Typer(help="The queue of conversations waiting for a human.", no_args_is_help=True)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class Action(StrEnum):
+    resume_ai = "resume_ai"
+    close = "close"
+
+
+def _run(process: str, work: Callable[[Settings, async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Settings, an engine for the duration of `work`, and CRM errors as one-line exits."""
+    from core.errors import CRMError
+    from crm.db import create_engine, create_sessionmaker
+    from workers.cli import fail, load_settings
+
+    settings = load_settings(process)
+
+    async def main() -> T:
+        engine = create_engine(settings)
+        try:
+            return await work(settings, create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except CRMError as exc:
+        raise fail(exc.message, 3 if exc.status_code == 409 else 1) from None
+    except (OSError, ConnectionError) as exc:
+        raise fail(f"cannot reach the database: {type(exc).__name__}: {_first_line(exc)}") from None
+    except Exception as exc:
+        # Driver errors (e.g. the api_keys table is missing before `crm-fte migrate`): one line, no trace.
+        if type(exc).__module__.startswith(("sqlalchemy", "asyncpg")):
+            raise fail(f"database error: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+# ----------------------------------------------------------------------------- agents
+
+
+@agents_app.command("create")
+def create_agent(
+    name: Annotated[str, typer.Argument(help="The person's name; their replies are signed with it.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="Repeat for several; default: escalations:read and escalations:write."),
+    ] = None,
+) -> None:
+    """Create an API key for NAME and print it once (only its hash is stored)."""
+    from crm.db import transaction
+    from gateway.agents import SCOPES, create_api_key
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> str:
+        async with transaction(sessions) as session:
+            info, key = await create_api_key(session, name=name, scopes=tuple(scope or SCOPES))
+        err.print(f"API key for {info.name} (scopes: {', '.join(info.scopes)}). It is shown only this once:")
+        return key
+
+    key = _run("cli", work)
+    # The key alone on stdout, so `KEY=$(crm-fte agents create NAME)` works.
+    out.print(key, soft_wrap=True)
+
+
+@agents_app.command("list")
+def list_agents(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List API keys (prefix, scopes, created, last used, revoked); never the keys themselves."""
+    from gateway.agents import list_api_keys
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list:  # type: ignore[type-arg]
+        async with sessions() as session:
+            return await list_api_keys(session)
+
+    keys = _run("cli", work)
+    if as_json:
+        for key in keys:
+            out.print(key.model_dump_json(), soft_wrap=True)
+        return
+    if not keys:
+        err.print("no API keys yet: crm-fte agents create NAME")
+        return
+    table = Table("name", "prefix", "scopes", "created", "last used", "revoked")
+    for key in keys:
+        table.add_row(
+            key.name,
+            key.key_prefix,
+            ", ".join(key.scopes),
+            _when(key.created_at),
+            _when(key.last_used_at),
+            _when(key.revoked_at) if key.revoked_at else "",
+        )
+    out.print(table)
+
+
+@agents_app.command("revoke")
+def revoke_agent(name: Annotated[str, typer.Argument(help="Whose active key to revoke.")]) -> None:
+    """Revoke NAME's active API key; it stops working on its next request."""
+    from crm.db import transaction
+    from gateway.agents import revoke_api_key
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> str:
+        async with transaction(sessions) as session:
+            info = await revoke_api_key(session, name=name)
+        return info.key_prefix
+
+    prefix = _run("cli", work)
+    out.print(f"revoked the API key of {' '.join(name.split())} (prefix {prefix})")
+
+
+# ----------------------------------------------------------------------------- escalations
+
+
+@escalations_app.command("list")
+def list_escalations(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Open escalations, oldest first: ticket, reason, priority, SLA due, channel, customer."""
+    from gateway.agents import open_escalations
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list:  # type: ignore[type-arg]
+        async with sessions() as session:
+            return await open_escalations(session, limit=limit)
+
+    items = _run("cli", work)
+    if as_json:
+        for item in items:
+            out.print(item.model_dump_json(), soft_wrap=True)
+        return
+    if not items:
+        err.print("no open escalations")
+        return
+    table = Table("ticket", "reason", "priority", "SLA due", "channel", "customer", "last message")
+    for item in items:
+        who = item.customer.name or item.customer.email or item.customer.phone or "—"
+        due = _when(item.sla_due_at) + (" (overdue)" if item.overdue else "")
+        table.add_row(
+            item.ticket_id or "—",
+            item.reason,
+            item.priority,
+            due,
+            item.channel,
+            who,
+            (item.last_customer_message or "")[:60],
+        )
+    out.print(table)
+
+
+@escalations_app.command("resolve")
+def resolve_ticket(
+    ticket: Annotated[str, typer.Argument(help="The ticket number, e.g. TKT-0001.")],
+    reply: Annotated[str, typer.Option("--reply", help="What the customer receives from you.")],
+    action: Annotated[Action, typer.Option("--action", help="Hand back to the AI, or close the conversation.")],
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Who is answering (signs the reply); default: your user name.")
+    ] = None,
+    wait: Annotated[float, typer.Option(min=1, max=600, help="Seconds to wait for the reply to be sent.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Reply to TICKET's customer and resume the AI or close the conversation (exit 3 if already resolved)."""
+    from core.temporal import connect_temporal
+    from gateway.agents import resolve_escalation
+
+    who = " ".join((agent or getpass.getuser()).split())
+
+    async def work(settings: Settings, sessions: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
+        from core.errors import ServiceUnavailable
+
+        try:
+            client = await connect_temporal(settings, identity=f"crm-fte-cli:{who}")
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"cannot reach Temporal at {settings.temporal_address}: {_first_line(exc)}"
+            ) from exc
+        return await resolve_escalation(
+            sessions=sessions,
+            temporal=client,
+            ticket_number=ticket,
+            reply=reply,
+            action=action.value,  # type: ignore[arg-type]
+            agent_name=who,
+            via="cli",
+            wait_seconds=wait,
+        )
+
+    result = _run("cli", work)
+    if as_json:
+        out.print(json.dumps(result.model_dump(mode="json")), soft_wrap=True)
+    elif result.reply_sent:
+        out.print(f"{result.ticket_id}: reply sent by {result.resolved_by}; conversation {result.conversation_status}")
+    else:
+        out.print(f"{result.ticket_id}: accepted; the reply is still being sent")
