@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=1, le=65535)
     gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Per-sender limits (limits-library syntax, e.g. "20/minute;200/hour"). In-process per gateway
+    # replica: a flood from one sender is refused early and cannot starve the others.
+    rate_limit_web_form: str = "5/minute;30/hour"
+    rate_limit_whatsapp: str = "30/minute;300/hour"
     health_check_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     bridge_health_port: int | None = Field(default=None, ge=1, le=65535)
@@ -137,6 +141,17 @@ class Settings(BaseSettings):
                     return "postgresql+asyncpg://" + raw[len(prefix) :]
             if not raw.startswith("postgresql+asyncpg://"):
                 raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("rate_limit_web_form", "rate_limit_whatsapp")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '20/minute;200/hour': {exc}") from None
         return value
 
     @field_validator("log_level", mode="before")

@@ -18,6 +18,7 @@ from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
 from gateway import channel_metrics, health, tickets, web_form, whatsapp
+from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
 log = get_logger(__name__)
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions=create_sessionmaker(engine),
             kafka=KafkaProducerHolder(cfg),
             temporal=TemporalHolder(cfg),
+            limiter=SenderLimiter.from_strings(web_form=cfg.rate_limit_web_form, whatsapp=cfg.rate_limit_whatsapp),
         )
         app.state.resources = resources
         log.info("gateway.started", version=VERSION)
@@ -132,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body: dict[str, object] = {"error": exc.code, "message": exc.message}
         if exc.detail is not None:
             body["detail"] = exc.detail
-        return JSONResponse(body, status_code=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,6 +18,7 @@ from core.kafka import producer_kwargs
 from core.logging import get_logger
 from core.settings import Settings
 from core.temporal import connect_temporal
+from gateway.ratelimit import SenderLimiter
 
 log = get_logger(__name__)
 
@@ -73,3 +74,4 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     kafka: KafkaProducerHolder
     temporal: TemporalHolder
+    limiter: SenderLimiter

@@ -62,10 +62,15 @@ class SupportFormAccepted(BaseModel):
     "/api/v1/support/form",
     status_code=201,
     response_model=SupportFormAccepted,
-    responses={422: {"description": "Invalid fields"}, 503: {"description": "Broker unavailable; retry"}},
+    responses={
+        422: {"description": "Invalid fields"},
+        429: {"description": "Too many submissions from this email; see Retry-After"},
+        503: {"description": "Broker unavailable; retry"},
+    },
 )
 async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> SupportFormAccepted:
     """Create the customer, conversation and ticket, then hand the message to the conversation workflow."""
+    await resources.limiter.check("web_form", str(form.email))
     submission_id = f"form-{uuid.uuid4()}"
     now = datetime.now(UTC)
     sender = SenderIdentity(email=str(form.email).lower(), phone=form.phone, name=form.name)

@@ -116,6 +116,7 @@ async def whatsapp_inbound(request: Request, resources: ResourcesDep) -> Respons
     """Accept a customer's WhatsApp message; 200 (empty TwiML) only after Kafka acknowledged it."""
     params = await verified_form(request, resources.settings)
     message = to_inbound(params)
+    await resources.limiter.check("whatsapp", message.conversation_key)
     await publish_inbound(resources, message)
     return Response(EMPTY_TWIML, media_type="text/xml")
 

@@ -196,6 +196,8 @@ def _split_long(text: str, max_chars: int) -> list[str]:
 def _tail_sentence(text: str, max_chars: int) -> str | None:
     """The last sentence of a chunk, repeated at the start of the next one (None when too long)."""
     last_paragraph = text.rsplit("\n", 1)[-1]
+    if last_paragraph.lstrip().startswith(("|", "```", "~~~")):
+        return None  # a table row or the end of a code block is no sentence to repeat
     sentences = split_sentences(last_paragraph)
     if not sentences:
         return None

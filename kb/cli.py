@@ -139,7 +139,8 @@ def search_command(
 
     hits = _run(settings, work)
     if as_json:
-        console.print_json(json.dumps([hit.model_dump(mode="json") for hit in hits]))
+        # Plain JSON for pipes and scripts: no wrapping, no colours.
+        typer.echo(json.dumps([hit.model_dump(mode="json") for hit in hits], indent=2, ensure_ascii=False))
         return
     if not hits:
         console.print("no results (is the knowledge base loaded? `crm-fte kb ingest`)")

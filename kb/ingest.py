@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, Text, any_, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.errors import CRMError
@@ -63,6 +63,11 @@ class IngestReport(BaseModel):
             f"{self.unchanged} unchanged, {self.deleted} deleted"
             + (f" ({self.articles_deleted} articles pruned)" if self.articles_deleted else "")
         )
+
+
+def _ids(values: list[str]) -> Any:
+    # One array parameter instead of an IN list: no limit on the number of articles.
+    return bindparam("ids", values, type_=ARRAY(Text))
 
 
 def default_docs_path() -> Path:
@@ -166,9 +171,12 @@ async def ingest_articles(
 
     async with sessions() as session:
         rows = await session.execute(
-            select(_kb.c.article_id, _kb.c.chunk_index, _kb.c.content_hash).where(_kb.c.article_id.in_(ids))
+            select(_kb.c.article_id, _kb.c.chunk_index, _kb.c.content_hash).where(_kb.c.article_id == any_(_ids(ids)))
         )
         existing: dict[tuple[str, int], str] = {(a, i): h for a, i, h in rows}
+        stored_chunks: dict[str, int] = {}
+        for article_id, _ in existing:
+            stored_chunks[article_id] = stored_chunks.get(article_id, 0) + 1
         stored_ids: set[str] = set()
         if prune:
             stored_ids = set(
@@ -183,7 +191,8 @@ async def ingest_articles(
         changed = [
             (c, h) for c, h in zip(chunks, hashes, strict=True) if existing.get((c.article_id, c.chunk_index)) != h
         ]
-        stale = sum(1 for (a, i) in existing if a == article.article_id and i >= len(chunks))
+        # Indexes are contiguous from 0, so every stored chunk past the new length is stale.
+        stale = max(0, stored_chunks.get(article.article_id, 0) - len(chunks))
         vectors = await embedder.embed([embedding_text(c) for c, _ in changed]) if changed else []
         async with transaction(sessions) as session:
             if changed:
@@ -234,7 +243,7 @@ async def ingest_articles(
     gone = sorted(stored_ids - set(ids))
     if gone:
         async with transaction(sessions) as session:
-            result = await session.execute(delete(_kb).where(_kb.c.article_id.in_(gone)))
+            result = await session.execute(delete(_kb).where(_kb.c.article_id == any_(_ids(gone))))
         report.deleted += result.rowcount or 0  # type: ignore[attr-defined]
         report.articles_deleted = len(gone)
         log.info("kb.articles_pruned", articles=gone)

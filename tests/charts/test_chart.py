@@ -128,6 +128,8 @@ def sample_value(field_name: str) -> Any:
         high = bounds.get("le", bounds.get("lt", 1e9))
         candidate = default + 0.5 if isinstance(default, int | float) else 1.5
         return candidate if low < candidate < high else (low + high) / 2
+    if kind is str and field_name.startswith("rate_limit_"):
+        return "7/minute;70/hour"  # validated as a rate-limit expression
     if kind is str:
         return f"sample-{field_name.replace('_', '-')}"
     if kind is AnyHttpUrl:

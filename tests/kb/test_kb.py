@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.logging import configure_logging
 from core.settings import Settings
 from kb.chunking import Article, chunk_article, parse_article, parse_front_matter, plain_text, read_article
 from kb.embeddings import Embedder, EmbeddingConfigError, OpenAIEmbedder, WordLlamaEmbedder, create_embedder
@@ -72,9 +74,10 @@ class FixedDimEmbedder:
 
 @pytest.fixture(scope="module")
 def kb_settings(database_url: str) -> Settings:
+    configure_logging(level="WARNING", log_format="console")
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
-        database_url=database_url,
+        database_url=SecretStr(database_url),
         embedding_provider="wordllama",
         embedding_model="l2_supercat",
         embedding_dim=256,
@@ -140,11 +143,11 @@ def _openai_settings(database_url: str, base_url: str) -> Settings:
     """The OpenAI provider pointed at the local fake (default model name, 256 dimensions)."""
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
-        database_url=database_url,
+        database_url=SecretStr(database_url),
         embedding_provider="openai",
         embedding_model="l2_supercat",
         embedding_dim=256,
-        openai_api_key="sk-test",
+        openai_api_key=SecretStr("sk-test"),
         openai_base_url=base_url,
     )
 
@@ -266,12 +269,12 @@ async def test_wordllama_embeddings_are_unit_vectors(embedder: Embedder) -> None
 
 def test_dimension_mismatch_is_a_clear_error(database_url: str) -> None:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=database_url, embedding_provider="wordllama", embedding_dim=384
+        _env_file=None, database_url=SecretStr(database_url), embedding_provider="wordllama", embedding_dim=384
     )
     with pytest.raises(EmbeddingConfigError, match="256-dim vectors but EMBEDDING_DIM is 384"):
         create_embedder(settings)
     openai_settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=database_url, embedding_provider="openai", openai_api_key=None
+        _env_file=None, database_url=SecretStr(database_url), embedding_provider="openai", openai_api_key=None
     )
     with pytest.raises(EmbeddingConfigError, match="OPENAI_API_KEY"):
         create_embedder(openai_settings)
