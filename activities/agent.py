@@ -21,6 +21,7 @@ from activities import guardrails
 from activities.deps import ActivityDeps
 from activities.heartbeat import heartbeating
 from core.logging import get_logger
+from core.observability import LLM_COST, LLM_TOKENS
 from crm.db import transaction
 from workflows.contracts import (
     AgentStepInput,
@@ -371,6 +372,14 @@ class AgentActivities:
                 f"model rejected the request: HTTP {exc.status_code}", type="ModelRejected", non_retryable=True
             ) from exc
         choice = response.choices[0].message
+        if response.usage:
+            model = response.model or s.openai_model
+            LLM_TOKENS.labels(model, "prompt").inc(response.usage.prompt_tokens)
+            LLM_TOKENS.labels(model, "completion").inc(response.usage.completion_tokens)
+            LLM_COST.labels(model).inc(
+                response.usage.prompt_tokens / 1000 * s.llm_prompt_cost_per_1k_usd
+                + response.usage.completion_tokens / 1000 * s.llm_completion_cost_per_1k_usd
+            )
         calls = [
             {"id": c.id, "name": c.function.name, "arguments": c.function.arguments or "{}"}
             for c in (choice.tool_calls or [])

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
 from activities.formatting import ChannelStyle, escalation_message, format_reply
+from activities.gmail import GmailAdapter
 from core.logging import get_logger
 from core.settings import Settings
 from crm.db import transaction
@@ -93,16 +94,6 @@ class WhatsAppAdapter:
         return str(sent.status or "queued"), str(sent.sid)
 
 
-class EmailAdapter:
-    """Gmail replies need OAuth credentials (the channels issue); until then: not_configured."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    async def send(self, message: OutboundMessage) -> tuple[str, str | None]:
-        return "not_configured", None
-
-
 def _whatsapp(number: str) -> str:
     return number if number.startswith("whatsapp:") else f"whatsapp:{number}"
 
@@ -113,7 +104,7 @@ class ChannelActivities:
         self.adapters: dict[str, ChannelAdapter] = {
             "web_form": WebFormAdapter(),
             "whatsapp": WhatsAppAdapter(deps.settings),
-            "email": EmailAdapter(deps.settings),
+            "email": GmailAdapter(deps.settings, deps.sessions),
         }
 
     @activity.defn(name="prepare_reply")

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
 from core.logging import get_logger
+from core.observability import ESCALATIONS
 from crm import identity
 from crm.db import transaction
 from workflows.contracts import (
@@ -249,10 +250,11 @@ class CRMActivities:
             ticket_id = await session.scalar(
                 text("SELECT id FROM tickets WHERE conversation_id = :conv"), {"conv": inp.conversation_id}
             )
-            await session.execute(
+            inserted = await session.scalar(
                 text(
                     "INSERT INTO escalations (conversation_id, ticket_id, reason, priority, sla_due_at) "
-                    "VALUES (:conv, :t, :r, :p, :due) ON CONFLICT (conversation_id) WHERE status = 'open' DO NOTHING"
+                    "VALUES (:conv, :t, :r, :p, :due) ON CONFLICT (conversation_id) WHERE status = 'open' DO NOTHING "
+                    "RETURNING id"
                 ),
                 {
                     "conv": inp.conversation_id,
@@ -279,6 +281,8 @@ class CRMActivities:
                 {"conv": inp.conversation_id, "p": row.priority},
             )
             await _metric(session, "escalation", None, 1.0, inp.conversation_id, {"reason": inp.reason})
+        if inserted is not None:  # a retried activity must not count the same hand-off twice
+            ESCALATIONS.labels(inp.reason).inc()
         log.info("crm.escalated", ticket=inp.ticket_number, reason=inp.reason, priority=row.priority)
         return EscalationState(
             escalation_id=str(row.id),

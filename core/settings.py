@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     bridge_health_port: int | None = Field(default=None, ge=1, le=65535)
 
+    # --- Tracing (OpenTelemetry; off by default) ------------------------------------------------
+    tracing_enabled: bool = False
+    # Standard OTLP variable; without it, spans are created (and propagated) but not exported.
+    otel_exporter_otlp_endpoint: str | None = None
+    # What one model token costs us (for the crm_fte_llm_cost_usd_total metric), in USD per 1k tokens.
+    llm_prompt_cost_per_1k_usd: float = Field(default=0.0025, ge=0)
+    llm_completion_cost_per_1k_usd: float = Field(default=0.01, ge=0)
+
     # --- Logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -8,6 +8,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
+from core.observability import temporal_interceptors
 from core.settings import Settings
 
 
@@ -38,5 +39,6 @@ async def connect_temporal(settings: Settings, *, identity: str | None = None) -
         data_converter=pydantic_data_converter,
         tls=tls_config(settings),
         api_key=api_key,
+        interceptors=temporal_interceptors(settings),
         **kwargs,  # type: ignore[arg-type]
     )

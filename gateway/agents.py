@@ -31,7 +31,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateR
 from temporalio.client import WorkflowUpdateStage as UpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.errors import BadRequest, Conflict, CRMError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from core.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from core.logging import get_logger
 from crm.db import transaction
 from gateway.deps import ResourcesDep
@@ -184,7 +184,7 @@ async def authenticate(session: AsyncSession, key: str) -> HumanAgent:
     await session.execute(
         text(
             "UPDATE api_keys SET last_used_at = now() WHERE id = :id "
-            "AND (last_used_at IS NULL OR last_used_at < now() - :gap)"
+            "AND (last_used_at IS NULL OR last_used_at < now() - CAST(:gap AS interval))"
         ),
         {"id": row.id, "gap": LAST_USED_RESOLUTION},
     )
@@ -675,6 +675,14 @@ async def resolve_escalation(
         await audit("refused", reason="no open escalation")
         raise Conflict(f"{number} has no open escalation (already resolved, or never escalated)")
     handle = temporal.get_workflow_handle(row.workflow_id)
+
+    async def refused(exc: WorkflowUpdateFailedError) -> Conflict:
+        # The validator's rejection (nothing waits for a human any more, e.g. a concurrent
+        # resolution won) arrives as a failed update, from start_update or from result().
+        reason = str(exc.cause or exc)[:300]
+        await audit("refused", reason=reason)
+        return Conflict(f"{number} is not waiting for a human", detail={"reason": reason})
+
     try:
         update = await handle.start_update(
             RESOLVE_ESCALATION_UPDATE,
@@ -684,9 +692,7 @@ async def resolve_escalation(
             rpc_timeout=timedelta(seconds=wait_seconds),
         )
     except WorkflowUpdateFailedError as exc:
-        reason = str(exc.cause) if exc.cause is not None else str(exc)
-        await audit("refused", reason=reason[:300])
-        raise Conflict(f"{number} is not waiting for a human", detail={"reason": reason[:300]}) from None
+        raise await refused(exc) from None
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
         raise ServiceUnavailable(
             f"no worker accepted the resolution of {number} within {wait_seconds:g}s; check the queue before retrying"
@@ -703,8 +709,7 @@ async def resolve_escalation(
     except TimeoutError:
         log.warning("agents.resolution_still_sending", ticket=number, agent=agent_name)
     except WorkflowUpdateFailedError as exc:
-        await audit("failed", reason=str(exc.cause or exc)[:300])
-        raise CRMError(f"the workflow failed while applying the resolution of {number}") from None
+        raise await refused(exc) from None
     await audit(
         "accepted" if outcome is None else "completed",
         conversation_status=outcome.status if outcome else None,

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import CRMError
 from core.logging import get_logger
+from core.observability import configure_tracing
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
-from gateway import channel_metrics, health, tickets, web_form, whatsapp
+from gateway import channel_metrics, gmail, health, tickets, web_form, whatsapp
 from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
@@ -68,6 +70,41 @@ class BodySizeLimit:
                 413,
                 {"error": "payload_too_large", "message": f"request body must be at most {self.max_bytes} bytes"},
             )
+
+
+REQUEST_SECONDS = Histogram(
+    "crm_fte_http_request_seconds",
+    "Gateway request latency",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class RequestMetrics:
+    """Request latency by route template (not raw path: ticket ids must not explode the label set)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
 
 
 class _TooLarge(Exception):
@@ -121,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web_form.router)
     app.include_router(whatsapp.router)
+    app.include_router(gmail.router)
     app.include_router(tickets.router)
     app.include_router(channel_metrics.router)
 
@@ -156,5 +194,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("gateway.unhandled_error", error_type=type(exc).__name__)
         return JSONResponse({"error": "internal_error", "message": "internal error"}, 500)
 
-    app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).gateway_max_body_bytes)
+    cfg = settings or get_settings()
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.gateway_max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    if configure_tracing(cfg, "crm-fte-gateway"):
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(OpenTelemetryMiddleware)
     return app

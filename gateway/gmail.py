@@ -9,8 +9,8 @@ Flow of one push:
    bearer token or a `?token=` query parameter, the form a push endpoint URL can carry) is accepted
    only when it is explicitly configured. With neither configured, or without Gmail credentials,
    every push is refused (403); nothing is ever accepted unauthenticated.
-2. **Decode** the envelope (400 if malformed) into `{emailAddress, historyId}`; pushes for another
-   mailbox are acknowledged and ignored.
+2. **Decode** the envelope (400 if malformed; an unwrapped push payload is accepted too) into
+   `{emailAddress, historyId}`; pushes for another mailbox are acknowledged and ignored.
 3. **Fetch** what changed since the last processed historyId (`users.history.list`, paged, then
    `users.messages.get(format="full")` per new message) with the official client, in a thread, each
    HTTP call bounded by a timeout and the whole fetch by a budget below Pub/Sub's 10 s deadline.
@@ -142,12 +142,19 @@ class GmailNotification(BaseModel):
     history_id: int = Field(alias="historyId", gt=0, lt=2**63)
 
 
-def parse_push(body: bytes) -> tuple[PushEnvelope, GmailNotification]:
-    """Decode a Pub/Sub push body; anything malformed is a 400, never a 500."""
+def parse_push(body: bytes) -> tuple[PushEnvelope | None, GmailNotification]:
+    """Decode a Pub/Sub push body; anything malformed is a 400, never a 500.
+
+    Accepts the standard wrapped envelope and, for subscriptions with payload unwrapping enabled,
+    the bare notification (then there is no envelope).
+    """
     try:
         envelope = PushEnvelope.model_validate_json(body)
     except ValidationError as exc:
-        raise BadRequest("not a Pub/Sub push envelope", detail=_errors(exc)) from None
+        try:
+            return None, GmailNotification.model_validate_json(body)
+        except ValidationError:
+            raise BadRequest("not a Pub/Sub push envelope", detail=_errors(exc)) from None
     try:
         data = base64.b64decode(envelope.message.data, validate=True)
     except (binascii.Error, ValueError):
@@ -398,8 +405,11 @@ class FetchResult:
 
 def fetch_new_messages(settings: Settings, start_history_id: int, *, budget_seconds: float) -> FetchResult:
     """history.list from the cursor (paged), then messages.get per new message (blocking)."""
-    deadline = time.monotonic() + budget_seconds
-    users = gmail_service(settings).users()
+    with gmail_service(settings) as service:  # closes its HTTP connections afterwards
+        return _fetch(service.users(), start_history_id, deadline=time.monotonic() + budget_seconds)
+
+
+def _fetch(users: Any, start_history_id: int, *, deadline: float) -> FetchResult:
     result = FetchResult(cursor=start_history_id)
     seen: set[str] = set()
     page_token: str | None = None
@@ -677,6 +687,7 @@ def inbound_from_gmail(message: Mapping[str, Any]) -> InboundMessage:
         "references": _references(headers.get("references", "")),
         "in_reply_to": " ".join(headers.get("in-reply-to", "").split()),
         "from": decode_header_value(headers.get("from", "")),
+        "reply_to": decode_header_value(headers.get("reply-to", "")),
     }
     return InboundMessage(
         channel="email",
@@ -713,7 +724,8 @@ async def advance_cursor(sessions: async_sessionmaker[AsyncSession], mailbox: st
             await session.execute(
                 text(
                     "INSERT INTO gmail_sync_state (mailbox, history_id) VALUES (:m, :h) ON CONFLICT (mailbox) "
-                    "DO UPDATE SET history_id = GREATEST(gmail_sync_state.history_id, EXCLUDED.history_id)"
+                    "DO UPDATE SET history_id = GREATEST(gmail_sync_state.history_id, EXCLUDED.history_id), "
+                    "updated_at = now()"
                 ),
                 {"m": mailbox, "h": history_id},
             )
@@ -808,7 +820,7 @@ async def gmail_push(request: Request, resources: ResourcesDep) -> Response:
     log.info(
         "gmail.push_processed",
         auth=auth,
-        pubsub_message_id=envelope.message.message_id,
+        pubsub_message_id=envelope.message.message_id if envelope else None,
         published=published,
         cursor=fetched.cursor,
         complete=fetched.complete,

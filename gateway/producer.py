@@ -9,6 +9,7 @@ from prometheus_client import Histogram
 
 from core.errors import ServiceUnavailable
 from core.logging import get_logger
+from core.observability import kafka_trace_headers
 from gateway.resources import Resources
 from workflows.contracts import InboundMessage
 
@@ -33,6 +34,7 @@ async def publish_inbound(resources: Resources, message: InboundMessage) -> None
                 settings.kafka_topic_inbound,
                 value=message.model_dump_json().encode(),
                 key=f"{message.channel}:{message.conversation_key}".encode(),
+                headers=kafka_trace_headers(),
             ),
             timeout=10.0,
         )

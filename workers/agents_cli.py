@@ -29,8 +29,8 @@ T = TypeVar("T")
 agents_app = typer.Typer(help="Human agents' API keys (for the agent console and API).", no_args_is_help=True)
 escalations_app = typer.Typer(help="The queue of conversations waiting for a human.", no_args_is_help=True)
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 
 class Action(StrEnum):

@@ -21,6 +21,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from core.kafka import client_kwargs, producer_kwargs
 from core.logging import get_logger
+from core.observability import configure_tracing, context_from_kafka_headers, tracer
 from core.settings import Settings
 from core.temporal import connect_temporal
 from workers.health_server import serve_health
@@ -35,6 +36,7 @@ from workflows.contracts import (
 )
 
 log = get_logger(__name__)
+_tracer = tracer(__name__)
 
 RECORDS = Counter("crm_fte_bridge_records_total", "Kafka records handled by the bridge", ["outcome"])
 SIGNAL_LATENCY = Histogram("crm_fte_bridge_signal_seconds", "Signal-with-start latency")
@@ -128,9 +130,14 @@ class Bridge:
         assert self.client is not None
         client = self.client
 
+        parent = context_from_kafka_headers(record.headers)
+
         async def attempt() -> str:
             started = time.perf_counter()
-            workflow_id = await signal_with_start(client, self.settings, message)
+            with _tracer.start_as_current_span("bridge.signal_with_start", context=parent) as span:
+                span.set_attribute("crm.channel", message.channel)
+                workflow_id = await signal_with_start(client, self.settings, message)
+                span.set_attribute("temporal.workflow_id", workflow_id)
             SIGNAL_LATENCY.observe(time.perf_counter() - started)
             return workflow_id
 
@@ -202,6 +209,7 @@ class Bridge:
 
 
 async def run_bridge(settings: Settings) -> None:
+    configure_tracing(settings, "crm-fte-bridge")
     stop = install_stop_event()
     bridge = Bridge(settings)
     health_task = (

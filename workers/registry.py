@@ -5,20 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
 from activities.agent import AgentActivities
 from activities.channels import ChannelActivities
 from activities.crm_activities import CRMActivities
 from activities.deps import ActivityDeps
+from activities.gmail import GmailActivities
 from core.settings import Settings
 from workflows.conversation import ConversationWorkflow
+from workflows.gmail_watch import GmailWatchWorkflow
 
 
 def workflow_classes() -> list[type]:
-    return [ConversationWorkflow]
+    return [ConversationWorkflow, GmailWatchWorkflow]
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with OpenTelemetry passed through so workflow spans join the process's tracer."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry"))
 
 
 def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
     crm, agent, channels = CRMActivities(deps), AgentActivities(deps), ChannelActivities(deps)
+    gmail = GmailActivities(deps)
     return [
         crm.load_conversation_config,
         crm.resolve_customer,
@@ -41,6 +51,7 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
         channels.send_web_form_reply,
         channels.send_whatsapp_reply,
         channels.send_email_reply,
+        gmail.renew_gmail_watch,
     ]
 
 

@@ -9,18 +9,22 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from core.logging import get_logger
+from core.observability import configure_tracing
 from core.settings import Settings
 from core.temporal import connect_temporal
 from workers.health_server import serve_health
+from workers.metrics import MetricsInterceptor
 from workers.process import install_stop_event, retry_forever
-from workers.registry import build_activities, close_activities, workflow_classes
+from workers.registry import build_activities, close_activities, workflow_classes, workflow_runner
 from workers.temporal_setup import ensure_search_attributes
+from workflows.gmail_watch import ensure_gmail_watch_schedule
 
 log = get_logger(__name__)
 
 
 async def run_worker(settings: Settings) -> None:
     """Connect (retrying), register search attributes, poll until SIGTERM, then drain."""
+    configure_tracing(settings, "crm-fte-worker")
     stop = install_stop_event()
     state: dict[str, object] = {"connected": False, "polling": False}
 
@@ -45,14 +49,25 @@ async def run_worker(settings: Settings) -> None:
     except Exception as exc:  # e.g. Temporal Cloud, where an operator registers them
         log.warning("worker.search_attributes_unavailable", error=str(exc)[:200])
 
+    if settings.gmail_configured and settings.gmail_watch_topic:
+        try:
+            schedule_id = await ensure_gmail_watch_schedule(client, settings)
+            log.info(
+                "worker.gmail_watch_scheduled", schedule_id=schedule_id, every_hours=settings.gmail_watch_renew_hours
+            )
+        except Exception as exc:  # the worker still serves conversations; the schedule is retried next start
+            log.warning("worker.gmail_watch_schedule_failed", error=str(exc)[:200])
+
     activities, resources = await build_activities(settings)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=workflow_classes(),
+        workflow_runner=workflow_runner(),
         activities=activities,
         graceful_shutdown_timeout=timedelta(seconds=20),
         max_concurrent_activities=100,
+        interceptors=[MetricsInterceptor()],
         max_concurrent_workflow_tasks=100,
     )
     run = asyncio.create_task(worker.run())

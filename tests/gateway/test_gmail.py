@@ -129,7 +129,7 @@ async def published(settings: Settings, gmail_ids: set[str]) -> list[InboundMess
         end = await consumer.end_offsets(partitions)
         found = []
         async with asyncio.timeout(20):
-            while any(await consumer.position(tp) < end[tp] for tp in partitions):
+            while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
                 batches = await consumer.getmany(*partitions, timeout_ms=500)
                 for records in batches.values():
                     for record in records:
@@ -313,6 +313,28 @@ async def test_pushes_without_a_valid_oidc_token_are_403(
     assert response.json()["error"] == "forbidden"
     assert await cursor_of(sessions, mailbox) == before
     assert gmail.requests == []
+
+
+async def test_google_certs_are_cached_between_pushes(
+    configured: Settings, gmail: GmailOAuthFake, certs: GoogleCertsFake
+) -> None:
+    async with gateway(configured) as http:
+        assert (await push(http, certs, gmail.email_address, gmail.history_id)).status_code == 204
+        fetched = len(certs.requests_to("/oauth2/v1/certs"))
+        for _ in range(3):
+            assert (await push(http, certs, gmail.email_address, gmail.history_id)).status_code == 204
+    assert len(certs.requests_to("/oauth2/v1/certs")) == fetched
+
+
+async def test_an_unwrapped_push_payload_is_accepted(
+    configured: Settings, gmail: GmailOAuthFake, certs: GoogleCertsFake, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Push subscriptions with payload unwrapping POST the notification itself, without the envelope.
+    body = {"emailAddress": gmail.email_address, "historyId": gmail.history_id}
+    async with gateway(configured) as http:
+        response = await http.post(PATH, json=body, headers=signed_headers(certs))
+    assert response.status_code == 204, response.text
+    assert await cursor_of(sessions, gmail.email_address) == gmail.history_id
 
 
 async def test_a_rotated_signing_key_is_picked_up(

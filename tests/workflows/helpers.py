@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 
 from activities.deps import ActivityDeps
 from core.settings import Settings
-from workers.registry import activity_callables, workflow_classes
+from workers.registry import activity_callables, workflow_classes, workflow_runner
 from workflows.contracts import InboundMessage, SenderIdentity
 
 T = TypeVar("T")
@@ -26,6 +26,7 @@ def make_worker(client: Client, settings: Settings, deps: ActivityDeps, *, max_c
         client,
         task_queue=settings.temporal_task_queue,
         workflows=workflow_classes(),
+        workflow_runner=workflow_runner(),
         activities=activity_callables(deps),
         max_cached_workflows=max_cached_workflows,
     )

@@ -18,7 +18,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # One row per support mailbox. The Pub/Sub webhook reads history from `history_id` and moves
     # it forward only after every new message reached Kafka; the watch-renewal activity writes the
-    # baseline (first time only) and `watch_expiration`.
+    # baseline (first time only) and `watch_expiration`. Both writers are upserts that set
+    # `updated_at` themselves, so this table needs no set_updated_at() trigger.
     op.execute(
         """
         CREATE TABLE gmail_sync_state (
@@ -31,10 +32,6 @@ def upgrade() -> None:
             CONSTRAINT ck_gmail_sync_state_history_id CHECK (history_id > 0)
         )
         """
-    )
-    op.execute(
-        "CREATE TRIGGER trg_gmail_sync_state_updated_at BEFORE UPDATE ON gmail_sync_state "
-        "FOR EACH ROW EXECUTE FUNCTION set_updated_at()"
     )
 
 

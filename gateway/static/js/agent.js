@@ -3,8 +3,8 @@
 "use strict";
 
 (function () {
-  const { el, api, badge, label, formatDateTime, formatRelative, renderThread, setFieldError, CHANNELS, REASONS } =
-    window.CRM;
+  const { el, api, badge, label, formatDateTime, formatRelative, renderThread, setFieldError } = window.CRM;
+  const { CHANNELS, PRIORITIES, REASONS } = window.CRM;
 
   const KEY_STORAGE = "crmfte.agentKey";
   const QUEUE_INTERVAL_MS = 5000;
@@ -131,7 +131,7 @@
         "span",
         { class: "row" },
         el("span", { class: "ticket" }, item.ticket_id || "no ticket"),
-        badge("p", item.priority, label({}, item.priority)),
+        badge("p", item.priority, label(PRIORITIES, item.priority)),
         el("span", { class: "badge ch" }, label(CHANNELS, item.channel)),
         el("span", {}, label(REASONS, item.reason))
       ),
@@ -250,7 +250,7 @@
       line.className = "notice warn";
       line.replaceChildren(
         el("strong", {}, "Waiting for a human: " + label(REASONS, open.reason)),
-        " · priority " + open.priority + " · SLA due " + formatDateTime(open.sla_due_at) + " (" + formatRelative(open.sla_due_at) + ")"
+        " · priority " + label(PRIORITIES, open.priority).toLowerCase() + " · SLA due " + formatDateTime(open.sla_due_at) + " (" + formatRelative(open.sla_due_at) + ")"
       );
     } else {
       const last = current.escalations[current.escalations.length - 1];

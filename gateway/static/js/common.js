@@ -73,6 +73,15 @@
     resolved: "Resolved",
     closed: "Closed",
   };
+  const CATEGORIES = {
+    how_to: "How to",
+    bug: "Something is not working",
+    billing: "Billing",
+    account: "Account and access",
+    feature_request: "Feature request",
+    other: "Other",
+  };
+  const PRIORITIES = { low: "Low", medium: "Medium", high: "High", urgent: "Urgent" };
   const REASONS = {
     pricing: "Pricing",
     refund: "Refund",
@@ -208,8 +217,8 @@
       this.badgeSlot.replaceChildren(badge("s", ticket.status, label(STATUS_FOR_CUSTOMER, ticket.status)));
       const rows = [
         ["Subject", ticket.subject || "—"],
-        ["Category", label({}, ticket.category)],
-        ["Priority", label({}, ticket.priority)],
+        ["Category", label(CATEGORIES, ticket.category)],
+        ["Priority", label(PRIORITIES, ticket.priority)],
         ["Opened", formatDateTime(ticket.created_at)],
       ];
       this.meta.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
@@ -330,7 +339,9 @@
     checkEmail,
     checkLength,
     normalisePhone,
+    CATEGORIES,
     CHANNELS,
+    PRIORITIES,
     REASONS,
     TICKET,
   };

@@ -65,19 +65,15 @@
     return errors;
   }
 
+  // Errors appear on submit, then update as the person types. No validation on blur: a message
+  // appearing while the pointer is on its way to "Send request" would move the button away.
   let attempted = false;
   for (const [name, input] of Object.entries(fields)) {
-    input.addEventListener("blur", (event) => {
-      // Validate a field when the person leaves it (not while typing a first time).
-      if (name === "priority" && input.contains(event.relatedTarget)) return;
-      if (attempted || input.value) validate(name);
-    });
-    input.addEventListener("input", () => {
+    const recheck = () => {
       if (attempted || input.getAttribute("aria-invalid") === "true") validate(name);
-    });
-    input.addEventListener("change", () => {
-      if (attempted) validate(name);
-    });
+    };
+    input.addEventListener("input", recheck);
+    input.addEventListener("change", recheck);
   }
 
   function updateCounter() {
