@@ -332,6 +332,7 @@ class CarriedState(BaseModel):
     last_sentiment: float = 0.0
     last_messages: list[MessageSummary] = Field(default_factory=list)
     config: ConversationConfig | None = None
+    replies: int = 0
 
 
 class ConversationInput(BaseModel):

@@ -119,7 +119,7 @@ class ConversationWorkflow:
         self.config = carried.config
         self.resolution: ResolveEscalation | None = None
         self.resolution_outcome: ResolutionOutcome | None = None
-        self.reply_counter = 0
+        self.reply_counter = carried.replies
 
     # ------------------------------------------------------------------ signals and queries
     @workflow.signal(name=INBOUND_SIGNAL)
@@ -278,8 +278,10 @@ class ConversationWorkflow:
                 RecordedMessage,
                 summary=f"record inbound {message.external_message_id[:40]}",
             )
-            if recorded.duplicate:
-                continue
+            # `duplicate` means the row already existed: a retried activity whose first attempt
+            # committed, or a reset replaying this turn. The signal-level dedupe above already
+            # decided this message is new to the conversation, so the turn must still run; the
+            # replies it produces are idempotent by key.
             new_ids.append(recorded.message_id)
             self._remember(recorded.message_id, "inbound", "customer", recorded.preview)
         return new_ids
@@ -382,7 +384,9 @@ class ConversationWorkflow:
     async def _reply(self, source: str, **fields: object) -> list[str]:
         """Format and record the reply under a deterministic key, then send each part in order."""
         self.reply_counter += 1
-        key = f"{workflow.info().workflow_id}/{workflow.info().run_id}/reply-{self.reply_counter}"
+        # Deterministic across retries, resets and continue-as-new (the counter is carried), unique
+        # per conversation: a replayed turn finds its reply already recorded and never sends twice.
+        key = f"{self._conversation()}/reply-{self.reply_counter}"
         prepared = await self._db(
             "prepare_reply",
             PrepareReplyInput(
@@ -527,6 +531,7 @@ class ConversationWorkflow:
                 last_sentiment=self.last_sentiment,
                 last_messages=self.last_messages,
                 config=self.config,
+                replies=self.reply_counter,
             )
         workflow.continue_as_new(
             ConversationInput(channel=self.channel, conversation_key=self.conversation_key, carried_state=carried)
