@@ -358,7 +358,7 @@ class AgentActivities:
         )
         messages = [{"role": "system", "content": system}, *await self._conversation_messages(inp)]
         try:
-            response = await self._openai().chat.completions.create(
+            response = await self._openai().chat.completions.create(  # type: ignore[call-overload]
                 model=s.openai_model,
                 messages=messages,
                 tools=TOOLS,

@@ -85,7 +85,9 @@ def format_reply(
     if style.channel == "email":
         if ticket_number:
             lines += [f"Your ticket reference is {ticket_number}; keep it in the subject line if you write again.", ""]
-        lines.append(style.signature if human_agent is None else f"Best regards,\n{human_agent}\nTechCorp Support")
+        signature = f"Best regards,\n{human_agent}\nTechCorp Support" if human_agent else style.signature
+        if signature:
+            lines.append(signature)
     else:
         if human_agent is not None:
             lines.append(f"— {human_agent}, TechCorp Support")
@@ -93,7 +95,7 @@ def format_reply(
             lines.append(style.signature)
         if ticket_number:
             lines += ["", f"Ticket: {ticket_number}"]
-    text = "\n".join(line for line in lines if line is not None).strip()
+    text = "\n".join(lines).strip()
     if len(text) > style.max_response_length:
         text = text[: style.max_response_length - 1].rstrip() + "…"
     return [text]

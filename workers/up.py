@@ -20,6 +20,7 @@ from typing import IO
 
 import httpx
 from rich.console import Console
+from rich.status import Status
 
 from core.kafka import ensure_topics
 from core.settings import DEFAULT_GATEWAY_PORT, Settings
@@ -128,7 +129,7 @@ class Stack:
             if not port_is_free(port, host):
                 raise UpError(f"port {port} ({name}) is already in use; choose another with {flag}")
 
-    def _step(self, label: str) -> Console.status:  # type: ignore[valid-type]
+    def _step(self, label: str) -> Status:
         return self.console.status(f"[bold]starting {label}…", spinner="dots")
 
     def _ok(self, text: str) -> None:
@@ -137,7 +138,7 @@ class Stack:
     def start(self) -> None:
         self._lock_data_dir()
         self._check_ports()
-        env = {
+        env: dict[str, str] = {
             "LOG_LEVEL": self.settings.log_level,
             "LOG_FORMAT": "console" if self.settings.log_format == "auto" else self.settings.log_format,
         }
