@@ -284,13 +284,7 @@ class CRMActivities:
         if inserted is not None:  # a retried activity must not count the same hand-off twice
             ESCALATIONS.labels(inp.reason).inc()
         log.info("crm.escalated", ticket=inp.ticket_number, reason=inp.reason, priority=row.priority)
-        return EscalationState(
-            escalation_id=str(row.id),
-            reason=row.reason,
-            priority=row.priority,
-            sla_due_at=row.sla_due_at,
-            notified_count=row.notified_count,
-        )
+        return _escalation_state(row)
 
     @activity.defn(name="bump_escalation")
     async def bump_escalation(self, inp: BumpEscalationInput) -> EscalationState:
@@ -314,13 +308,7 @@ class CRMActivities:
         log.warning(
             "escalation.sla_breached", escalation=inp.escalation_id, priority=row.priority, notified=row.notified_count
         )
-        return EscalationState(
-            escalation_id=str(row.id),
-            reason=row.reason,
-            priority=row.priority,
-            sla_due_at=row.sla_due_at,
-            notified_count=row.notified_count,
-        )
+        return _escalation_state(row)
 
     @activity.defn(name="resolve_escalation_record")
     async def resolve_escalation_record(self, inp: ResolveEscalationInput) -> str:
@@ -389,6 +377,16 @@ class CRMActivities:
             log.warning(
                 "alert.latency_exceeded", channel=inp.channel, latency_ms=round(inp.latency_ms), threshold=threshold
             )
+
+
+def _escalation_state(row: Any) -> EscalationState:
+    return EscalationState(
+        escalation_id=str(row.id),
+        reason=row.reason,
+        priority=row.priority,
+        sla_due_at=row.sla_due_at,
+        notified_count=row.notified_count,
+    )
 
 
 async def _metric(

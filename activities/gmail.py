@@ -16,15 +16,10 @@ import asyncio
 import base64
 import email.utils
 import re
-import threading
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import google_auth_httplib2
-import httplib2
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
+from core.gmail_client import gmail_service
 from core.logging import get_logger
 from core.settings import Settings
 from crm.db import transaction
@@ -46,36 +42,6 @@ log = get_logger(__name__)
 GMAIL_HTTP_TIMEOUT_SECONDS = 20.0
 MAX_REFERENCES = 10
 _REPLY_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
-
-_credentials_lock = threading.Lock()
-_credentials: dict[tuple[str, str, str], Credentials] = {}
-
-
-def _gmail_credentials(settings: Settings) -> Credentials:
-    """OAuth user credentials for the support mailbox, shared so the access token is reused."""
-    refresh = settings.gmail_refresh_token.get_secret_value() if settings.gmail_refresh_token else ""
-    key = (settings.gmail_token_uri, settings.gmail_client_id or "", refresh)
-    with _credentials_lock:
-        creds = _credentials.get(key)
-        if creds is None:
-            creds = Credentials(
-                token=None,
-                refresh_token=refresh,
-                client_id=settings.gmail_client_id,
-                client_secret=settings.gmail_client_secret.get_secret_value() if settings.gmail_client_secret else None,
-                token_uri=settings.gmail_token_uri,
-            )
-            _credentials[key] = creds
-        return creds
-
-
-def _gmail_service(settings: Settings) -> Any:
-    """A Gmail v1 client on its own `Http` (httplib2 is not thread-safe), bundled discovery document."""
-    http = google_auth_httplib2.AuthorizedHttp(
-        _gmail_credentials(settings), http=httplib2.Http(timeout=GMAIL_HTTP_TIMEOUT_SECONDS)
-    )
-    options = {"api_endpoint": settings.gmail_api_base_url} if settings.gmail_api_base_url else None
-    return build("gmail", "v1", http=http, client_options=options, static_discovery=True, cache_discovery=False)
 
 
 def _b64url(data: bytes) -> str:
@@ -206,7 +172,7 @@ class GmailAdapter:
         return mime
 
     def _send_blocking(self, mime: EmailMessage, thread_id: str | None, outbound_id: str) -> tuple[str, str | None]:
-        with _gmail_service(self.settings) as service:  # closes its HTTP connections afterwards
+        with gmail_service(self.settings, timeout=GMAIL_HTTP_TIMEOUT_SECONDS) as service:  # closes its connections
             return self._send_with(service.users().messages(), mime, thread_id, outbound_id)
 
     def _send_with(
@@ -301,7 +267,7 @@ class GmailActivities:
 
     def _watch_blocking(self, topic: str) -> dict[str, Any]:
         body = {"topicName": topic, "labelIds": ["INBOX"], "labelFilterBehavior": "INCLUDE"}
-        with _gmail_service(self.deps.settings) as service:
+        with gmail_service(self.deps.settings, timeout=GMAIL_HTTP_TIMEOUT_SECONDS) as service:
             try:
                 return dict(service.users().watch(userId="me", body=body).execute())
             except HttpError as exc:

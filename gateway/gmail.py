@@ -65,8 +65,6 @@ from fastapi.responses import Response
 from google.auth import exceptions as google_auth_exceptions
 from google.auth import transport
 from google.oauth2 import id_token
-from google.oauth2.credentials import Credentials
-from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,6 +73,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.errors import BadRequest, Forbidden, ServiceUnavailable
+from core.gmail_client import gmail_service
 from core.logging import get_logger
 from core.settings import Settings
 from crm.db import transaction
@@ -357,40 +356,6 @@ async def authenticate_push(request: Request, settings: Settings) -> str:
 
 # ----------------------------------------------------------------------------- the Gmail API
 
-_credentials_lock = threading.Lock()
-_credentials: dict[tuple[str, str, str], Credentials] = {}
-
-
-def gmail_credentials(settings: Settings) -> Credentials:
-    """OAuth user credentials for the support mailbox, shared so the access token is reused."""
-    refresh = settings.gmail_refresh_token.get_secret_value() if settings.gmail_refresh_token else ""
-    key = (settings.gmail_token_uri, settings.gmail_client_id or "", refresh)
-    with _credentials_lock:
-        creds = _credentials.get(key)
-        if creds is None:
-            creds = Credentials(
-                token=None,
-                refresh_token=refresh,
-                client_id=settings.gmail_client_id,
-                client_secret=settings.gmail_client_secret.get_secret_value() if settings.gmail_client_secret else None,
-                token_uri=settings.gmail_token_uri,
-            )
-            _credentials[key] = creds
-        return creds
-
-
-def gmail_service(settings: Settings) -> Any:
-    """The official Gmail v1 client (bundled discovery document, nothing fetched).
-
-    httplib2 connections are not thread-safe, so each call site builds its own service (cheap with
-    static discovery) on an `Http` with a socket timeout; the credentials are shared.
-    """
-    http = google_auth_httplib2.AuthorizedHttp(
-        gmail_credentials(settings), http=httplib2.Http(timeout=GMAIL_HTTP_TIMEOUT_SECONDS)
-    )
-    options = {"api_endpoint": settings.gmail_api_base_url} if settings.gmail_api_base_url else None
-    return build("gmail", "v1", http=http, client_options=options, static_discovery=True, cache_discovery=False)
-
 
 @dataclass
 class FetchResult:
@@ -405,7 +370,7 @@ class FetchResult:
 
 def fetch_new_messages(settings: Settings, start_history_id: int, *, budget_seconds: float) -> FetchResult:
     """history.list from the cursor (paged), then messages.get per new message (blocking)."""
-    with gmail_service(settings) as service:  # closes its HTTP connections afterwards
+    with gmail_service(settings, timeout=GMAIL_HTTP_TIMEOUT_SECONDS) as service:  # closes its connections
         return _fetch(service.users(), start_history_id, deadline=time.monotonic() + budget_seconds)
 
 
