@@ -80,6 +80,8 @@ def format_reply(
         if ticket_number:
             text = f"{text}\n(Ref: {ticket_number})"
         return split_for_whatsapp(text, min(style.max_response_length, WHATSAPP_PART_LIMIT))
+    # The ticket page and mail clients show plain text: no Markdown markers.
+    body = _MARKDOWN_BOLD.sub(r"\1", _MARKDOWN_HEADING.sub("", body)).replace("`", "")
     greeting = (style.greeting or "Hi {name},").format(name=name)
     lines = [greeting, "", body, ""]
     if style.channel == "email":

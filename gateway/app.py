@@ -19,7 +19,7 @@ from core.observability import configure_tracing
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
-from gateway import channel_metrics, gmail, health, tickets, web_form, whatsapp
+from gateway import agents, channel_metrics, gmail, health, tickets, ui, web_form, whatsapp
 from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
@@ -161,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gmail.router)
     app.include_router(tickets.router)
     app.include_router(channel_metrics.router)
+    app.include_router(agents.router)
+    app.include_router(ui.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -172,7 +174,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body: dict[str, object] = {"error": exc.code, "message": exc.message}
         if exc.detail is not None:
             body["detail"] = exc.detail
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        headers = (
+            {"Retry-After": str(exc.retry_after)}
+            if isinstance(exc, TooManyRequests)
+            else getattr(exc, "headers", None)  # e.g. WWW-Authenticate on a 401
+        )
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)

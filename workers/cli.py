@@ -165,6 +165,16 @@ def _mount_kb() -> None:
 
 _mount_kb()
 
+
+def _mount_agents() -> None:
+    from workers.agents_cli import agents_app, escalations_app
+
+    app.add_typer(agents_app, name="agents", help="Human agents' API keys.")
+    app.add_typer(escalations_app, name="escalations", help="The escalation queue: list, resolve.")
+
+
+_mount_agents()
+
 guardrails_app = typer.Typer(
     help="The pre-LLM guardrails, for checking messages by hand or in bulk.", no_args_is_help=True
 )

@@ -57,3 +57,9 @@ def test_escalation_message_is_honest_and_states_no_price() -> None:
         text = escalation_message(reason)
         assert "$" not in text and "refund you" not in text.lower()
         assert text.endswith("We usually answer within 2 business hours.")  # says what happens next
+
+
+def test_web_and_email_replies_carry_no_markdown_markers() -> None:
+    for style in (WEB, EMAIL):
+        [text] = format_reply("## Steps\n**Open** `Settings`.", style=style, customer_name="Ana", ticket_number=None)
+        assert "**" not in text and "##" not in text and "`" not in text and "Open Settings." in text
