@@ -433,15 +433,19 @@ def compose_grounded_answer(question: str, hits: list[dict[str, Any]], max_sente
     wanted = _content_words(question)
     if not wanted or not hits:
         return None
-    best: tuple[float, dict[str, Any]] | None = None
-    for hit in hits[:3]:
-        overlap = len(wanted & _content_words(hit.get("title", "") + " " + hit.get("content", "")))
-        score = overlap / max(1, min(len(wanted), 6))
-        if best is None or score > best[0]:
-            best = (score, hit)
-    if best is None or best[0] < 0.34:
+    # Trust the search's order (hybrid ranking); skip only hits that share too little with the question.
+    hit = next(
+        (
+            h
+            for h in hits[:3]
+            if len(wanted & _content_words(h.get("title", "") + " " + h.get("content", "")))
+            / max(1, min(len(wanted), 6))
+            >= 0.34
+        ),
+        None,
+    )
+    if hit is None:
         return None
-    hit = best[1]
     body = re.sub(r"^#+\s.*$", "", hit.get("content", ""), flags=re.MULTILINE)
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 20]
     if hit.get("title") and sentences and sentences[0].startswith(hit["title"]):
