@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import text
@@ -93,6 +94,26 @@ class WhatsAppAdapter:
             ) from exc
         return str(sent.status or "queued"), str(sent.sid)
 
+    async def find_sent(self, message: OutboundMessage, *, since: datetime, known: set[str]) -> tuple[str, str] | None:
+        """The message an earlier, interrupted attempt already handed to Twilio, if any.
+
+        Twilio's Messages API has no idempotency key, so we look for our own message: same
+        recipient and body, created after the attempt was recorded (minus clock skew), and not
+        already recorded against another of our rows (`known`).
+        """
+        s = self.settings
+        if not s.twilio_configured or not s.twilio_whatsapp_from or not message.to_phone:
+            return None
+        to, from_ = _whatsapp(message.to_phone), _whatsapp(s.twilio_whatsapp_from)
+        recent = await asyncio.to_thread(lambda: self._twilio().messages.list(to=to, from_=from_, limit=50))
+        for sent in recent:
+            created = sent.date_created
+            if sent.sid in known or sent.body != message.content:
+                continue
+            if created is None or created >= since - timedelta(minutes=5):
+                return str(sent.status or "queued"), str(sent.sid)
+        return None
+
 
 def _whatsapp(number: str) -> str:
     return number if number.startswith("whatsapp:") else f"whatsapp:{number}"
@@ -133,7 +154,14 @@ class ChannelActivities:
                 )
             ).one()
             customer_name = await session.scalar(
-                text("SELECT cu.name FROM conversations c JOIN customers cu ON cu.id = c.customer_id WHERE c.id = :c"),
+                # The name this conversation's sender gave (a web form may name an existing customer
+                # by email without proving it), else the CRM's.
+                text(
+                    "SELECT coalesce((SELECT m.attributes->>'sender_name' FROM messages m "
+                    "WHERE m.conversation_id = c.id AND m.direction = 'inbound' ORDER BY m.created_at DESC LIMIT 1), "
+                    "cu.name) "
+                    "FROM conversations c JOIN customers cu ON cu.id = c.customer_id WHERE c.id = :c"
+                ),
                 {"c": inp.conversation_id},
             )
             parts = format_reply(
@@ -222,9 +250,40 @@ class ChannelActivities:
                 message_id=message_id, delivery_status=row.delivery_status, provider_message_id=row.provider_message_id
             )
         phone = row.conversation_key if row.channel == "whatsapp" else row.phone
-        status, provider_id = await self.adapters[row.channel].send(
-            OutboundMessage(str(row.id), row.channel, row.content, row.email, phone, dict(row.attributes))
-        )
+        outbound = OutboundMessage(str(row.id), row.channel, row.content, row.email, phone, dict(row.attributes))
+        adapter = self.adapters[row.channel]
+        found = None
+        attempted_at = row.attributes.get("send_attempted_at")
+        finder = getattr(adapter, "find_sent", None)
+        if attempted_at and finder is not None:
+            # An earlier attempt may have reached the provider and died (or lost PostgreSQL)
+            # before recording it: look before sending again.
+            async with self.deps.sessions() as session:
+                known = set(
+                    (
+                        await session.scalars(
+                            text(
+                                "SELECT provider_message_id FROM messages WHERE provider_message_id IS NOT NULL "
+                                "AND conversation_id = (SELECT conversation_id FROM messages WHERE id = :id)"
+                            ),
+                            {"id": message_id},
+                        )
+                    ).all()
+                )
+            found = await finder(outbound, since=datetime.fromisoformat(attempted_at), known=known)
+        if found is None:
+            async with transaction(self.deps.sessions) as session:
+                await session.execute(
+                    text(
+                        "UPDATE messages SET attributes = attributes || jsonb_build_object('send_attempted_at', "
+                        "CAST(:at AS text)) WHERE id = :id AND delivery_status = 'pending'"
+                    ),
+                    {"id": message_id, "at": datetime.now(UTC).isoformat()},
+                )
+            status, provider_id = await adapter.send(outbound)
+        else:
+            status, provider_id = found
+            log.warning("channel.resend_avoided", channel=row.channel, message_id=message_id, provider_id=found[1])
         async with transaction(self.deps.sessions) as session:
             await session.execute(
                 text(

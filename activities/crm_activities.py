@@ -133,7 +133,7 @@ class CRMActivities:
                     "content": message.text,
                     "ext": message.external_message_id,
                     "att": _json([a.model_dump() for a in message.attachments]),
-                    "attr": _json({"subject": message.subject, **message.metadata}),
+                    "attr": _json({"subject": message.subject, "sender_name": message.sender.name, **message.metadata}),
                     "at": message.received_at,
                 },
             )
@@ -224,6 +224,9 @@ class CRMActivities:
                     {"cust": inp.customer_id, "conv": inp.conversation_id},
                 )
             ).all()
+        if inp.channel == "web_form":
+            # The form cannot verify the email typed into it: whoever typed it gets no one's past.
+            rows = []
         history = [
             {
                 "channel": r.channel,

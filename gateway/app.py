@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,12 +28,60 @@ from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 log = get_logger(__name__)
 
 
+class ErrorBody(BaseModel):
+    """What every error answer looks like (rendered by the handlers in `create_app`)."""
+
+    error: str
+    message: str
+    detail: Any | None = None
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "No or invalid credentials",
+    403: "Refused (e.g. missing or invalid signature)",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request body too large",
+    422: "Invalid fields",
+    429: "Too many requests from this sender; see Retry-After",
+    503: "A dependency is down; retry",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the one error body."""
+    return {code: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
 class BodySizeLimit:
     """Refuse request bodies over the limit with 413, before any handler reads them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No Content-Length (chunked): read up to the limit here, where no handler's broad `except`
+        # can turn the overflow into a 400, then hand the app the body it would have read.
+        body = await _buffered_body(self.max_bytes, receive)
+        if body is None:
+            await _send_json(
+                send,
+                413,
+                {"error": "payload_too_large", "message": f"request body must be at most {self.max_bytes} bytes"},
+            )
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,6 +100,9 @@ class BodySizeLimit:
                     else "invalid Content-Length",
                 },
             )
+            return
+        if declared is None:
+            await self._buffered(scope, receive, send)
             return
         received = 0
 
@@ -107,6 +160,22 @@ class RequestMetrics:
             REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
 
 
+async def _buffered_body(max_bytes: int, receive: Receive) -> bytes | None:
+    """The whole body of a request without Content-Length, or None once it passes `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away; the app sees the disconnect next
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > max_bytes:
+            return None
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -156,12 +225,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(health.router)
-    app.include_router(web_form.router)
-    app.include_router(whatsapp.router)
-    app.include_router(gmail.router)
-    app.include_router(tickets.router)
-    app.include_router(channel_metrics.router)
-    app.include_router(agents.router)
+    app.include_router(web_form.router, responses=error_responses(400, 413, 422, 429, 503))
+    app.include_router(whatsapp.router, responses=error_responses(400, 403, 413, 429, 503))
+    app.include_router(gmail.router, responses=error_responses(400, 403, 413, 503))
+    app.include_router(tickets.router, responses=error_responses(404, 422))
+    app.include_router(channel_metrics.router, responses=error_responses(422))
+    app.include_router(agents.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
     app.include_router(ui.router)
 
     @app.get("/metrics", include_in_schema=False)

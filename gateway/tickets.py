@@ -63,11 +63,10 @@ async def get_ticket(
                 text(
                     "SELECT t.ticket_number, t.status, t.source_channel, t.category, t.priority, t.subject, "
                     "t.created_at, t.updated_at, t.conversation_id, c.workflow_id FROM tickets t "
-                    "JOIN customers cu ON cu.id = t.customer_id "
                     "LEFT JOIN conversations c ON c.id = t.conversation_id "
-                    "WHERE t.ticket_number = :n AND (:agent OR cu.email = :e OR EXISTS (SELECT 1 FROM "
-                    "customer_identifiers i WHERE i.customer_id = cu.id AND i.identifier_type = 'email' "
-                    "AND i.identifier_value = :e))"
+                    # The address that filed the ticket, not any address linked to the customer:
+                    # records are unified on unverified identifiers (a phone typed into the form).
+                    "WHERE t.ticket_number = :n AND (:agent OR t.contact_email = :e)"
                 ),
                 {"n": ticket_id, "e": str(email).lower() if email else None, "agent": agent is not None},
             )

@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
+from core.errors import ServiceUnavailable
 from crm.identity import normalise_phone, resolve_customer
 from gateway.deps import ResourcesDep
 from gateway.producer import publish_inbound
@@ -74,50 +76,56 @@ async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> Sup
     submission_id = f"form-{uuid.uuid4()}"
     now = datetime.now(UTC)
     sender = SenderIdentity(email=str(form.email).lower(), phone=form.phone, name=form.name)
-    async with resources.sessions() as session, session.begin():
-        customer = await resolve_customer(
-            session, channel="web_form", email=sender.email, phone=sender.phone, name=sender.name
-        )
-        ticket_number = await session.scalar(text("SELECT next_ticket_number()"))
-        conversation_id = await session.scalar(
-            text(
-                "INSERT INTO conversations (customer_id, channel, conversation_key, workflow_id, subject) "
-                "VALUES (:c, 'web_form', :k, :w, :s) RETURNING id"
-            ),
-            {
-                "c": customer.customer_id,
-                "k": ticket_number,
-                "w": conversation_workflow_id("web_form", ticket_number),
-                "s": form.subject,
-            },
-        )
-        created_at = await session.scalar(
-            text(
-                "INSERT INTO tickets (ticket_number, conversation_id, customer_id, subject, category, priority, "
-                "source_channel) VALUES (:n, :conv, :c, :s, :cat, :p, 'web_form') RETURNING created_at"
-            ),
-            {
-                "n": ticket_number,
-                "conv": conversation_id,
-                "c": customer.customer_id,
-                "s": form.subject,
-                "cat": form.category,
-                "p": form.priority,
-            },
-        )
-        message = InboundMessage(
-            channel="web_form",
-            external_message_id=submission_id,
-            conversation_key=ticket_number,
-            sender=sender,
-            text=form.message,
-            received_at=now,
-            subject=form.subject,
-            metadata={"category": form.category, "priority": form.priority, "submission_id": submission_id},
-        )
-        # Produced inside the transaction: if the broker does not acknowledge, nothing is kept and
-        # the customer gets a 503 to retry; the ticket exists only for a message that will be answered.
-        await publish_inbound(resources, message)
+    try:
+        async with resources.sessions() as session, session.begin():
+            customer = await resolve_customer(
+                session, channel="web_form", email=sender.email, phone=sender.phone, name=sender.name
+            )
+            ticket_number = await session.scalar(text("SELECT next_ticket_number()"))
+            conversation_id = await session.scalar(
+                text(
+                    "INSERT INTO conversations (customer_id, channel, conversation_key, workflow_id, subject) "
+                    "VALUES (:c, 'web_form', :k, :w, :s) RETURNING id"
+                ),
+                {
+                    "c": customer.customer_id,
+                    "k": ticket_number,
+                    "w": conversation_workflow_id("web_form", ticket_number),
+                    "s": form.subject,
+                },
+            )
+            created_at = await session.scalar(
+                text(
+                    "INSERT INTO tickets (ticket_number, conversation_id, customer_id, subject, category, priority, "
+                    "source_channel, contact_email) VALUES (:n, :conv, :c, :s, :cat, :p, 'web_form', :e) "
+                    "RETURNING created_at"
+                ),
+                {
+                    "n": ticket_number,
+                    "conv": conversation_id,
+                    "c": customer.customer_id,
+                    "s": form.subject,
+                    "cat": form.category,
+                    "p": form.priority,
+                    "e": sender.email,
+                },
+            )
+            message = InboundMessage(
+                channel="web_form",
+                external_message_id=submission_id,
+                conversation_key=ticket_number,
+                sender=sender,
+                text=form.message,
+                received_at=now,
+                subject=form.subject,
+                metadata={"category": form.category, "priority": form.priority, "submission_id": submission_id},
+            )
+            # Produced inside the transaction: if the broker does not acknowledge, nothing is kept and
+            # the customer gets a 503 to retry; the ticket exists only for a message that will be answered.
+            await publish_inbound(resources, message)
+    except (SQLAlchemyError, OSError) as exc:
+        # PostgreSQL down: tell the browser to retry, like every other dependency outage.
+        raise ServiceUnavailable("the database is unavailable; retry later") from exc
     return SupportFormAccepted(
         ticket_id=ticket_number,
         status="received",

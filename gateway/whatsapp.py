@@ -69,7 +69,8 @@ async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
     if not validator.validate(public_url(request, settings), params, signature):
         log.warning("whatsapp.bad_signature", path=request.url.path)
         raise Forbidden("invalid X-Twilio-Signature")
-    return params
+    # Signed, but PostgreSQL text cannot hold NUL: drop it (it means nothing in a message or an id).
+    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in params.items()}
 
 
 def to_inbound(params: dict[str, str]) -> InboundMessage:

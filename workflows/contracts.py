@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 Channel = Literal["email", "whatsapp", "web_form"]
 
@@ -21,36 +21,44 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+:=-]")
 MAX_TEXT_CHARS = 20_000
 
 
+def _drop_nul(value: object) -> object:
+    """PostgreSQL text and jsonb cannot hold NUL: no field of a message may carry one to the CRM."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+Text = Annotated[str, BeforeValidator(_drop_nul)]
+
+
 class Attachment(BaseModel):
     """Metadata of a media file or attachment; the bytes stay with the provider."""
 
-    url: str | None = None
-    content_type: str | None = None
-    filename: str | None = None
+    url: Text | None = None
+    content_type: Text | None = None
+    filename: Text | None = None
     size_bytes: int | None = None
 
 
 class SenderIdentity(BaseModel):
     """Who wrote: whatever the channel tells us (email for Gmail, E.164 phone for WhatsApp)."""
 
-    email: str | None = None
-    phone: str | None = None
-    name: str | None = None
+    email: Text | None = None
+    phone: Text | None = None
+    name: Text | None = None
 
 
 class InboundMessage(BaseModel):
     """One customer message, channel-neutral; the Kafka record value and the signal payload."""
 
     channel: Channel
-    external_message_id: str = Field(min_length=1, max_length=256)
-    conversation_key: str = Field(min_length=1, max_length=256)
+    external_message_id: Text = Field(min_length=1, max_length=256)
+    conversation_key: Text = Field(min_length=1, max_length=256)
     sender: SenderIdentity
-    text: str = Field(max_length=MAX_TEXT_CHARS)
+    text: Text = Field(max_length=MAX_TEXT_CHARS)
     received_at: datetime
-    subject: str | None = Field(default=None, max_length=500)
+    subject: Text | None = Field(default=None, max_length=500)
     attachments: list[Attachment] = Field(default_factory=list)
     # Short channel metadata: Gmail thread/message ids for threading, form category, priority.
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[Text, Text] = Field(default_factory=dict)
 
 
 def conversation_workflow_id(channel: str, conversation_key: str) -> str:

@@ -62,7 +62,6 @@ with workflow.unsafe.imports_passed_through():
         DB_RETRY,
         DB_SCHEDULE_TO_CLOSE,
         DB_TIMEOUT,
-        KB_RETRY,
         KB_TIMEOUT,
         LLM_HEARTBEAT,
         LLM_RETRY,
@@ -220,8 +219,10 @@ class ConversationWorkflow:
         guard = await workflow.execute_activity(
             "check_inbound_guardrails",
             GuardrailInput(message_ids=new_ids, channel=self.channel),
+            # It reads the messages from PostgreSQL: retry through a database restart like _db().
             start_to_close_timeout=CPU_TIMEOUT,
-            retry_policy=CPU_RETRY,
+            schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
+            retry_policy=DB_RETRY,
             result_type=GuardrailResult,
             summary="pre-LLM guardrails",
         )
@@ -355,7 +356,8 @@ class ConversationWorkflow:
                         "check_reply_guardrails",
                         tool_input,
                         start_to_close_timeout=CPU_TIMEOUT,
-                        retry_policy=CPU_RETRY,
+                        schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
+                        retry_policy=DB_RETRY,
                         result_type=OutputCheckResult,
                         summary="post-LLM output check",
                     )
@@ -366,14 +368,22 @@ class ConversationWorkflow:
                     return prompt, completion
                 if call.name not in TOOL_ACTIVITIES:
                     continue  # the activity recorded an error result for the model to see
-                outcome = await workflow.execute_activity(
-                    call.name,
-                    tool_input,
-                    start_to_close_timeout=KB_TIMEOUT,
-                    retry_policy=KB_RETRY,
-                    result_type=ToolResult,
-                    summary=f"tool {call.name}",
-                )
+                try:
+                    outcome = await workflow.execute_activity(
+                        call.name,
+                        tool_input,
+                        start_to_close_timeout=KB_TIMEOUT,
+                        # Tools read and write PostgreSQL: ride out a database restart like _db().
+                        schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
+                        retry_policy=DB_RETRY,
+                        result_type=ToolResult,
+                        summary=f"tool {call.name}",
+                    )
+                except ActivityError as err:
+                    # Never fail the conversation: a person takes over.
+                    workflow.logger.warning("conversation.tool_failed", extra={"error": str(err.cause)[:200]})
+                    await self._escalate("model_error")
+                    return prompt, completion
                 if call.name == "escalate_to_human":
                     await self._escalate(outcome.escalate_reason or "agent_requested", outcome.escalate_priority)  # type: ignore[arg-type]
                     return prompt, completion

@@ -21,11 +21,9 @@ DB_SCHEDULE_TO_CLOSE = timedelta(minutes=30)
 CPU_TIMEOUT = timedelta(seconds=10)
 CPU_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5)
 
-# Knowledge-base search embeds the query (CPU) and queries PostgreSQL.
+# Tools (knowledge-base search embeds the query, then PostgreSQL): a bounded attempt each,
+# retried with DB_RETRY through a database restart.
 KB_TIMEOUT = timedelta(seconds=30)
-KB_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=10), maximum_attempts=10
-)
 
 # One model call. 429 and 5xx retry with backoff; a request the model rejects is non-retryable.
 LLM_TIMEOUT = timedelta(seconds=90)
