@@ -216,15 +216,12 @@ class ConversationWorkflow:
         self.turns_this_run += 1
         if self.status == "escalated":
             return  # recorded for the human; the AI stays quiet
-        guard = await workflow.execute_activity(
+        guard = await self._db(
             "check_inbound_guardrails",
             GuardrailInput(message_ids=new_ids, channel=self.channel),
-            # It reads the messages from PostgreSQL: retry through a database restart like _db().
-            start_to_close_timeout=CPU_TIMEOUT,
-            schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
-            retry_policy=DB_RETRY,
-            result_type=GuardrailResult,
-            summary="pre-LLM guardrails",
+            GuardrailResult,
+            "pre-LLM guardrails",
+            CPU_TIMEOUT,
         )
         self.last_sentiment = guard.sentiment
         prompt_tokens = completion_tokens = 0
@@ -352,14 +349,8 @@ class ConversationWorkflow:
                     call_id=call.call_id,
                 )
                 if call.name == "send_response":
-                    check = await workflow.execute_activity(
-                        "check_reply_guardrails",
-                        tool_input,
-                        start_to_close_timeout=CPU_TIMEOUT,
-                        schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
-                        retry_policy=DB_RETRY,
-                        result_type=OutputCheckResult,
-                        summary="post-LLM output check",
+                    check = await self._db(
+                        "check_reply_guardrails", tool_input, OutputCheckResult, "post-LLM output check", CPU_TIMEOUT
                     )
                     if not check.allowed:
                         await self._escalate("unsafe_output")
@@ -369,16 +360,7 @@ class ConversationWorkflow:
                 if call.name not in TOOL_ACTIVITIES:
                     continue  # the activity recorded an error result for the model to see
                 try:
-                    outcome = await workflow.execute_activity(
-                        call.name,
-                        tool_input,
-                        start_to_close_timeout=KB_TIMEOUT,
-                        # Tools read and write PostgreSQL: ride out a database restart like _db().
-                        schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
-                        retry_policy=DB_RETRY,
-                        result_type=ToolResult,
-                        summary=f"tool {call.name}",
-                    )
+                    outcome = await self._db(call.name, tool_input, ToolResult, f"tool {call.name}", KB_TIMEOUT)
                 except ActivityError as err:
                     # Never fail the conversation: a person takes over.
                     workflow.logger.warning("conversation.tool_failed", extra={"error": str(err.cause)[:200]})
@@ -548,11 +530,14 @@ class ConversationWorkflow:
         )
 
     # ------------------------------------------------------------------ helpers
-    async def _db(self, name: str, arg: object, result_type: type, summary: str | None = None):  # type: ignore[no-untyped-def]
+    async def _db(  # type: ignore[no-untyped-def]
+        self, name: str, arg: object, result_type: type, summary: str | None = None, attempt_timeout: timedelta = DB_TIMEOUT
+    ):
+        """An activity that needs PostgreSQL: retried through a database restart (DB_RETRY)."""
         return await workflow.execute_activity(
             name,
             arg,
-            start_to_close_timeout=DB_TIMEOUT,
+            start_to_close_timeout=attempt_timeout,
             schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
             retry_policy=DB_RETRY,
             result_type=result_type,
