@@ -531,7 +531,12 @@ class ConversationWorkflow:
 
     # ------------------------------------------------------------------ helpers
     async def _db(  # type: ignore[no-untyped-def]
-        self, name: str, arg: object, result_type: type, summary: str | None = None, attempt_timeout: timedelta = DB_TIMEOUT
+        self,
+        name: str,
+        arg: object,
+        result_type: type,
+        summary: str | None = None,
+        attempt_timeout: timedelta = DB_TIMEOUT,
     ):
         """An activity that needs PostgreSQL: retried through a database restart (DB_RETRY)."""
         return await workflow.execute_activity(
