@@ -564,9 +564,10 @@ def code_state() -> dict[str, Any]:
         try:
             return subprocess.run(
                 ["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False
-            ).stdout.strip()
+            ).stdout
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
+    # Porcelain lines are "XY path": the status takes the first three characters.
     dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if not line[3:].startswith("bench/")]
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_product_files": dirty}
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_product_files": dirty}
