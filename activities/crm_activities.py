@@ -360,13 +360,17 @@ class CRMActivities:
     @activity.defn(name="record_turn_metrics")
     async def record_turn_metrics(self, inp: TurnMetrics) -> None:
         """Time-series points for /api/v1/metrics/channels and the alert thresholds."""
+        # With a turn number the points are unique (migration 0006): a re-run of the turn (a retry
+        # after a lost completion, a worker crash before the workflow task completed, a reset)
+        # records nothing new.
+        dims = {"turn": inp.turn} if inp.turn is not None else None
         async with transaction(self.deps.sessions) as session:
             await session.execute(
                 text("UPDATE conversations SET sentiment_score = :s WHERE id = :c"),
                 {"s": max(-1.0, min(1.0, inp.sentiment)), "c": inp.conversation_id},
             )
-            await _metric(session, "response_latency_ms", inp.channel, inp.latency_ms, inp.conversation_id)
-            await _metric(session, "sentiment", inp.channel, inp.sentiment, inp.conversation_id)
+            await _metric(session, "response_latency_ms", inp.channel, inp.latency_ms, inp.conversation_id, dims)
+            await _metric(session, "sentiment", inp.channel, inp.sentiment, inp.conversation_id, dims)
             if inp.prompt_tokens or inp.completion_tokens:
                 await _metric(
                     session,
@@ -374,6 +378,7 @@ class CRMActivities:
                     inp.channel,
                     float(inp.prompt_tokens + inp.completion_tokens),
                     inp.conversation_id,
+                    dims,
                 )
         threshold = self.deps.settings.alert_latency_ms
         if inp.latency_ms > threshold:
@@ -405,7 +410,7 @@ async def _metric(
     await session.execute(
         text(
             "INSERT INTO agent_metrics (metric_type, channel, value, conversation_id, dimensions) "
-            "VALUES (:t, :ch, :v, :c, CAST(:d AS jsonb))"
+            "VALUES (:t, :ch, :v, :c, CAST(:d AS jsonb)) ON CONFLICT DO NOTHING"
         ),
         {"t": metric_type, "ch": channel, "v": value, "c": conversation_id, "d": _json(dimensions or {})},
     )

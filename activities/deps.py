@@ -26,7 +26,8 @@ class ActivityDeps:
 
     @classmethod
     def create(cls, settings: Settings) -> ActivityDeps:
-        engine = create_engine(settings)
+        # Every caller is an activity that Temporal retries: no pre-ping round trip per checkout.
+        engine = create_engine(settings, pre_ping=False)
         return cls(settings=settings, engine=engine, sessions=create_sessionmaker(engine))
 
     def embedder(self) -> Embedder:

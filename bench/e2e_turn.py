@@ -450,18 +450,22 @@ async def drive_floor(
 
 
 async def turn_shapes(client: Any, workflow_id: str) -> list[list[str]]:
-    """The activity types a conversation scheduled, cut into turns.
+    """The activities a conversation ran, in order, cut into turns; local ones as "local:<type>".
 
-    A turn ends with its metrics activity; should that ever stop being a (non-local) activity,
-    the cut falls after each reply's send instead.
+    A turn ends with its metrics activity; should that ever be missing, the cut falls after each
+    reply's send instead.
     """
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    names = [
-        event.activity_task_scheduled_event_attributes.activity_type.name
-        for event in history.events
-        if event.HasField("activity_task_scheduled_event_attributes")
-    ]
-    ends = {"record_turn_metrics"} if "record_turn_metrics" in names else {n for n in names if _is_send(n)}
+    names: list[str] = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            names.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+        elif event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == "core_local_activity" and "data" in marker.details:
+                data = json.loads(marker.details["data"].payloads[0].data)
+                names.append(f"local:{data.get('activity_type', '?')}")
+    ends = {n for n in names if n.endswith("record_turn_metrics")} or {n for n in names if _is_send(n)}
     turns: list[list[str]] = []
     current: list[str] = []
     for name in names:
@@ -690,7 +694,7 @@ async def run_rounds(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "rounds": [r.figures() for r in results],
         "activity_shapes": shapes_seen[:3],
-        "floor_turns": [{"before_reply": s.before_reply, "after_reply": s.after_reply} for s in shapes or []],
+        "floor_turns": [s.steps for s in shapes or []],
         "peak_rss_sampled_mb": {k: round(v / 2**20, 1) for k, v in rss.items()},
         "peak_rss_vmhwm_mb": {k: round(v / 2**20, 1) if v else None for k, v in hwm.items()},
         "unexpected_replies": stack.board.unexpected,
@@ -699,12 +703,17 @@ async def run_rounds(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def floor_shapes(turns: list[list[str]]) -> list[FloorTurn]:
-    """Per turn: the activities up to and including the reply's send, and those after it."""
+    """Per turn, the floor's steps: a no-op of the same kind (local or not) for each real activity,
+    with the last send of the turn as the reporting "reply"."""
     shapes = []
     for names in turns:
         sends = [i for i, name in enumerate(names) if _is_send(name)]
-        position = sends[-1] + 1 if sends else len(names)
-        shapes.append(FloorTurn(before_reply=position, after_reply=len(names) - position))
+        reply_at = sends[-1] if sends else len(names) - 1
+        steps = [
+            "reply" if i == reply_at else "local" if name.startswith("local:") else "activity"
+            for i, name in enumerate(names)
+        ]
+        shapes.append(FloorTurn(steps=steps))
     return shapes
 
 

@@ -1,10 +1,11 @@
 """The "Temporal floor" of the end-to-end benchmark: a trivial workflow with no-op activities.
 
 `BenchFloorWorkflow` mirrors the shape of a conversation and nothing else: it waits for a
-signal per turn and then runs, one after another, as many activities as a real turn schedules
-(counted from real histories by bench/e2e_turn.py), each a no-op. The activity at the position
-of the real turn's reply ("send") reports the turn on stdout as a JSON line
-`{"t": <CLOCK_MONOTONIC>, "id": <workflow id>, "turn": n}`, like the fake Twilio reports a reply;
+signal per turn and then runs, one after another, the activities a real turn runs (read from real
+histories by bench/e2e_turn.py: the same number, in the same order, local where the real one is
+local), each a no-op. The activity at the position of the real turn's reply ("send") reports the
+turn on stdout as a JSON line `{"t": <CLOCK_MONOTONIC>, "id": <workflow id>, "turn": n}`, like the
+fake Twilio reports a reply;
 the activities after it (the real turn's metrics) follow. Same Temporal server, same worker
 limits as `crm-fte worker` (workers/worker.py), default sandboxed workflow runner.
 
@@ -30,15 +31,10 @@ TURN_SIGNAL = "turn"
 
 @dataclass
 class FloorTurn:
-    """One turn's activities: `before_reply` up to and including the reply, then `after_reply`.
+    """One turn's activities in order, each "local" (a local activity), "activity" (a regular one)
+    or "reply" (the regular activity at the position of the real turn's send, which reports)."""
 
-    `local` of the no-ops before the reply run as local activities instead (0 in the benchmark;
-    set it to estimate what moving short activities to local activities would save).
-    """
-
-    before_reply: int
-    after_reply: int
-    local: int = 0
+    steps: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,7 +62,7 @@ async def turn_done(done: TurnDone) -> None:
 
 @workflow.defn(name=FLOOR_WORKFLOW)
 class BenchFloorWorkflow:
-    """Per signal, the number of activities a real turn runs; nothing else."""
+    """Per signal, the activities a real turn runs (as no-ops); nothing else."""
 
     def __init__(self) -> None:
         self.waiting = 0
@@ -81,16 +77,15 @@ class BenchFloorWorkflow:
         for index, shape in enumerate(inp.turns):
             await workflow.wait_condition(lambda: self.waiting > 0)
             self.waiting -= 1
-            for step in range(shape.before_reply - 1):
-                if step < shape.local:
+            for step in shape.steps:
+                if step == "local":
                     await workflow.execute_local_activity(noop, start_to_close_timeout=timeout)
+                elif step == "reply":
+                    await workflow.execute_activity(
+                        turn_done, TurnDone(workflow.info().workflow_id, index), start_to_close_timeout=timeout
+                    )
                 else:
                     await workflow.execute_activity(noop, start_to_close_timeout=timeout)
-            await workflow.execute_activity(
-                turn_done, TurnDone(workflow.info().workflow_id, index), start_to_close_timeout=timeout
-            )
-            for _ in range(shape.after_reply):
-                await workflow.execute_activity(noop, start_to_close_timeout=timeout)
         return len(inp.turns)
 
 

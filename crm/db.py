@@ -16,13 +16,19 @@ from core.settings import Settings
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
-    """An asyncpg engine sized by the settings; the caller disposes it."""
+def create_engine(settings: Settings, *, url: str | None = None, pre_ping: bool = True) -> AsyncEngine:
+    """An asyncpg engine sized by the settings; the caller disposes it.
+
+    `pre_ping` tests each pooled connection before use (one round trip per checkout), so a request
+    never fails on a connection PostgreSQL dropped. Callers that retry anyway (Temporal
+    activities) turn it off: the first query on a dead connection fails, SQLAlchemy invalidates
+    the whole pool, and the retried attempt gets a fresh connection.
+    """
     return create_async_engine(
         url or settings.database_dsn,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         # Fail fast when PostgreSQL is down instead of hanging a health check or a request.
         connect_args={"timeout": 5, "server_settings": {"application_name": "crm-fte"}},

@@ -302,6 +302,8 @@ class TurnMetrics(BaseModel):
     escalated: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The conversation's turn number: a re-run of the same turn records its points once.
+    turn: int | None = None
 
 
 class CloseInput(BaseModel):

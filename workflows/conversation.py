@@ -74,6 +74,8 @@ with workflow.unsafe.imports_passed_through():
 
 MAX_SEEN_IDS = 1000
 MAX_LAST_MESSAGES = 10
+# Marks histories in which the short steps run as local activities (before: regular activities).
+LOCAL_ACTIVITIES_PATCH = "short-steps-as-local-activities"
 REASON_PRIORITY: dict[str, Priority] = {
     "security": "urgent",
     "legal": "high",
@@ -173,7 +175,8 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, inp: ConversationInput) -> str:
         if self.config is None:
-            self.config = await workflow.execute_activity(
+            run_activity = workflow.execute_local_activity if self._local() else workflow.execute_activity
+            self.config = await run_activity(
                 "load_conversation_config",
                 start_to_close_timeout=CPU_TIMEOUT,
                 retry_policy=CPU_RETRY,
@@ -230,7 +233,7 @@ class ConversationWorkflow:
             await self._escalate(reason)
         else:
             prompt_tokens, completion_tokens = await self._agent_loop(new_ids)
-        await workflow.execute_activity(
+        await self._db(
             "record_turn_metrics",
             TurnMetrics(
                 conversation_id=self._conversation(),
@@ -240,10 +243,10 @@ class ConversationWorkflow:
                 escalated=self.status == "escalated",
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
+                turn=self.turns,
             ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            schedule_to_close_timeout=DB_SCHEDULE_TO_CLOSE,
+            None,
+            summary="record turn metrics",
         )
 
     async def _record(self, batch: list[InboundMessage]) -> list[str]:
@@ -534,12 +537,21 @@ class ConversationWorkflow:
         self,
         name: str,
         arg: object,
-        result_type: type,
+        result_type: type | None,
         summary: str | None = None,
         attempt_timeout: timedelta = DB_TIMEOUT,
     ):
-        """An activity that needs PostgreSQL: retried through a database restart (DB_RETRY)."""
-        return await workflow.execute_activity(
+        """A short CRM/guardrail/tool activity, run as a *local* activity, retried through a database
+        restart (DB_RETRY).
+
+        Local activities run in this worker inside the workflow task, so a turn's dozen short steps
+        cost no server round trips (their results are recorded as markers in the history). They
+        are idempotent: a worker that dies mid-task runs them again. The model call (heartbeats,
+        up to 90 s) and the channel sends (external side effects, retried for an hour) stay
+        regular activities.
+        """
+        run_activity = workflow.execute_local_activity if self._local() else workflow.execute_activity
+        return await run_activity(
             name,
             arg,
             start_to_close_timeout=attempt_timeout,
@@ -548,6 +560,11 @@ class ConversationWorkflow:
             result_type=result_type,
             summary=summary,
         )
+
+    @staticmethod
+    def _local() -> bool:
+        """Short steps run as local activities; histories written before that keep replaying."""
+        return workflow.patched(LOCAL_ACTIVITIES_PATCH)
 
     def _sla_due(self) -> datetime:
         """The SLA deadline: the configured business hours from now, in workflow time."""

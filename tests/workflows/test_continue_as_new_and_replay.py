@@ -77,3 +77,13 @@ async def test_checked_in_histories_replay_without_nondeterminism(path: Path) ->
 def test_there_are_checked_in_histories() -> None:
     names = {p.stem for p in _histories()}
     assert {"answered_web_question", "escalated_then_resolved"} <= names
+    # Histories from before the short steps became local activities must keep replaying (the
+    # change is behind workflow.patched): v1_* have only regular activities, the current ones
+    # record local-activity markers.
+    assert {"v1_answered_web_question", "v1_escalated_then_resolved"} <= names
+    for path in _histories():
+        markers = path.read_text().count("EVENT_TYPE_MARKER_RECORDED")
+        if path.stem.startswith("v1_"):
+            assert markers == 0, path.name
+        else:
+            assert markers > 0, path.name
