@@ -139,6 +139,7 @@ TOOLS: list[dict[str, Any]] = [
 ]
 TOOL_NAMES = {t["function"]["name"] for t in TOOLS}
 _WORD = re.compile(r"[a-z0-9][a-z0-9'-]+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 _STOP = set(
     "a an and are as at be but by can could do does for from have how i if in is it its me my no not of on or our "
     "please so that the their them there this to was we what when where which who why will with would you your "
@@ -179,10 +180,32 @@ class AgentActivities:
         if not reply.strip():
             return OutputCheckResult(allowed=False, violations=["empty_reply"])
         passages = await self._turn_passages(inp.conversation_id, inp.turn)
-        check = guardrails.check_output(reply, kb_passages=passages, system_prompt=SYSTEM_PROMPT)
+        check = guardrails.check_output(
+            reply,
+            kb_passages=passages,
+            system_prompt=SYSTEM_PROMPT,
+            customer_contacts=await self._customer_contacts(inp.customer_id),
+        )
         if not check.allowed:
             log.warning("guardrails.reply_blocked", violations=check.violations)
         return OutputCheckResult(allowed=check.allowed, violations=check.violations)
+
+    async def _customer_contacts(self, customer_id: str) -> list[str]:
+        """Addresses a reply may mention: the customer's own email/phone numbers, and our support mailbox."""
+        contacts: list[str] = []
+        if _UUID.fullmatch(customer_id):  # "" before the customer is known: nobody's contacts are allowed
+            async with self.deps.sessions() as session:
+                rows = await session.execute(
+                    text(
+                        "SELECT email, phone FROM customers WHERE id = CAST(:id AS uuid) UNION ALL "
+                        "SELECT identifier_value, NULL FROM customer_identifiers WHERE customer_id = CAST(:id AS uuid)"
+                    ),
+                    {"id": customer_id},
+                )
+                contacts = [value for row in rows for value in row if value]
+        if self.deps.settings.gmail_user_email:
+            contacts.append(self.deps.settings.gmail_user_email)
+        return contacts
 
     async def _turn_passages(self, conversation_id: str, turn: int) -> list[str]:
         async with self.deps.sessions() as session:

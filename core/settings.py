@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Channel = Literal["email", "whatsapp", "web_form"]
@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = Field(default=6, ge=1, le=1024)
     kafka_topic_replication_factor: int = Field(default=1, ge=1, le=16)
     kafka_consumer_group: str = "crm-fte-bridge"
+    # Consumer-group liveness of the bridge. A bridge that dies without leaving the group (kill -9,
+    # OOM kill) keeps its partitions until its session times out, so this bounds how long inbound
+    # messages wait after such a crash. 6 s is Apache Kafka's default minimum
+    # (group.min.session.timeout.ms); aiokafka's own default is 10 s. Heartbeats come from a
+    # background task, not from the record loop, so slow Temporal calls do not count against it.
+    # The heartbeat interval must be below the session timeout (a third of it or less is usual).
+    kafka_session_timeout_ms: int = Field(default=6000, ge=1000, le=300_000)
+    kafka_heartbeat_interval_ms: int = Field(default=1000, ge=100, le=100_000)
 
     # --- LLM and embeddings ----------------------------------------------------------------
     openai_api_key: SecretStr | None = None
@@ -118,6 +126,11 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=1, le=65535)
     gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Proxies whose X-Forwarded-For/-Proto the gateway believes (uvicorn's forwarded_allow_ips:
+    # comma-separated addresses or CIDRs, "*" = anyone). Headers from any other peer are ignored, so
+    # a client cannot forge its address or scheme; behind an ingress, list the ingress controller's
+    # address or pod CIDR. The default is uvicorn's own: loopback only.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     # Per-sender limits (limits-library syntax, e.g. "20/minute;200/hour"). In-process per gateway
     # replica: a flood from one sender is refused early and cannot starve the others.
     rate_limit_web_form: str = "5/minute;30/hour"
@@ -166,6 +179,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> Settings:
+        # The broker would drop the bridge between two heartbeats: refuse instead of flapping.
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError("KAFKA_HEARTBEAT_INTERVAL_MS must be lower than KAFKA_SESSION_TIMEOUT_MS")
+        return self
 
     @property
     def database_dsn(self) -> str:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
-from core.kafka import client_kwargs, producer_kwargs
+from core.kafka import client_kwargs, consumer_group_kwargs, producer_kwargs
 from core.logging import get_logger
 from core.observability import configure_tracing, context_from_kafka_headers, tracer
 from core.settings import Settings
@@ -89,6 +89,7 @@ class Bridge:
         consumer = AIOKafkaConsumer(
             self.settings.kafka_topic_inbound,
             **client_kwargs(self.settings),
+            **consumer_group_kwargs(self.settings),
             group_id=self.settings.kafka_consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -180,7 +181,12 @@ class Bridge:
             return
         assert self.consumer is not None
         self.ready = True
-        log.info("bridge.started", topic=self.settings.kafka_topic_inbound, group=self.settings.kafka_consumer_group)
+        log.info(
+            "bridge.started",
+            topic=self.settings.kafka_topic_inbound,
+            group=self.settings.kafka_consumer_group,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+        )
         try:
             while not stop.is_set():
                 try:

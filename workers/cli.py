@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import platformdirs
 import typer
@@ -23,6 +23,9 @@ from core.settings import (
     get_settings,
 )
 from core.version import VERSION
+
+if TYPE_CHECKING:
+    import uvicorn
 
 app = typer.Typer(
     name="crm-fte",
@@ -108,14 +111,28 @@ def gateway(
     from gateway.app import create_app
 
     settings = load_settings("gateway")
-    uvicorn.run(
-        create_app(settings),
+    server = uvicorn.Server(gateway_server_config(create_app(settings), settings, host=host, port=port))
+    server.run()
+    if not server.started:  # as uvicorn.run: the port was taken, the app failed to start, ...
+        raise typer.Exit(3)
+
+
+def gateway_server_config(
+    app: Any, settings: Settings, *, host: str | None = None, port: int | None = None
+) -> uvicorn.Config:
+    """The uvicorn options of `crm-fte gateway` (tests serve other apps with exactly these)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
         host=host or settings.gateway_host,
         port=port or settings.gateway_port,
         log_config=None,
         access_log=False,
+        # X-Forwarded-For/-Proto are believed only from FORWARDED_ALLOW_IPS (loopback by default):
+        # from anyone else they would let a client pick the address and scheme the app sees.
         proxy_headers=True,
-        forwarded_allow_ips="*",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=20,
     )
 
