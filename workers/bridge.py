@@ -40,6 +40,8 @@ _tracer = tracer(__name__)
 
 RECORDS = Counter("crm_fte_bridge_records_total", "Kafka records handled by the bridge", ["outcome"])
 SIGNAL_LATENCY = Histogram("crm_fte_bridge_signal_seconds", "Signal-with-start latency")
+# Conversations of one partition signalled at the same time (per-conversation order is kept).
+MAX_CONCURRENT_SIGNALS_PER_PARTITION = 32
 LAG = Gauge("crm_fte_bridge_lag", "Records not yet consumed, per partition", ["topic", "partition"])
 
 
@@ -156,10 +158,32 @@ class Bridge:
         return True
 
     async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord], stop: asyncio.Event) -> int | None:
-        """Records of one partition in order; returns the next offset to commit."""
-        next_offset = None
+        """Records of one partition; returns the next offset to commit.
+
+        Records with the same key (one conversation) are signalled one after another, in offset
+        order; different conversations in the batch are signalled concurrently, so one slow
+        signal-with-start does not hold up every conversation behind it in the partition. Only
+        the unbroken run of delivered offsets is committed: if we stop mid-batch, whatever comes
+        after the first undelivered record is fetched again (and dropped by the workflow's dedupe
+        if it had been delivered).
+        """
+        by_key: dict[bytes | None, list[ConsumerRecord]] = {}
         for record in records:
-            if not await self._handle(record, stop):
+            by_key.setdefault(record.key, []).append(record)
+        delivered: set[int] = set()
+        limit = asyncio.Semaphore(MAX_CONCURRENT_SIGNALS_PER_PARTITION)
+
+        async def conversation(batch: list[ConsumerRecord]) -> None:
+            async with limit:
+                for record in batch:
+                    if not await self._handle(record, stop):
+                        return
+                    delivered.add(record.offset)
+
+        await asyncio.gather(*(conversation(batch) for batch in by_key.values()))
+        next_offset = None
+        for record in sorted(records, key=lambda r: r.offset):
+            if record.offset not in delivered:
                 break
             next_offset = record.offset + 1
         return next_offset
