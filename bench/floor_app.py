@@ -96,21 +96,15 @@ async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], b
 def main() -> None:
     import uvicorn
 
+    from workers.cli import gateway_server_config
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    # The same uvicorn settings as `crm-fte gateway` (workers/cli.py).
-    uvicorn.run(
-        FloorApp(get_settings()),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        timeout_graceful_shutdown=20,
-    )
+    # Exactly the uvicorn settings of `crm-fte gateway` (workers/cli.py).
+    settings = get_settings()
+    uvicorn.Server(gateway_server_config(FloorApp(settings), settings, host=args.host, port=args.port)).run()
 
 
 if __name__ == "__main__":

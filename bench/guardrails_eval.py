@@ -61,8 +61,14 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         action_hits += decision.action == row["expected_action"]
         if expected != predicted:
             errors.append(
-                {"text": row["text"], "channel": row["channel"], "expected": expected,
-                 "predicted": predicted, "matched": decision.matched, "sentiment": decision.sentiment}
+                {
+                    "text": row["text"],
+                    "channel": row["channel"],
+                    "expected": expected,
+                    "predicted": predicted,
+                    "matched": decision.matched,
+                    "sentiment": decision.sentiment,
+                }
             )
     labels: dict[str, dict[str, float]] = {}
     for label in (*REASON_PRIORITY, ANSWER):
@@ -91,8 +97,7 @@ def time_inbound(rows: list[dict[str, Any]], repetitions: int) -> dict[str, floa
             evaluate_inbound(text, channel)
     elapsed = time.perf_counter() - start
     calls = repetitions * len(items)
-    return {"calls": calls, "seconds": elapsed, "per_second": calls / elapsed,
-            "mean_us": elapsed / calls * 1e6}
+    return {"calls": calls, "seconds": elapsed, "per_second": calls / elapsed, "mean_us": elapsed / calls * 1e6}
 
 
 def time_output(repetitions: int) -> dict[str, float]:
@@ -103,8 +108,7 @@ def time_output(repetitions: int) -> dict[str, float]:
             check_output(reply, kb_passages=_SAMPLE_KB, system_prompt="You are the TechCorp assistant.")
     elapsed = time.perf_counter() - start
     calls = repetitions * len(_SAMPLE_REPLIES)
-    return {"calls": calls, "seconds": elapsed, "per_second": calls / elapsed,
-            "mean_us": elapsed / calls * 1e6}
+    return {"calls": calls, "seconds": elapsed, "per_second": calls / elapsed, "mean_us": elapsed / calls * 1e6}
 
 
 def print_report(result: dict[str, Any], show_errors: bool) -> None:
@@ -122,8 +126,10 @@ def print_report(result: dict[str, Any], show_errors: bool) -> None:
     print(f"{'reason accuracy':<20}{result['reason_accuracy']:>10.3f}")
     print()
     inbound, output = result["timing"]["evaluate_inbound"], result["timing"]["check_output"]
-    print(f"evaluate_inbound: {inbound['per_second']:,.0f} msg/s  ({inbound['mean_us']:.1f} us/msg, "
-          f"{inbound['calls']:,} calls, {result['repetitions']} reps)")
+    print(
+        f"evaluate_inbound: {inbound['per_second']:,.0f} msg/s  ({inbound['mean_us']:.1f} us/msg, "
+        f"{inbound['calls']:,} calls, {result['repetitions']} reps)"
+    )
     print(f"check_output:     {output['per_second']:,.0f} replies/s  ({output['mean_us']:.1f} us/reply)")
     print(f"python {platform.python_version()} on {platform.machine()}")
     if show_errors and result["errors"]:

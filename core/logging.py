@@ -55,6 +55,34 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class LevelCheckedBoundLogger(structlog.stdlib.BoundLogger):
+    """The stdlib-backed BoundLogger, but a call below the logger's level returns at once.
+
+    `filter_by_level` as a processor only drops the event after the bound logger has copied its
+    context and started the processor chain; asking the stdlib logger first (`isEnabledFor` is
+    cached by `logging`) makes a filtered-out `log.info` on a hot path cost a dict lookup. Per-logger
+    levels from `dictConfig` and later `setLevel` calls are honoured as before.
+    """
+
+    def _proxy_to_logger(self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any) -> Any:
+        level = _METHOD_LEVELS.get(method_name)
+        if level is not None and not self._logger.isEnabledFor(level):
+            return None
+        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+
+
 def _want_json(log_format: str) -> bool:
     if log_format == "json":
         return True
@@ -119,7 +147,7 @@ def configure_logging(*, level: str = "INFO", log_format: str = "auto", process:
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=LevelCheckedBoundLogger,
         cache_logger_on_first_use=True,
     )
 

@@ -10,11 +10,12 @@ from core.settings import Settings
 from gateway.resources import Resources
 
 
-def get_resources(request: Request) -> Resources:
+# `async def`, not `def`: FastAPI runs sync dependencies in the thread pool, on every request.
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources  # type: ignore[no-any-return]
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.resources.settings  # type: ignore[no-any-return]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from prometheus_client import Histogram
 
@@ -20,6 +21,17 @@ PRODUCE_LATENCY = Histogram(
 )
 
 
+_PRODUCE_LATENCY_CHILDREN: dict[str, Any] = {}
+
+
+def _produce_latency(channel: str) -> Any:
+    """The histogram child for a channel (a handful of channels; `.labels()` locks and allocates)."""
+    child = _PRODUCE_LATENCY_CHILDREN.get(channel)
+    if child is None:
+        child = _PRODUCE_LATENCY_CHILDREN[channel] = PRODUCE_LATENCY.labels(channel)
+    return child
+
+
 async def publish_inbound(resources: Resources, message: InboundMessage) -> None:
     """Produce one record keyed by conversation key (per-conversation order), waiting for acks=all.
 
@@ -29,19 +41,19 @@ async def publish_inbound(resources: Resources, message: InboundMessage) -> None
     started = time.perf_counter()
     try:
         producer = await resources.kafka.get()
-        await asyncio.wait_for(
-            producer.send_and_wait(
+        # asyncio.timeout, not wait_for: wait_for wraps the send in a task of its own per request.
+        async with asyncio.timeout(10.0):
+            await producer.send_and_wait(
                 settings.kafka_topic_inbound,
                 value=message.model_dump_json().encode(),
                 key=f"{message.channel}:{message.conversation_key}".encode(),
-                headers=kafka_trace_headers(),
-            ),
-            timeout=10.0,
-        )
+                # No span can be active with tracing off: skip the propagators' work.
+                headers=kafka_trace_headers() if settings.tracing_enabled else [],
+            )
     except Exception as exc:
         log.warning("gateway.produce_failed", channel=message.channel, error=type(exc).__name__)
         # Drop a producer that may be wedged; the next request starts a fresh one.
         await resources.kafka.close()
         raise ServiceUnavailable("the message broker did not acknowledge the message; retry later") from exc
-    PRODUCE_LATENCY.labels(message.channel).observe(time.perf_counter() - started)
+    _produce_latency(message.channel).observe(time.perf_counter() - started)
     log.info("gateway.message_published", channel=message.channel, message_id=message.external_message_id)

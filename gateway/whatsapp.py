@@ -7,13 +7,15 @@ traffic is accepted at all: the channel fails closed.
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
+from functools import lru_cache
+from urllib.parse import parse_qsl, urlparse
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import text
-from starlette.datastructures import FormData
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, remove_port
 
 from core.errors import BadRequest, Forbidden
 from core.logging import get_logger
@@ -21,6 +23,7 @@ from core.settings import Settings
 from crm.identity import normalise_phone
 from gateway.deps import ResourcesDep
 from gateway.producer import publish_inbound
+from gateway.resources import Resources
 from workflows.contracts import MAX_TEXT_CHARS, Attachment, InboundMessage, SenderIdentity
 
 router = APIRouter(tags=["whatsapp"])
@@ -42,35 +45,103 @@ _STORED_STATUS = {"sending": "queued"}
 # The same ranking in SQL, so compare-and-set happens atomically in one UPDATE.
 _RANK_SQL = "CASE delivery_status " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in STATUS_RANK.items()) + " ELSE 0 END"
 MAX_MEDIA = 10
+INBOUND_PATH = "/api/v1/webhooks/whatsapp"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 200
 
 
 def public_url(request: Request, settings: Settings) -> str:
     """The URL Twilio signed: PUBLIC_BASE_URL + path (behind a proxy/ingress), else what we received."""
     if settings.public_base_url is None:
         return str(request.url)
+    # What `request.url.path` and `.query` give, read off the scope without building a URL object.
+    scope = request.scope
+    path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    query = scope.get("query_string", b"").decode("latin-1").partition("#")[0]
     base = str(settings.public_base_url).rstrip("/")
-    query = f"?{request.url.query}" if request.url.query else ""
-    return f"{base}{request.url.path}{query}"
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
+
+
+@lru_cache(maxsize=256)
+def _signed_url_variants(url: str) -> tuple[str, str]:
+    """The URL without and with its port: Twilio may have signed either (as RequestValidator.validate)."""
+    parsed = urlparse(url)
+    return remove_port(parsed), add_port(parsed)
+
+
+def signature_matches(validator: RequestValidator, url: str, params: _SignedParams, signature: str) -> bool:
+    """`RequestValidator.validate` for form parameters, minus its repeated work.
+
+    The same acceptance: Twilio's signature over the URL without or with its port. Both URL variants
+    are cached per URL, the second signature is computed only if the first does not match, and the
+    comparison is `hmac.compare_digest`.
+    """
+    given = signature.encode("latin-1", "replace")  # header values are latin-1 text
+    for candidate in _signed_url_variants(url):
+        if hmac.compare_digest(validator.compute_signature(candidate, params).encode(), given):
+            return True
+    return False
+
+
+class _SignedParams(dict[str, list[str]]):
+    """Form fields with every value of a repeated name, in the shape twilio's validator reads
+    (`getall`, as on a MultiDict): Twilio signs each name once with all its values, so a repeated
+    field must be checked with all of them, not only with the one the handler keeps."""
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+def parse_twilio_form(request: Request, body: bytes) -> _SignedParams:
+    """Twilio's `application/x-www-form-urlencoded` body; BadRequest (400) for anything else.
+
+    `parse_qsl` on the raw body rather than `request.form()`: Twilio never posts multipart, and
+    python-multipart's general parser costs far more per webhook than this does.
+    """
+    content_type = request.headers.get("content-type")
+    media_type = content_type.partition(";")[0].strip().lower() if content_type else ""
+    if media_type != FORM_MEDIA_TYPE and (body or media_type):
+        shown = (content_type or "none")[:80]
+        raise BadRequest(f"the body must be {FORM_MEDIA_TYPE} (got content-type {shown})")
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body must be {FORM_MEDIA_TYPE} in UTF-8") from exc
+    except ValueError as exc:  # more than MAX_FORM_FIELDS fields
+        raise BadRequest(f"the body must be {FORM_MEDIA_TYPE} with at most {MAX_FORM_FIELDS} fields") from exc
+    params = _SignedParams()
+    for key, value in pairs:
+        values = params.get(key)
+        if values is None:
+            params[key] = [value]
+        else:
+            values.append(value)
+    return params
 
 
 async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
-    """The POSTed form, only if Twilio signed it; 403 otherwise (and always when unconfigured)."""
+    """The POSTed form, only if Twilio signed it; 403 otherwise (and always when unconfigured).
+
+    A field sent more than once is signed with all its values and read as its last one.
+    """
     if settings.twilio_auth_token is None or not settings.twilio_auth_token.get_secret_value():
         raise Forbidden("the WhatsApp channel is not configured (TWILIO_AUTH_TOKEN is unset); refusing traffic")
     signature = request.headers.get("x-twilio-signature")
     if not signature:
         raise Forbidden("missing X-Twilio-Signature")
-    try:
-        form: FormData = await request.form(max_files=0, max_fields=200)
-    except Exception as exc:
-        raise BadRequest("the body must be application/x-www-form-urlencoded") from exc
-    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    signed = parse_twilio_form(request, await request.body())
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
-    if not validator.validate(public_url(request, settings), params, signature):
+    if not signature_matches(validator, public_url(request, settings), signed, signature):
         log.warning("whatsapp.bad_signature", path=request.url.path)
         raise Forbidden("invalid X-Twilio-Signature")
     # Signed, but PostgreSQL text cannot hold NUL: drop it (it means nothing in a message or an id).
-    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in params.items()}
+    return {key.replace("\x00", ""): values[-1].replace("\x00", "") for key, values in signed.items()}
 
 
 def to_inbound(params: dict[str, str]) -> InboundMessage:
@@ -109,12 +180,17 @@ def to_inbound(params: dict[str, str]) -> InboundMessage:
 
 
 @router.post(
-    "/api/v1/webhooks/whatsapp",
+    INBOUND_PATH,
     response_class=Response,
     responses={200: {"content": {"text/xml": {}}}, 403: {"description": "Bad or missing signature"}},
 )
-async def whatsapp_inbound(request: Request, resources: ResourcesDep) -> Response:
-    """Accept a customer's WhatsApp message; 200 (empty TwiML) only after Kafka acknowledged it."""
+async def whatsapp_inbound(request: Request) -> Response:
+    """Accept a customer's WhatsApp message; 200 (empty TwiML) only after Kafka acknowledged it.
+
+    With tracing off, `gateway.app.InboundWebhookFastPath` calls this ahead of FastAPI's routing.
+    """
+    # Only `request`, no dependencies: the fast path calls it with a bare Request.
+    resources: Resources = request.app.state.resources
     params = await verified_form(request, resources.settings)
     message = to_inbound(params)
     await resources.limiter.check("whatsapp", message.conversation_key)
