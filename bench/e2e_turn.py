@@ -523,6 +523,40 @@ async def breakdown(client: Any, records: list[TurnRecord], limit: int) -> dict[
     }
 
 
+async def unanswered(client: Any, records: list[TurnRecord], limit: int = 5) -> list[dict[str, Any]]:
+    """For turns that got no reply: where their workflow is (status, pending activities, last events)."""
+    from workflows.contracts import conversation_workflow_id
+
+    out: list[dict[str, Any]] = []
+    for record in [r for r in records if r.error and r.error.startswith("no reply")][:limit]:
+        workflow_id = conversation_workflow_id("whatsapp", record.conversation)
+        entry: dict[str, Any] = {"workflow_id": workflow_id, "turn": record.turn}
+        try:
+            handle = client.get_workflow_handle(workflow_id)
+            described = await handle.describe()
+            entry["status"] = described.status.name if described.status else None
+            raw = described.raw_description
+            entry["pending_activities"] = [
+                {"type": a.activity_type.name, "attempt": a.attempt, "last_failure": a.last_failure.message[:300]}
+                for a in raw.pending_activities
+            ]
+            history = await handle.fetch_history()
+            entry["last_events"] = [
+                f"{event.event_id} {event.event_type} {event.event_time.ToJsonString()}"
+                for event in history.events[-15:]
+            ]
+            failures = [
+                event.workflow_task_failed_event_attributes.failure.message[:300]
+                for event in history.events
+                if event.HasField("workflow_task_failed_event_attributes")
+            ]
+            entry["workflow_task_failures"] = failures[-3:]
+        except Exception as exc:  # the report must not lose the round's figures
+            entry["describe_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out.append(entry)
+    return out
+
+
 class CrmStats:
     """One plain asyncpg connection for the benchmark's own reads: one transaction per query."""
 
@@ -678,6 +712,7 @@ async def run_rounds(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 first = conversation_workflow_id("whatsapp", phones_answered[0])
                 shapes = floor_shapes(await turn_shapes(client, first))
             result.extra["breakdown"] = await breakdown(client, result.turns, args.breakdown_sample)
+            result.extra["unanswered"] = await unanswered(client, result.turns)
             result.extra["escalations"] = await stats.escalations_since(started_wall)
             # Backends report their statistics when idle, at most every ~10 s: give them time. The
             # benchmark's own two reads in between are one transaction each.
