@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -20,6 +21,9 @@ from workers.temporal_setup import ensure_search_attributes
 from workflows.gmail_watch import ensure_gmail_watch_schedule
 
 log = get_logger(__name__)
+MAX_CONCURRENT_ACTIVITIES = 100
+# Blocking provider calls in flight at once (threads of the default executor).
+MAX_BLOCKING_CALLS = 32
 
 
 async def run_worker(settings: Settings) -> None:
@@ -58,6 +62,13 @@ async def run_worker(settings: Settings) -> None:
         except Exception as exc:  # the worker still serves conversations; the schedule is retried next start
             log.warning("worker.gmail_watch_schedule_failed", error=str(exc)[:200])
 
+    # Provider SDKs without asyncio support (Twilio, Gmail) and the embedding model run in the loop's
+    # default executor; its default size (CPUs + 4: six threads on two cores) would queue sends
+    # behind each other well below the 100 activities this worker runs at once, their queueing time
+    # counted against each send's start-to-close timeout.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=MAX_BLOCKING_CALLS, thread_name_prefix="crm-fte-blocking")
+    )
     activities, resources = await build_activities(settings)
     worker = Worker(
         client,
@@ -66,7 +77,7 @@ async def run_worker(settings: Settings) -> None:
         workflow_runner=workflow_runner(),
         activities=activities,
         graceful_shutdown_timeout=timedelta(seconds=20),
-        max_concurrent_activities=100,
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         interceptors=[MetricsInterceptor()],
         max_concurrent_workflow_tasks=100,
     )
