@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # replica: a flood from one sender is refused early and cannot starve the others.
     rate_limit_web_form: str = "5/minute;30/hour"
     rate_limit_whatsapp: str = "30/minute;300/hour"
+    # Failed ticket look-ups (wrong ticket number or email) per client address: once used up, that
+    # address gets 429 on the ticket endpoint, so ticket numbers cannot be walked for an email.
+    # The client address is the peer's, or X-Forwarded-For from FORWARDED_ALLOW_IPS proxies.
+    rate_limit_ticket_lookup_failures: str = "20/minute;100/hour"
     health_check_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     bridge_health_port: int | None = Field(default=None, ge=1, le=65535)
@@ -164,7 +168,7 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must be a postgresql:// URL")
         return value
 
-    @field_validator("rate_limit_web_form", "rate_limit_whatsapp")
+    @field_validator("rate_limit_web_form", "rate_limit_whatsapp", "rate_limit_ticket_lookup_failures")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse_many

@@ -298,7 +298,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions=create_sessionmaker(engine),
             kafka=KafkaProducerHolder(cfg),
             temporal=TemporalHolder(cfg),
-            limiter=SenderLimiter.from_strings(web_form=cfg.rate_limit_web_form, whatsapp=cfg.rate_limit_whatsapp),
+            limiter=SenderLimiter.from_strings(
+                web_form=cfg.rate_limit_web_form,
+                whatsapp=cfg.rate_limit_whatsapp,
+                ticket_lookup_failures=cfg.rate_limit_ticket_lookup_failures,
+            ),
         )
         app.state.resources = resources
         gc_threshold = _tune_gc()
@@ -330,7 +334,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web_form.router, responses=error_responses(400, 413, 422, 429, 503))
     app.include_router(gmail.router, responses=error_responses(400, 403, 413, 503))
-    app.include_router(tickets.router, responses=error_responses(404, 422))
+    app.include_router(tickets.router, responses=error_responses(404, 422, 429))
     app.include_router(channel_metrics.router, responses=error_responses(422))
     app.include_router(agents.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
     app.include_router(ui.router)

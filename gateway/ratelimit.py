@@ -241,3 +241,20 @@ class SenderLimiter:
                     f"too many messages from this sender ({item}); try again in {retry_after} seconds",
                     retry_after=retry_after,
                 )
+
+    async def refuse_if_exhausted(self, channel: str, key: str, message: str) -> None:
+        """429 if `key` has used up any of the channel's limits; counts nothing (see `count`)."""
+        key = key.lower()
+        for item in self.rules.get(channel, ()):
+            if not await self._limiter.test(item, channel, key):
+                stats = await self._limiter.get_window_stats(item, channel, key)
+                retry_after = max(1, math.ceil(stats.reset_time - self.storage.clock()))
+                LIMITED.labels(channel).inc()
+                log.warning("gateway.rate_limited", channel=channel, limit=str(item), retry_after=retry_after)
+                raise TooManyRequests(f"{message}; try again in {retry_after} seconds", retry_after=retry_after)
+
+    async def count(self, channel: str, key: str) -> None:
+        """Count one event against `key` (e.g. a failed look-up) without refusing anything now."""
+        key = key.lower()
+        for item in self.rules.get(channel, ()):
+            await self._limiter.hit(item, channel, key)

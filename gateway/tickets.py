@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, EmailStr
 from sqlalchemy import text
 
@@ -48,14 +48,25 @@ class TicketView(BaseModel):
 
 @router.get("/api/v1/tickets/{ticket_id}", response_model=TicketView, responses={404: {"description": "Not found"}})
 async def get_ticket(
+    request: Request,
     resources: ResourcesDep,
     ticket_id: Annotated[str, Path(pattern=r"^TKT-\d{4,12}$", description="e.g. TKT-0001")],
     agent: OptionalAgent,
     email: Annotated[EmailStr | None, Query(description="The email address the ticket belongs to.")] = None,
 ) -> TicketView:
     """The ticket's status and messages, for the customer whose email it is (404 otherwise: no enumeration)
-    or for a human agent's API key."""
+    or for a human agent's API key.
+
+    Failed look-ups are counted per client address (RATE_LIMIT_TICKET_LOOKUP_FAILURES): an address
+    that used them up gets 429 here, so ticket numbers cannot be walked for somebody's email.
+    """
+    client = request.client.host if request.client else "unknown"
+    if agent is None:
+        await resources.limiter.refuse_if_exhausted(
+            "ticket_lookup_failures", client, "too many failed ticket look-ups from this address"
+        )
     if agent is None and email is None:
+        await resources.limiter.count("ticket_lookup_failures", client)
         raise NotFound(f"no ticket {ticket_id} for that email address")
     async with resources.sessions() as session:
         ticket = (
@@ -72,6 +83,8 @@ async def get_ticket(
             )
         ).one_or_none()
         if ticket is None:
+            if agent is None:
+                await resources.limiter.count("ticket_lookup_failures", client)
             raise NotFound(f"no ticket {ticket_id} for that email address")
         messages = (
             await session.execute(

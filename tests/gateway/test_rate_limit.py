@@ -58,3 +58,38 @@ async def test_a_flooding_sender_gets_429_and_others_are_still_served(settings: 
             statuses = [(await http.post(**_whatsapp(phone))).status_code for _ in range(4)]  # type: ignore[arg-type]
             assert statuses == [200, 200, 200, 429]
             assert (await http.post(**_whatsapp(calm))).status_code == 200  # type: ignore[arg-type]
+
+
+async def test_failed_ticket_lookups_are_limited_per_client_address(settings: Settings) -> None:
+    """Walking ticket numbers for an email gets an address 429; the right answer stays open to others."""
+    limited = settings.model_copy(update={"rate_limit_ticket_lookup_failures": "3/minute"})
+    app = create_app(limited)
+    async with LifespanManager(app) as manager:
+        prober = httpx.ASGITransport(app=manager.app, client=("203.0.113.7", 40000))
+        owner = httpx.ASGITransport(app=manager.app, client=("198.51.100.9", 40000))
+        async with (
+            httpx.AsyncClient(transport=prober, base_url=PUBLIC) as attacker,
+            httpx.AsyncClient(transport=owner, base_url=PUBLIC) as customer,
+        ):
+            email = f"owner.{uuid.uuid4().hex[:6]}@example.com"
+            created = await customer.post("/api/v1/support/form", json=_form(email))
+            assert created.status_code == 201
+            ticket = created.json()["ticket_id"]
+            number = int(ticket.removeprefix("TKT-"))
+
+            # Successful look-ups never count: a customer's status page polls.
+            for _ in range(5):
+                assert (await customer.get(f"/api/v1/tickets/{ticket}", params={"email": email})).status_code == 200
+
+            guesses = [f"TKT-{n:04d}" for n in range(number + 1000, number + 1003)]
+            codes = [
+                (await attacker.get(f"/api/v1/tickets/{g}", params={"email": email})).status_code for g in guesses
+            ]
+            assert codes == [404, 404, 404]
+            refused = await attacker.get(f"/api/v1/tickets/{ticket}", params={"email": email})
+            assert refused.status_code == 429  # even the right guess, once the address used its failures up
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"] == "rate_limited"
+            # A look-up without an email counts as a failure too; other addresses are unaffected.
+            assert (await customer.get(f"/api/v1/tickets/{ticket}")).status_code == 404
+            assert (await customer.get(f"/api/v1/tickets/{ticket}", params={"email": email})).status_code == 200
