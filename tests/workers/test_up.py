@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,13 +54,39 @@ def _start(data_dir: Path, ports: dict[str, int], extra_env: dict[str, str] | No
     )
 
 
+class _Output:
+    """`up`'s stdout, read as it comes (so a test can wait for a line without stopping the process)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            assert time.monotonic() < deadline, f"{needle!r} never printed: {self.text()[-2000:]}"
+            time.sleep(0.2)
+
+    def finish(self) -> str:
+        self._reader.join(timeout=30)
+        return self.text()
+
+
 def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 180) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"crm-fte up exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
-            )
+            raise AssertionError(f"crm-fte up exited with {proc.returncode}")
         try:
             response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
             if response.status_code == 200:
@@ -74,9 +101,10 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
-def _stop(proc: subprocess.Popen[str], children: list[psutil.Process]) -> str:
+def _stop(proc: subprocess.Popen[str], children: list[psutil.Process], out: _Output) -> str:
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    output = out.finish()
     assert proc.returncode == 0, output
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left behind: {[(p.pid, p.name()) for p in alive]}"
@@ -91,8 +119,11 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
     data_dir = tmp_path / "data"
     ports = _ports()
     proc = _start(data_dir, ports)
+    out = _Output(proc)
     try:
         health = _wait_healthy(proc, ports["gateway"])
+        # The gateway answers before `up` has seen every component ready and printed its summary.
+        out.wait_for("Ctrl-C stops everything")
         assert health["status"] == "healthy"
         assert set(health["components"]) >= {"database", "kafka", "temporal"}  # type: ignore[arg-type]
         assert all(c["status"] == "healthy" and c["latency_ms"] >= 0 for c in health["components"].values())  # type: ignore[union-attr]
@@ -120,13 +151,15 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
     except BaseException:
         proc.kill()
         raise
-    output = _stop(proc, children)
+    output = _stop(proc, children, out)
     assert "Temporal UI" in output and f"http://127.0.0.1:{ports['ui']}" in output
 
     # Second run on the same data directory: the CRM is still there; migrations are a no-op.
     proc = _start(data_dir, ports)
+    out = _Output(proc)
     try:
         _wait_healthy(proc, ports["gateway"])
+        out.wait_for("Ctrl-C stops everything")
         children = _descendants(proc.pid)
         result = subprocess.run(
             [_psql(), url, "-tAc", "SELECT count(*) FROM customers WHERE email = 'keep.me@example.com'"],
@@ -139,7 +172,7 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
     except BaseException:
         proc.kill()
         raise
-    _stop(proc, children)
+    _stop(proc, children, out)
 
 
 def test_up_refuses_a_taken_port_with_a_one_line_reason(tmp_path: Path) -> None:
