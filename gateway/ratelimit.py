@@ -233,25 +233,22 @@ class SenderLimiter:
         sender = sender.lower()
         for item in items:
             if not await self._limiter.hit(item, channel, sender):
-                stats = await self._limiter.get_window_stats(item, channel, sender)
-                retry_after = max(1, math.ceil(stats.reset_time - self.storage.clock()))
-                LIMITED.labels(channel).inc()
-                log.warning("gateway.rate_limited", channel=channel, limit=str(item), retry_after=retry_after)
-                raise TooManyRequests(
-                    f"too many messages from this sender ({item}); try again in {retry_after} seconds",
-                    retry_after=retry_after,
-                )
+                await self._refuse(channel, sender, item, f"too many messages from this sender ({item})")
 
     async def refuse_if_exhausted(self, channel: str, key: str, message: str) -> None:
         """429 if `key` has used up any of the channel's limits; counts nothing (see `count`)."""
         key = key.lower()
         for item in self.rules.get(channel, ()):
             if not await self._limiter.test(item, channel, key):
-                stats = await self._limiter.get_window_stats(item, channel, key)
-                retry_after = max(1, math.ceil(stats.reset_time - self.storage.clock()))
-                LIMITED.labels(channel).inc()
-                log.warning("gateway.rate_limited", channel=channel, limit=str(item), retry_after=retry_after)
-                raise TooManyRequests(f"{message}; try again in {retry_after} seconds", retry_after=retry_after)
+                await self._refuse(channel, key, item, message)
+
+    async def _refuse(self, channel: str, key: str, item: RateLimitItem, message: str) -> None:
+        """Raise the 429 for `key` over `item`, with the seconds until its window frees a slot."""
+        stats = await self._limiter.get_window_stats(item, channel, key)
+        retry_after = max(1, math.ceil(stats.reset_time - self.storage.clock()))
+        LIMITED.labels(channel).inc()
+        log.warning("gateway.rate_limited", channel=channel, limit=str(item), retry_after=retry_after)
+        raise TooManyRequests(f"{message}; try again in {retry_after} seconds", retry_after=retry_after)
 
     async def count(self, channel: str, key: str) -> None:
         """Count one event against `key` (e.g. a failed look-up) without refusing anything now."""
