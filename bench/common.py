@@ -103,6 +103,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def run_and_report(
+    args: Any, run: Callable[[Any], dict[str, Any]], print_table: Callable[[dict[str, Any]], None]
+) -> int:
+    """A benchmark's main: run it, print its table, write `--json`; 130 on Ctrl-C (all stopped)."""
+    try:
+        result = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; every process was stopped", file=sys.stderr)
+        return 130
+    print_table(result)
+    if args.json:
+        write_json(args.json, result)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def peak_rss_bytes(pid: int) -> int | None:
     """The kernel's high-water mark of the process's resident set (VmHWM), in bytes."""
     try:

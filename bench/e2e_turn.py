@@ -61,9 +61,9 @@ from common import (
     peak_rss_bytes,
     percentile,
     py_spy_path,
+    run_and_report,
     top_frames,
     wait_quiet,
-    write_json,
 )
 from temporal_floor import FLOOR_WORKFLOW, TURN_SIGNAL, FloorInput, FloorTurn
 
@@ -923,16 +923,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1 <= args.conversations <= 2000 and 1 <= args.messages <= 20 and 1 <= args.rounds <= 10):
         parser.error("--conversations in [1, 2000], --messages in [1, 20], --rounds in [1, 10]")
-    try:
-        result = run_bench(args)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        return 130
-    print_table(result)
-    if args.json:
-        write_json(args.json, result)
-        print(f"\nwrote {args.json}")
-    return 0
+    return run_and_report(args, run_bench, print_table)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ from common import (
     interrupts_as_keyboard_interrupt,
     machine,
     py_spy_path,
+    run_and_report,
     taskset_prefix,
     top_frames,
     wait_port,
     wait_quiet,
-    write_json,
 )
 
 from workers.embedded import ManagedProcess, free_port
@@ -535,16 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.duration > 600 or args.rounds < 1 or args.rounds > 10:
         parser.error("--duration must be in (0, 600] and --rounds in [1, 10]")
-    try:
-        result = run_bench(args)
-    except KeyboardInterrupt:
-        print("interrupted; every process was stopped", file=sys.stderr)
-        return 130
-    print_table(result)
-    if args.json:
-        write_json(args.json, result)
-        print(f"\nwrote {args.json}")
-    return 0
+    return run_and_report(args, run_bench, print_table)
 
 
 if __name__ == "__main__":
