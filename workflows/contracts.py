@@ -10,9 +10,30 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-Channel = Literal["email", "whatsapp", "web_form"]
+from core.vocabulary import (
+    Channel,
+    CloseReason,
+    ConversationStatus,
+    EscalationReason,
+    MessageDirection,
+    Priority,
+    ReplySource,
+    ResolutionAction,
+    TicketCategory,
+)
+
+
+class ErrorType:
+    """`ApplicationError.type` names that retry policies match on: raised by activities, listed as
+    non-retryable in `workflows.policies` and `workflows.gmail_watch`."""
+
+    SEND_REJECTED = "SendRejected"  # the provider refused this message; retrying cannot help
+    MODEL_REJECTED = "ModelRejected"  # the model API rejected the request (4xx other than 429)
+    WATCH_REJECTED = "WatchRejected"  # Gmail refused users.watch (topic, permissions)
+    GMAIL_NOT_CONFIGURED = "GmailNotConfigured"  # no Gmail credentials or topic configured
+
 
 # Workflow ids are derived from the conversation key, so signal-with-start finds the same run.
 _WORKFLOW_PREFIX: dict[str, str] = {"email": "email", "whatsapp": "whatsapp", "web_form": "web"}
@@ -79,28 +100,13 @@ RESOLVE_ESCALATION_UPDATE = "resolve_escalation_update"
 
 # ----------------------------------------------------------------------------- human hand-off
 
-EscalationReason = Literal[
-    "pricing",
-    "refund",
-    "legal",
-    "human_request",
-    "negative_sentiment",
-    "security",
-    "unsafe_output",
-    "model_error",
-    "budget",
-    "no_answer",
-    "agent_requested",
-]
-Priority = Literal["low", "medium", "high", "urgent"]
-
 
 class ResolveEscalation(BaseModel):
     """Signal `resolve_escalation`: a human's reply and what happens next."""
 
     agent: str = Field(min_length=1, max_length=200)
     reply: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    action: Literal["resume_ai", "close"]
+    action: ResolutionAction
 
 
 class EscalationState(BaseModel):
@@ -115,7 +121,7 @@ class MessageSummary(BaseModel):
     """A short line about a message (the body stays in PostgreSQL)."""
 
     message_id: str
-    direction: Literal["inbound", "outbound"]
+    direction: MessageDirection
     role: str
     at: datetime
     preview: str = Field(max_length=120)
@@ -127,7 +133,7 @@ class ConversationState(BaseModel):
     workflow_id: str
     channel: Channel
     conversation_key: str
-    status: Literal["active", "escalated", "resolved", "closed"]
+    status: ConversationStatus
     conversation_id: str | None = None
     customer_id: str | None = None
     ticket_number: str | None = None
@@ -186,7 +192,7 @@ class EnsureTicketInput(BaseModel):
     customer_id: str
     channel: Channel
     subject: str | None = None
-    category: str = "other"
+    category: str = "other"  # normalised by the activity: metadata comes from outside
     priority: Priority = "medium"
 
 
@@ -275,7 +281,7 @@ class PrepareReplyInput(BaseModel):
     ticket_number: str | None
     idempotency_key: str
     # Where the text comes from: a model's send_response call, a human's reply, or a template.
-    source: Literal["agent", "human", "template"]
+    source: ReplySource
     step_id: str | None = None
     call_id: str | None = None
     template: str | None = None
@@ -286,6 +292,18 @@ class PrepareReplyInput(BaseModel):
 
 class PreparedReply(BaseModel):
     message_ids: list[str]
+
+
+class SendReplyInput(BaseModel):
+    """Input of `send_<channel>_reply`: the outbound message recorded by `prepare_reply`."""
+
+    message_id: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_id(cls, value: object) -> object:
+        # Histories written before this model passed the message id as a bare string.
+        return {"message_id": value} if isinstance(value, str) else value
 
 
 class SendResult(BaseModel):
@@ -308,7 +326,7 @@ class TurnMetrics(BaseModel):
 
 class CloseInput(BaseModel):
     conversation_id: str
-    reason: Literal["idle", "human_closed", "resolved"]
+    reason: CloseReason
 
 
 class BumpEscalationInput(BaseModel):
@@ -322,13 +340,13 @@ class ResolveEscalationInput(BaseModel):
     escalation_id: str
     conversation_id: str
     agent: str
-    action: Literal["resume_ai", "close"]
+    action: ResolutionAction
 
 
 class CarriedState(BaseModel):
     """What a conversation carries across continue-as-new (ids and short fields only)."""
 
-    status: Literal["active", "escalated", "resolved", "closed"] = "active"
+    status: ConversationStatus = "active"
     conversation_id: str | None = None
     customer_id: str | None = None
     customer_email: str | None = None
@@ -358,5 +376,5 @@ class ResolutionOutcome(BaseModel):
     """What the resolve update returns once the workflow has acted on it."""
 
     ticket_number: str | None
-    status: Literal["active", "escalated", "resolved", "closed"]
+    status: ConversationStatus
     reply_message_ids: list[str] = Field(default_factory=list)

@@ -1,0 +1,118 @@
+"""The project's one vocabulary: channels, statuses, categories, priorities, escalation reasons.
+
+Every other place takes its words from here: the workflow contracts, the model's tool schema, the
+gateway's request and response models, the UI (served at `/api/v1/vocabulary`) and the tests. The
+database has CHECK constraints written by the migrations; `tests/crm/test_vocabulary.py` reads them
+back from PostgreSQL and asserts they list exactly these words, so the two cannot drift apart.
+
+Pure data (no I/O): imported inside the Temporal workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+Channel = Literal["email", "whatsapp", "web_form"]
+CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
+
+IdentifierType = Literal["email", "phone"]
+IDENTIFIER_TYPES: Final[tuple[IdentifierType, ...]] = get_args(IdentifierType)
+
+Plan = Literal["free", "starter", "pro", "enterprise"]
+PLANS: Final[tuple[Plan, ...]] = get_args(Plan)
+
+ConversationStatus = Literal["active", "escalated", "resolved", "closed"]
+CONVERSATION_STATUSES: Final[tuple[ConversationStatus, ...]] = get_args(ConversationStatus)
+
+MessageDirection = Literal["inbound", "outbound"]
+MESSAGE_DIRECTIONS: Final[tuple[MessageDirection, ...]] = get_args(MessageDirection)
+
+MessageRole = Literal["customer", "agent", "human_agent", "system"]
+MESSAGE_ROLES: Final[tuple[MessageRole, ...]] = get_args(MessageRole)
+
+DeliveryStatus = Literal[
+    "received",  # inbound, stored
+    "pending",  # outbound, recorded before the send
+    "queued",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "undelivered",
+    "not_configured",  # the channel has no credentials: recorded, not sent
+]
+DELIVERY_STATUSES: Final[tuple[DeliveryStatus, ...]] = get_args(DeliveryStatus)
+
+TicketCategory = Literal["how_to", "bug", "billing", "account", "feature_request", "other"]
+TICKET_CATEGORIES: Final[tuple[TicketCategory, ...]] = get_args(TicketCategory)
+
+TicketStatus = Literal["open", "in_progress", "escalated", "resolved", "closed"]
+TICKET_STATUSES: Final[tuple[TicketStatus, ...]] = get_args(TicketStatus)
+
+Priority = Literal["low", "medium", "high", "urgent"]
+PRIORITIES: Final[tuple[Priority, ...]] = get_args(Priority)
+# An SLA that passes without a human answer raises the priority one step.
+NEXT_PRIORITY: Final[dict[Priority, Priority]] = {
+    "low": "medium",
+    "medium": "high",
+    "high": "urgent",
+    "urgent": "urgent",
+}
+
+EscalationReason = Literal[
+    "pricing",
+    "refund",
+    "legal",
+    "human_request",
+    "negative_sentiment",
+    "security",
+    "unsafe_output",
+    "model_error",
+    "budget",
+    "no_answer",
+    "agent_requested",
+]
+ESCALATION_REASONS: Final[tuple[EscalationReason, ...]] = get_args(EscalationReason)
+
+# The reasons the inbound guardrails decide, highest first: when a message trips several, the
+# first one here names the escalation. Security beats everything because an attacker may be talking
+# to the bot right now; legal carries liability and deadlines; refund moves money; pricing is a
+# sales conversation; an explicit human request is honoured before the fuzzier sentiment signal.
+GuardrailReason = Literal["security", "legal", "refund", "pricing", "human_request", "negative_sentiment"]
+GUARDRAIL_REASONS: Final[tuple[GuardrailReason, ...]] = get_args(GuardrailReason)
+
+# The reasons the model may give when it calls `escalate_to_human`; anything else it says is
+# recorded as `agent_requested`.
+MODEL_ESCALATION_REASONS: Final[tuple[EscalationReason, ...]] = (*GUARDRAIL_REASONS, "no_answer")
+
+# The priority an escalation starts at, by reason.
+REASON_PRIORITY: Final[dict[EscalationReason, Priority]] = {
+    "security": "urgent",
+    "legal": "high",
+    "refund": "high",
+    "negative_sentiment": "high",
+    "pricing": "medium",
+    "human_request": "medium",
+    "unsafe_output": "medium",
+    "model_error": "medium",
+    "budget": "medium",
+    "no_answer": "medium",
+    "agent_requested": "medium",
+}
+
+EscalationStatus = Literal["open", "resolved"]
+ESCALATION_STATUSES: Final[tuple[EscalationStatus, ...]] = get_args(EscalationStatus)
+
+ResolutionAction = Literal["resume_ai", "close"]
+RESOLUTION_ACTIONS: Final[tuple[ResolutionAction, ...]] = get_args(ResolutionAction)
+
+CloseReason = Literal["idle", "human_closed", "resolved"]
+CLOSE_REASONS: Final[tuple[CloseReason, ...]] = get_args(CloseReason)
+
+AgentStepRole = Literal["assistant", "tool"]
+AGENT_STEP_ROLES: Final[tuple[AgentStepRole, ...]] = get_args(AgentStepRole)
+
+ChannelTone = Literal["formal", "concise", "semi_formal"]
+CHANNEL_TONES: Final[tuple[ChannelTone, ...]] = get_args(ChannelTone)
+
+ReplySource = Literal["agent", "human", "template"]
