@@ -21,7 +21,6 @@ from core.vocabulary import (
     Priority,
     ReplySource,
     ResolutionAction,
-    TicketCategory,
 )
 
 
