@@ -1,23 +1,23 @@
 """CRM activities: identity, conversations, messages, tickets, escalations, metrics.
 
-Every write is idempotent (insert-on-conflict or a guarded update), because Temporal retries an
-activity whose worker died after the commit but before reporting success.
+Each activity is one transaction over the repositories in `crm.repositories`. Every write is
+idempotent (insert-on-conflict or a guarded update, inside the repository), because Temporal
+retries an activity whose worker died after the commit but before reporting success.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
 from core.logging import get_logger
 from core.observability import ESCALATIONS
+from core.vocabulary import PRIORITIES, TICKET_CATEGORIES, Priority, TicketCategory
 from crm import identity
 from crm.db import transaction
+from crm.repositories import conversations, escalations, messages, metrics, tickets
+from crm.repositories.escalations import EscalationRecord
 from workflows.contracts import (
     BumpEscalationInput,
     CloseInput,
@@ -38,8 +38,6 @@ from workflows.contracts import (
 )
 
 log = get_logger(__name__)
-TICKET_CATEGORIES = {"how_to", "bug", "billing", "account", "feature_request", "other"}
-PRIORITIES = {"low", "medium", "high", "urgent"}
 
 
 class CRMActivities:
@@ -84,125 +82,75 @@ class CRMActivities:
     async def open_conversation(self, inp: OpenConversationInput) -> str:
         """The open conversation row for this workflow run (created once)."""
         async with transaction(self.deps.sessions) as session:
-            existing = await session.execute(
-                text(
-                    "SELECT id, workflow_id FROM conversations WHERE conversation_key = :k AND channel = :ch "
-                    "AND status <> 'closed'"
-                ),
-                {"k": inp.conversation_key, "ch": inp.channel},
+            existing = await conversations.find_open(
+                session, conversation_key=inp.conversation_key, channel=inp.channel
             )
-            row = existing.one_or_none()
-            if row is not None:
-                await session.execute(
-                    text("UPDATE conversations SET workflow_run_id = :r WHERE id = :id"),
-                    {"r": inp.run_id, "id": row.id},
-                )
-                return str(row.id)
-            created = await session.execute(
-                text(
-                    "INSERT INTO conversations (customer_id, channel, conversation_key, workflow_id, workflow_run_id, "
-                    "subject) VALUES (:c, :ch, :k, :w, :r, :s) RETURNING id"
-                ),
-                {
-                    "c": inp.customer_id,
-                    "ch": inp.channel,
-                    "k": inp.conversation_key,
-                    "w": inp.workflow_id,
-                    "r": inp.run_id,
-                    "s": (inp.subject or "")[:500] or None,
-                },
+            if existing is not None:
+                await conversations.set_workflow_run(session, conversation_id=existing, run_id=inp.run_id)
+                return existing
+            return await conversations.create_conversation(
+                session,
+                customer_id=inp.customer_id,
+                channel=inp.channel,
+                conversation_key=inp.conversation_key,
+                workflow_id=inp.workflow_id,
+                workflow_run_id=inp.run_id,
+                subject=inp.subject,
             )
-            return str(created.scalar_one())
 
     @activity.defn(name="record_inbound_message")
     async def record_inbound_message(self, inp: RecordInboundInput) -> RecordedMessage:
         """Store the customer's message; a redelivery (same channel + provider id) is a no-op."""
         message = inp.message
         async with transaction(self.deps.sessions) as session:
-            inserted = await session.execute(
-                text(
-                    "INSERT INTO messages (conversation_id, channel, direction, role, content, external_message_id, "
-                    "delivery_status, attachments, attributes, created_at) "
-                    "VALUES (:conv, :ch, 'inbound', 'customer', :content, :ext, 'received', "
-                    "CAST(:att AS jsonb), CAST(:attr AS jsonb), :at) "
-                    "ON CONFLICT (channel, external_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING id"
-                ),
-                {
-                    "conv": inp.conversation_id,
-                    "ch": message.channel,
-                    "content": message.text,
-                    "ext": message.external_message_id,
-                    "att": _json([a.model_dump() for a in message.attachments]),
-                    "attr": _json({"subject": message.subject, "sender_name": message.sender.name, **message.metadata}),
-                    "at": message.received_at,
-                },
+            recorded = await messages.record_inbound(
+                session,
+                conversation_id=inp.conversation_id,
+                channel=message.channel,
+                content=message.text,
+                external_message_id=message.external_message_id,
+                attachments=[a.model_dump() for a in message.attachments],
+                attributes={"subject": message.subject, "sender_name": message.sender.name, **message.metadata},
+                received_at=message.received_at,
             )
-            new_id = inserted.scalar_one_or_none()
-            if new_id is None:
-                existing = await session.execute(
-                    text(
-                        "SELECT id FROM messages WHERE channel = :ch AND external_message_id = :ext "
-                        "AND direction = 'inbound'"
-                    ),
-                    {"ch": message.channel, "ext": message.external_message_id},
-                )
-                return RecordedMessage(message_id=str(existing.scalar_one()), duplicate=True)
-        return RecordedMessage(message_id=str(new_id), duplicate=False, preview=message.text[:120])
+        if recorded.duplicate:
+            return RecordedMessage(message_id=recorded.message_id, duplicate=True)
+        return RecordedMessage(message_id=recorded.message_id, duplicate=False, preview=message.text[:120])
 
     @activity.defn(name="ensure_ticket")
     async def ensure_ticket(self, inp: EnsureTicketInput) -> TicketRef:
         """The conversation's ticket; created once (unique per conversation), never twice."""
-        category = inp.category if inp.category in TICKET_CATEGORIES else "other"
-        priority = inp.priority if inp.priority in PRIORITIES else "medium"
+        # The category comes from outside (message metadata): an unknown one files the ticket as "other".
+        category = _ticket_category(inp.category) or "other"
+        priority = _priority(inp.priority) or "medium"
         async with transaction(self.deps.sessions) as session:
-            created = await session.execute(
-                text(
-                    "INSERT INTO tickets (conversation_id, customer_id, subject, category, priority, source_channel) "
-                    "VALUES (:conv, :cust, :subj, :cat, :prio, :ch) "
-                    "ON CONFLICT (conversation_id) DO NOTHING RETURNING id, ticket_number"
-                ),
-                {
-                    "conv": inp.conversation_id,
-                    "cust": inp.customer_id,
-                    "subj": (inp.subject or "")[:500] or None,
-                    "cat": category,
-                    "prio": priority,
-                    "ch": inp.channel,
-                },
+            ticket = await tickets.create_ticket(
+                session,
+                conversation_id=inp.conversation_id,
+                customer_id=inp.customer_id,
+                channel=inp.channel,
+                subject=inp.subject,
+                category=category,
+                priority=priority,
             )
-            row = created.one_or_none()
-            if row is not None:
-                log.info("crm.ticket_created", ticket=row.ticket_number, channel=inp.channel)
-                return TicketRef(ticket_id=str(row.id), ticket_number=row.ticket_number, created=True)
-            row = (
-                await session.execute(
-                    text("SELECT id, ticket_number FROM tickets WHERE conversation_id = :conv"),
-                    {"conv": inp.conversation_id},
-                )
-            ).one()
-            return TicketRef(ticket_id=str(row.id), ticket_number=row.ticket_number, created=False)
+        if ticket.created:
+            log.info("crm.ticket_created", ticket=ticket.ticket_number, channel=inp.channel)
+        return TicketRef(ticket_id=ticket.ticket_id, ticket_number=ticket.ticket_number, created=ticket.created)
 
     @activity.defn(name="create_ticket")
     async def create_ticket_tool(self, inp: ToolInput) -> ToolResult:
         """Tool `create_ticket`: the model asks for a ticket; the conversation has exactly one."""
         args = await self.deps.tool_arguments(inp)
         async with transaction(self.deps.sessions) as session:
-            await session.execute(
-                text(
-                    "UPDATE tickets SET category = CASE WHEN :cat IN ('how_to','bug','billing','account',"
-                    "'feature_request','other') THEN :cat ELSE category END, "
-                    "priority = CASE WHEN :prio IN ('low','medium','high','urgent') THEN :prio ELSE priority END "
-                    "WHERE conversation_id = :conv"
-                ),
-                {
-                    "cat": str(args.get("category", "")),
-                    "prio": str(args.get("priority", "")),
-                    "conv": inp.conversation_id,
-                },
+            # Words outside the vocabulary keep what the ticket has.
+            await tickets.classify(
+                session,
+                conversation_id=inp.conversation_id,
+                category=_ticket_category(args.get("category")),
+                priority=_priority(args.get("priority")),
             )
-            number = await session.scalar(
-                text("SELECT ticket_number FROM tickets WHERE conversation_id = :conv"), {"conv": inp.conversation_id}
-            )
+            ticket = await tickets.find_for_conversation(session, conversation_id=inp.conversation_id)
+        number = ticket.ticket_number if ticket is not None else None
         result = {"ticket_number": number, "note": "Each conversation has exactly one ticket."}
         await self.deps.store_tool_result(inp, "create_ticket", result)
         return ToolResult(call_id=inp.call_id, name="create_ticket", summary=f"ticket {number}")
@@ -211,35 +159,25 @@ class CRMActivities:
     async def get_customer_history(self, inp: ToolInput) -> ToolResult:
         """Tool `get_customer_history`: the customer's recent conversations on every channel."""
         async with self.deps.sessions() as session:
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT c.channel, c.status, c.started_at, t.ticket_number, m.direction, m.content "
-                        "FROM conversations c LEFT JOIN tickets t ON t.conversation_id = c.id "
-                        "JOIN LATERAL (SELECT direction, content, created_at FROM messages "
-                        "  WHERE conversation_id = c.id ORDER BY created_at DESC LIMIT 4) m ON true "
-                        "WHERE c.customer_id = :cust AND c.id <> :conv "
-                        "ORDER BY c.started_at DESC, m.created_at DESC LIMIT 24"
-                    ),
-                    {"cust": inp.customer_id, "conv": inp.conversation_id},
-                )
-            ).all()
+            entries = await conversations.customer_history(
+                session, customer_id=inp.customer_id, excluding_conversation_id=inp.conversation_id
+            )
         if inp.channel == "web_form":
             # The form cannot verify the email typed into it: whoever typed it gets no one's past.
-            rows = []
+            entries = []
         history = [
             {
-                "channel": r.channel,
-                "status": r.status,
-                "started_at": r.started_at.isoformat(),
-                "ticket": r.ticket_number,
-                "direction": r.direction,
-                "text": r.content[:400],
+                "channel": e.channel,
+                "status": e.status,
+                "started_at": e.started_at.isoformat(),
+                "ticket": e.ticket_number,
+                "direction": e.direction,
+                "text": e.content[:400],
             }
-            for r in rows
+            for e in entries
         ]
         await self.deps.store_tool_result(inp, "get_customer_history", {"previous_messages": history})
-        channels = sorted({h["channel"] for h in history})
+        channels = sorted({e.channel for e in entries})
         return ToolResult(
             call_id=inp.call_id,
             name="get_customer_history",
@@ -250,91 +188,62 @@ class CRMActivities:
     async def record_escalation(self, inp: EscalateInput) -> EscalationState:
         """Open the escalation (at most one open per conversation) and mark ticket and conversation."""
         async with transaction(self.deps.sessions) as session:
-            ticket_id = await session.scalar(
-                text("SELECT id FROM tickets WHERE conversation_id = :conv"), {"conv": inp.conversation_id}
+            ticket = await tickets.find_for_conversation(session, conversation_id=inp.conversation_id)
+            opened = await escalations.open_escalation(
+                session,
+                conversation_id=inp.conversation_id,
+                ticket_id=ticket.ticket_id if ticket is not None else None,
+                reason=inp.reason,
+                priority=inp.priority,
+                sla_due_at=inp.sla_due_at,
             )
-            inserted = await session.scalar(
-                text(
-                    "INSERT INTO escalations (conversation_id, ticket_id, reason, priority, sla_due_at) "
-                    "VALUES (:conv, :t, :r, :p, :due) ON CONFLICT (conversation_id) WHERE status = 'open' DO NOTHING "
-                    "RETURNING id"
-                ),
-                {
-                    "conv": inp.conversation_id,
-                    "t": ticket_id,
-                    "r": inp.reason,
-                    "p": inp.priority,
-                    "due": inp.sla_due_at,
-                },
+            # The open one: this call's, or the one a retried attempt opened before.
+            escalation = await escalations.get_open(session, conversation_id=inp.conversation_id)
+            await conversations.mark_escalated(session, conversation_id=inp.conversation_id)
+            await tickets.mark_escalated(session, conversation_id=inp.conversation_id, priority=escalation.priority)
+            await metrics.record_point(
+                session,
+                metric_type="escalation",
+                value=1.0,
+                conversation_id=inp.conversation_id,
+                dimensions={"reason": inp.reason},
             )
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT id, reason, priority, sla_due_at, notified_count FROM escalations "
-                        "WHERE conversation_id = :conv AND status = 'open'"
-                    ),
-                    {"conv": inp.conversation_id},
-                )
-            ).one()
-            await session.execute(
-                text("UPDATE conversations SET status = 'escalated' WHERE id = :conv"), {"conv": inp.conversation_id}
-            )
-            await session.execute(
-                text("UPDATE tickets SET status = 'escalated', priority = :p WHERE conversation_id = :conv"),
-                {"conv": inp.conversation_id, "p": row.priority},
-            )
-            await _metric(session, "escalation", None, 1.0, inp.conversation_id, {"reason": inp.reason})
-        if inserted is not None:  # a retried activity must not count the same hand-off twice
+        if opened:  # a retried activity must not count the same hand-off twice
             ESCALATIONS.labels(inp.reason).inc()
-        log.info("crm.escalated", ticket=inp.ticket_number, reason=inp.reason, priority=row.priority)
-        return _escalation_state(row)
+        log.info("crm.escalated", ticket=inp.ticket_number, reason=inp.reason, priority=escalation.priority)
+        return _escalation_state(escalation)
 
     @activity.defn(name="bump_escalation")
     async def bump_escalation(self, inp: BumpEscalationInput) -> EscalationState:
         """The SLA passed without a human answer: raise the priority and re-notify."""
         async with transaction(self.deps.sessions) as session:
-            # Guarded by the due time, so a retried activity does not count the same breach twice.
-            row = (
-                await session.execute(
-                    text(
-                        "UPDATE escalations SET priority = :p, notified_count = notified_count + "
-                        "CASE WHEN sla_due_at < :due THEN 1 ELSE 0 END, sla_due_at = greatest(sla_due_at, :due) "
-                        "WHERE id = :id RETURNING id, reason, priority, sla_due_at, notified_count, conversation_id"
-                    ),
-                    {"p": inp.new_priority, "id": inp.escalation_id, "due": inp.new_sla_due_at},
-                )
-            ).one()
-            await session.execute(
-                text("UPDATE tickets SET priority = :p WHERE conversation_id = :conv"),
-                {"p": row.priority, "conv": row.conversation_id},
+            escalation = await escalations.raise_priority(
+                session, escalation_id=inp.escalation_id, priority=inp.new_priority, sla_due_at=inp.new_sla_due_at
+            )
+            await tickets.set_priority(
+                session, conversation_id=escalation.conversation_id, priority=escalation.priority
             )
         log.warning(
-            "escalation.sla_breached", escalation=inp.escalation_id, priority=row.priority, notified=row.notified_count
+            "escalation.sla_breached",
+            escalation=inp.escalation_id,
+            priority=escalation.priority,
+            notified=escalation.notified_count,
         )
-        return _escalation_state(row)
+        return _escalation_state(escalation)
 
     @activity.defn(name="resolve_escalation_record")
     async def resolve_escalation_record(self, inp: ResolveEscalationInput) -> str:
         """Record who resolved the escalation, when, and how."""
         async with transaction(self.deps.sessions) as session:
-            await session.execute(
-                text(
-                    "UPDATE escalations SET status = 'resolved', resolved_by = :a, resolution_action = :act, "
-                    "resolved_at = now() WHERE id = :id AND status = 'open'"
-                ),
-                {"a": inp.agent, "act": inp.action, "id": inp.escalation_id},
+            await escalations.resolve(
+                session, escalation_id=inp.escalation_id, resolved_by=inp.agent, action=inp.action
             )
-            new_status = "active" if inp.action == "resume_ai" else "resolved"
-            await session.execute(
-                text("UPDATE conversations SET status = :s WHERE id = :conv AND status = 'escalated'"),
-                {"s": new_status, "conv": inp.conversation_id},
+            await conversations.end_escalation(
+                session,
+                conversation_id=inp.conversation_id,
+                status="active" if inp.action == "resume_ai" else "resolved",
             )
-            await session.execute(
-                text(
-                    "UPDATE tickets SET status = 'in_progress' WHERE conversation_id = :conv AND status = 'escalated'"
-                ),
-                {"conv": inp.conversation_id},
-            )
+            await tickets.resume_after_escalation(session, conversation_id=inp.conversation_id)
         log.info("escalation.resolved", escalation=inp.escalation_id, agent=inp.agent, action=inp.action)
         return inp.escalation_id
 
@@ -342,17 +251,9 @@ class CRMActivities:
     async def close_conversation(self, inp: CloseInput) -> str:
         """Close the conversation and resolve its ticket."""
         async with transaction(self.deps.sessions) as session:
-            await session.execute(
-                text("UPDATE conversations SET status = 'closed', ended_at = coalesce(ended_at, now()) WHERE id = :c"),
-                {"c": inp.conversation_id},
-            )
-            await session.execute(
-                text(
-                    "UPDATE tickets SET status = 'resolved', resolved_at = coalesce(resolved_at, now()), "
-                    "resolution_notes = coalesce(resolution_notes, :n) WHERE conversation_id = :c "
-                    "AND status NOT IN ('resolved', 'closed')"
-                ),
-                {"c": inp.conversation_id, "n": f"closed: {inp.reason}"},
+            await conversations.close(session, conversation_id=inp.conversation_id)
+            await tickets.resolve_with_conversation(
+                session, conversation_id=inp.conversation_id, notes=f"closed: {inp.reason}"
             )
         log.info("conversation.closed", conversation=inp.conversation_id, reason=inp.reason)
         return inp.conversation_id
@@ -364,21 +265,19 @@ class CRMActivities:
         # after a lost completion, a worker crash before the workflow task completed, a reset)
         # records nothing new.
         dims = {"turn": inp.turn} if inp.turn is not None else None
+        points = [("response_latency_ms", inp.latency_ms), ("sentiment", inp.sentiment)]
+        if inp.prompt_tokens or inp.completion_tokens:
+            points.append(("llm_tokens", float(inp.prompt_tokens + inp.completion_tokens)))
         async with transaction(self.deps.sessions) as session:
-            await session.execute(
-                text("UPDATE conversations SET sentiment_score = :s WHERE id = :c"),
-                {"s": max(-1.0, min(1.0, inp.sentiment)), "c": inp.conversation_id},
-            )
-            await _metric(session, "response_latency_ms", inp.channel, inp.latency_ms, inp.conversation_id, dims)
-            await _metric(session, "sentiment", inp.channel, inp.sentiment, inp.conversation_id, dims)
-            if inp.prompt_tokens or inp.completion_tokens:
-                await _metric(
+            await conversations.set_sentiment(session, conversation_id=inp.conversation_id, score=inp.sentiment)
+            for metric_type, value in points:
+                await metrics.record_point(
                     session,
-                    "llm_tokens",
-                    inp.channel,
-                    float(inp.prompt_tokens + inp.completion_tokens),
-                    inp.conversation_id,
-                    dims,
+                    metric_type=metric_type,
+                    value=value,
+                    channel=inp.channel,
+                    conversation_id=inp.conversation_id,
+                    dimensions=dims,
                 )
         threshold = self.deps.settings.alert_latency_ms
         if inp.latency_ms > threshold:
@@ -387,36 +286,21 @@ class CRMActivities:
             )
 
 
-def _escalation_state(row: Any) -> EscalationState:
+def _ticket_category(value: object) -> TicketCategory | None:
+    """The value when it is a ticket category of the vocabulary, else None."""
+    return value if value in TICKET_CATEGORIES else None
+
+
+def _priority(value: object) -> Priority | None:
+    """The value when it is a priority of the vocabulary, else None."""
+    return value if value in PRIORITIES else None
+
+
+def _escalation_state(escalation: EscalationRecord) -> EscalationState:
     return EscalationState(
-        escalation_id=str(row.id),
-        reason=row.reason,
-        priority=row.priority,
-        sla_due_at=row.sla_due_at,
-        notified_count=row.notified_count,
+        escalation_id=escalation.escalation_id,
+        reason=escalation.reason,
+        priority=escalation.priority,
+        sla_due_at=escalation.sla_due_at,
+        notified_count=escalation.notified_count,
     )
-
-
-async def _metric(
-    session: AsyncSession,
-    metric_type: str,
-    channel: str | None,
-    value: float,
-    conversation_id: str | None,
-    dimensions: dict[str, Any] | None = None,
-) -> None:
-    if channel is None and conversation_id is not None:
-        channel = await session.scalar(text("SELECT channel FROM conversations WHERE id = :c"), {"c": conversation_id})
-    await session.execute(
-        text(
-            "INSERT INTO agent_metrics (metric_type, channel, value, conversation_id, dimensions) "
-            "VALUES (:t, :ch, :v, :c, CAST(:d AS jsonb)) ON CONFLICT DO NOTHING"
-        ),
-        {"t": metric_type, "ch": channel, "v": value, "c": conversation_id, "d": _json(dimensions or {})},
-    )
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value, default=str)

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.settings import Settings
 from crm.db import create_engine, create_sessionmaker, transaction
+from crm.repositories import agent_steps
 from workflows.contracts import ToolInput
 
 if TYPE_CHECKING:
@@ -44,30 +44,24 @@ class ActivityDeps:
     async def tool_arguments(self, inp: ToolInput) -> dict[str, Any]:
         """The arguments the model gave this tool call (stored by agent_step, not in history)."""
         async with self.sessions() as session:
-            payload = await session.scalar(text("SELECT payload FROM agent_steps WHERE id = :id"), {"id": inp.step_id})
-        for call in (payload or {}).get("tool_calls", []):
-            if call.get("id") == inp.call_id:
-                try:
-                    args = json.loads(call.get("arguments") or "{}")
-                except json.JSONDecodeError:
-                    return {}
-                return args if isinstance(args, dict) else {}
-        return {}
+            raw = await agent_steps.tool_call_arguments(session, step_id=inp.step_id, call_id=inp.call_id)
+        if raw is None:
+            return {}
+        try:
+            args = json.loads(raw)
+        except json.JSONDecodeError:
+            return {}  # the model wrote broken JSON: the tool sees no arguments and says what it lacks
+        return args if isinstance(args, dict) else {}
 
     async def store_tool_result(self, inp: ToolInput, name: str, result: dict[str, Any]) -> None:
         """The tool's output for the model's next step (idempotent per call id)."""
         async with transaction(self.sessions) as session:
-            await session.execute(
-                text(
-                    "INSERT INTO agent_steps (conversation_id, turn, step, role, tool_call_id, payload) "
-                    "VALUES (:c, :t, :s, 'tool', :id, CAST(:p AS jsonb)) "
-                    "ON CONFLICT (conversation_id, turn, step, tool_call_id) DO UPDATE SET payload = EXCLUDED.payload"
-                ),
-                {
-                    "c": inp.conversation_id,
-                    "t": inp.turn,
-                    "s": inp.step,
-                    "id": inp.call_id,
-                    "p": json.dumps({"name": name, "result": result}, default=str),
-                },
+            await agent_steps.store_tool_result(
+                session,
+                conversation_id=inp.conversation_id,
+                turn=inp.turn,
+                step=inp.step,
+                call_id=inp.call_id,
+                name=name,
+                result=result,
             )

@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from activities.guardrails import REASON_PRIORITY, check_output, evaluate_inbound  # noqa: E402
+from activities.guardrails import check_output, evaluate_inbound  # noqa: E402
+from core.vocabulary import GUARDRAIL_REASONS  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT / "tests" / "activities" / "guardrails_labelled.jsonl"
 ANSWER = "answer"
@@ -71,7 +72,7 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 }
             )
     labels: dict[str, dict[str, float]] = {}
-    for label in (*REASON_PRIORITY, ANSWER):
+    for label in (*GUARDRAIL_REASONS, ANSWER):
         tp = sum(1 for e, p in pairs if e == label and p == label)
         fp = sum(1 for e, p in pairs if e != label and p == label)
         fn = sum(1 for e, p in pairs if e == label and p != label)

@@ -40,11 +40,6 @@ class Forbidden(CRMError):
     code = "forbidden"
 
 
-class PayloadTooLarge(CRMError):
-    status_code = 413
-    code = "payload_too_large"
-
-
 class ServiceUnavailable(CRMError):
     """A dependency (Kafka, Temporal, PostgreSQL) is down: the caller should retry."""
 

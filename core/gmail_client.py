@@ -23,7 +23,7 @@ def gmail_credentials(settings: Settings) -> Credentials:
     with _credentials_lock:
         creds = _credentials.get(key)
         if creds is None:
-            creds = Credentials(
+            creds = Credentials(  # type: ignore[no-untyped-call]  # google-auth leaves __init__ unannotated
                 token=None,
                 refresh_token=refresh,
                 client_id=settings.gmail_client_id,

@@ -162,4 +162,5 @@ def _bind_process(process: str) -> Any:
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     """A structlog logger; event names are dotted (`bridge.signal_sent`), details are fields."""
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

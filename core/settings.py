@@ -94,7 +94,10 @@ class Settings(BaseSettings):
     agent_max_steps: int = Field(default=6, ge=1, le=50)
     agent_max_tokens_per_conversation: int = Field(default=60_000, ge=1000)
     agent_kb_results: int = Field(default=5, ge=1, le=20)
-    negative_sentiment_threshold: float = Field(default=-0.35, ge=-1, le=1)
+    # One knob for "this customer is unhappy": below it the inbound guardrails escalate a message,
+    # and an idle conversation is escalated instead of closed. -0.5 is where the guardrails' labelled
+    # set is tuned (at -0.35, polite complaints such as "not happy with the default sound" escalate).
+    negative_sentiment_threshold: float = Field(default=-0.5, ge=-1, le=1)
     alert_escalation_rate: float = Field(default=0.25, ge=0, le=1)
     alert_latency_ms: float = Field(default=3000, gt=0)
 

@@ -40,5 +40,5 @@ async def connect_temporal(settings: Settings, *, identity: str | None = None) -
         tls=tls_config(settings),
         api_key=api_key,
         interceptors=temporal_interceptors(settings),
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[arg-type]  # identity is `str`; a typed dict of it would not match connect()'s overloads
     )

@@ -2,7 +2,7 @@
 
 Every other place takes its words from here: the workflow contracts, the model's tool schema, the
 gateway's request and response models, the UI (served at `/api/v1/vocabulary`) and the tests. The
-database has CHECK constraints written by the migrations; `tests/crm/test_vocabulary.py` reads them
+database has CHECK constraints written by the migrations; `tests/crm/test_check_constraints.py` reads them
 back from PostgreSQL and asserts they list exactly these words, so the two cannot drift apart.
 
 Pure data (no I/O): imported inside the Temporal workflow sandbox.
@@ -116,3 +116,58 @@ ChannelTone = Literal["formal", "concise", "semi_formal"]
 CHANNEL_TONES: Final[tuple[ChannelTone, ...]] = get_args(ChannelTone)
 
 ReplySource = Literal["agent", "human", "template"]
+
+# --- added by the gateway
+
+# The priorities a customer may choose on the web form; `urgent` is for escalations only.
+WebFormPriority = Literal["low", "medium", "high"]
+WEB_FORM_PRIORITIES: Final[tuple[WebFormPriority, ...]] = get_args(WebFormPriority)
+
+# How far an outbound message got. A provider's status callbacks arrive out of order, so a stored
+# status is only replaced by one that ranks higher (failed and undelivered tie: both are final
+# unless the provider later reports the message delivered or read).
+DELIVERY_PROGRESS: Final[dict[DeliveryStatus, int]] = {
+    "pending": 0,
+    "queued": 1,
+    "sent": 2,
+    "failed": 3,
+    "undelivered": 3,
+    "delivered": 4,
+    "read": 5,
+}
+
+# What people read for each word, on the customer pages and in the agent console (the UI loads
+# these from GET /api/v1/vocabulary).
+CHANNEL_LABELS: Final[dict[Channel, str]] = {"email": "Email", "whatsapp": "WhatsApp", "web_form": "Web form"}
+TICKET_CATEGORY_LABELS: Final[dict[TicketCategory, str]] = {
+    "how_to": "How to",
+    "bug": "Something is not working",
+    "billing": "Billing",
+    "account": "Account and access",
+    "feature_request": "Feature request",
+    "other": "Other",
+}
+PRIORITY_LABELS: Final[dict[Priority, str]] = {"low": "Low", "medium": "Medium", "high": "High", "urgent": "Urgent"}
+# A ticket's status as its customer reads it ("escalated" is an internal word).
+TICKET_STATUS_LABELS: Final[dict[TicketStatus, str]] = {
+    "open": "Open",
+    "in_progress": "In progress",
+    "escalated": "With our support team",
+    "resolved": "Resolved",
+    "closed": "Closed",
+}
+ESCALATION_REASON_LABELS: Final[dict[EscalationReason, str]] = {
+    "pricing": "Pricing",
+    "refund": "Refund",
+    "legal": "Legal",
+    "human_request": "Asked for a person",
+    "negative_sentiment": "Unhappy customer",
+    "security": "Security",
+    "unsafe_output": "Reply blocked",
+    "model_error": "AI unavailable",
+    "budget": "AI budget reached",
+    "no_answer": "No answer in KB",
+    "agent_requested": "AI asked for help",
+}
+# What the web form's priority choice starts at.
+WEB_FORM_DEFAULT_PRIORITY: Final[WebFormPriority] = "medium"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.settings import Settings
@@ -68,3 +70,35 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 async def upgrade_async(url: str | None = None, revision: str = "head") -> None:
     """Apply migrations from inside a running event loop (Alembic's env runs its own loop)."""
     await asyncio.to_thread(upgrade, url, revision)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to PostgreSQL (health checks); raises if it does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def create_database_if_missing(*, host: str, port: int, user: str, database: str, wait_seconds: float) -> None:
+    """Create `database` on a server that has just started (the embedded PostgreSQL's first run).
+
+    Waits for the server to accept connections (up to `wait_seconds`) through the maintenance
+    database `postgres`. The name is quoted as an identifier, so any name is safe to pass.
+    """
+    import asyncpg
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres")
+            break
+        except (OSError, asyncpg.CannotConnectNowError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        if not exists:
+            quoted = '"' + database.replace('"', '""') + '"'
+            await conn.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await conn.close()

@@ -2,7 +2,10 @@
 
 The schema itself is owned by the Alembic migrations in ``crm/migrations``; these models mirror
 it for the application. Relationships are ``lazy="raise"`` so no query hides behind an attribute.
-Enumerations are plain text columns guarded by CHECK constraints (see ``crm.enums``).
+Enumerations are plain text columns guarded by CHECK constraints that list the words of
+``core.vocabulary`` (``tests/crm/test_check_constraints.py`` checks they agree). Tables the application
+reaches only through ``text()`` in a repository (``agent_steps``, ``agent_metrics``,
+``channel_configs``, ...) have no model here; the migrations own every table.
 """
 
 from __future__ import annotations
@@ -13,14 +16,11 @@ from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Integer,
     MetaData,
-    String,
     Text,
     func,
     text,
@@ -148,6 +148,8 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="open")
     source_channel: Mapped[str] = mapped_column(Text, nullable=False)
     resolution_notes: Mapped[str | None] = mapped_column(Text)
+    # The address that filed a web-form ticket: its ticket page opens for that address only (0005).
+    contact_email: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -172,30 +174,23 @@ class KnowledgeBaseChunk(Base):
     updated_at: Mapped[datetime] = _updated()
 
 
-class ChannelConfig(Base):
-    """Per-channel tone and limits, read by the formatter."""
+class Escalation(Base):
+    """A conversation handed to a human, with its SLA; at most one open per conversation."""
 
-    __tablename__ = "channel_configs"
+    __tablename__ = "escalations"
 
-    channel: Mapped[str] = mapped_column(String, primary_key=True)
-    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
-    tone: Mapped[str] = mapped_column(Text, nullable=False)
-    max_response_length: Mapped[int] = mapped_column(Integer, nullable=False)
-    greeting: Mapped[str | None] = mapped_column(Text)
-    signature: Mapped[str | None] = mapped_column(Text)
-    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    ticket_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    priority: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="open")
+    sla_due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    notified_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+    resolution_action: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
-
-
-class AgentMetric(Base):
-    """A time-series data point (latency, escalation, sentiment, tokens...)."""
-
-    __tablename__ = "agent_metrics"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    metric_type: Mapped[str] = mapped_column(Text, nullable=False)
-    channel: Mapped[str | None] = mapped_column(Text)
-    value: Mapped[float] = mapped_column(Float, nullable=False)
-    conversation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
-    dimensions: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

@@ -23,7 +23,7 @@ from core.observability import configure_tracing
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
-from gateway import agents, channel_metrics, gmail, health, tickets, ui, web_form, whatsapp
+from gateway import agents, channel_metrics, gmail, health, tickets, ui, vocabulary, web_form, whatsapp
 from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
@@ -337,6 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tickets.router, responses=error_responses(404, 422, 429))
     app.include_router(channel_metrics.router, responses=error_responses(422))
     app.include_router(agents.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
+    app.include_router(vocabulary.router)
     app.include_router(ui.router)
 
     @app.get("/metrics", include_in_schema=False)

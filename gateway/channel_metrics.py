@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from core.logging import get_logger
-from core.settings import CHANNELS
+from core.vocabulary import CHANNELS, Channel
+from crm.repositories import metrics
 from gateway.deps import ResourcesDep
 
 router = APIRouter(tags=["metrics"])
@@ -18,7 +18,7 @@ log = get_logger(__name__)
 
 
 class ChannelMetrics(BaseModel):
-    channel: str
+    channel: Channel
     conversations: int
     messages_inbound: int
     messages_outbound: int
@@ -46,58 +46,29 @@ async def channel_metrics(
     settings = resources.settings
     since = datetime.now(UTC) - timedelta(hours=window_hours)
     async with resources.sessions() as session:
-        rows = {
-            r.channel: r
-            for r in (
-                await session.execute(
-                    text(
-                        """
-                        SELECT ch.channel,
-                          (SELECT count(*) FROM conversations c WHERE c.channel = ch.channel AND c.started_at >= :s)
-                            AS conversations,
-                          (SELECT count(*) FROM messages m WHERE m.channel = ch.channel AND m.created_at >= :s
-                            AND m.direction = 'inbound') AS inbound,
-                          (SELECT count(*) FROM messages m WHERE m.channel = ch.channel AND m.created_at >= :s
-                            AND m.direction = 'outbound') AS outbound,
-                          (SELECT count(*) FROM escalations e JOIN conversations c ON c.id = e.conversation_id
-                            WHERE c.channel = ch.channel AND e.created_at >= :s) AS escalations,
-                          (SELECT avg(value) FROM agent_metrics a WHERE a.channel = ch.channel
-                            AND a.metric_type = 'sentiment' AND a.recorded_at >= :s) AS sentiment,
-                          (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FROM agent_metrics a
-                            WHERE a.channel = ch.channel AND a.metric_type = 'response_latency_ms'
-                            AND a.recorded_at >= :s) AS p50,
-                          (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM agent_metrics a
-                            WHERE a.channel = ch.channel AND a.metric_type = 'response_latency_ms'
-                            AND a.recorded_at >= :s) AS p95
-                        FROM unnest(CAST(:channels AS text[])) AS ch(channel)
-                        """
-                    ),
-                    {"s": since, "channels": list(CHANNELS)},
-                )
-            ).all()
-        }
+        activity = await metrics.channel_activity(session, since=since, channels=CHANNELS)
     report = []
-    for channel in CHANNELS:
-        r = rows[channel]
+    for r in activity:
         rate = (r.escalations / r.conversations) if r.conversations else 0.0
         alerts = []
         if r.conversations and rate > settings.alert_escalation_rate:
             alerts.append(f"escalation rate {rate:.0%} is above {settings.alert_escalation_rate:.0%}")
-        if r.p95 is not None and r.p95 > settings.alert_latency_ms:
-            alerts.append(f"p95 response latency {r.p95:.0f} ms is above {settings.alert_latency_ms:.0f} ms")
+        p95 = r.latency_p95_ms
+        if p95 is not None and p95 > settings.alert_latency_ms:
+            alerts.append(f"p95 response latency {p95:.0f} ms is above {settings.alert_latency_ms:.0f} ms")
         for alert in alerts:
-            log.warning("alert.channel_threshold", channel=channel, alert=alert)
+            log.warning("alert.channel_threshold", channel=r.channel, alert=alert)
         report.append(
             ChannelMetrics(
-                channel=channel,
+                channel=r.channel,
                 conversations=r.conversations,
-                messages_inbound=r.inbound,
-                messages_outbound=r.outbound,
+                messages_inbound=r.messages_inbound,
+                messages_outbound=r.messages_outbound,
                 escalations=r.escalations,
                 escalation_rate=round(rate, 4),
-                average_sentiment=round(float(r.sentiment), 4) if r.sentiment is not None else None,
-                response_latency_p50_ms=round(float(r.p50), 1) if r.p50 is not None else None,
-                response_latency_p95_ms=round(float(r.p95), 1) if r.p95 is not None else None,
+                average_sentiment=round(r.average_sentiment, 4) if r.average_sentiment is not None else None,
+                response_latency_p50_ms=round(r.latency_p50_ms, 1) if r.latency_p50_ms is not None else None,
+                response_latency_p95_ms=round(p95, 1) if p95 is not None else None,
                 alerts=alerts,
             )
         )

@@ -11,11 +11,11 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from core.logging import get_logger
 from core.version import VERSION
+from crm.db import ping
 from gateway.deps import ResourcesDep
 from gateway.resources import Resources
 
@@ -53,8 +53,7 @@ async def check_components(resources: Resources) -> dict[str, ComponentHealth]:
     timeout = resources.settings.health_check_timeout_seconds
 
     async def database() -> None:
-        async with resources.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await ping(resources.engine)
 
     async def kafka() -> None:
         producer = await resources.kafka.get()

@@ -7,9 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, EmailStr
-from sqlalchemy import text
 
 from core.errors import NotFound
+from core.vocabulary import (
+    Channel,
+    DeliveryStatus,
+    EscalationReason,
+    EscalationStatus,
+    MessageDirection,
+    MessageRole,
+    Priority,
+    TicketCategory,
+    TicketStatus,
+)
+from crm.repositories import escalations, messages, tickets
 from gateway.agents import OptionalAgent
 from gateway.deps import ResourcesDep
 
@@ -18,26 +29,26 @@ router = APIRouter(tags=["tickets"])
 
 class TicketMessage(BaseModel):
     id: str
-    direction: str
-    role: str
+    direction: MessageDirection
+    role: MessageRole
     content: str
-    delivery_status: str
+    delivery_status: DeliveryStatus
     created_at: datetime
 
 
 class TicketEscalation(BaseModel):
-    reason: str
-    priority: str
-    status: str
+    reason: EscalationReason
+    priority: Priority
+    status: EscalationStatus
     sla_due_at: datetime
 
 
 class TicketView(BaseModel):
     ticket_id: str
-    status: str
-    channel: str
-    category: str
-    priority: str
+    status: TicketStatus
+    channel: Channel
+    category: TicketCategory
+    priority: Priority
     subject: str | None
     created_at: datetime
     updated_at: datetime
@@ -69,41 +80,24 @@ async def get_ticket(
         await resources.limiter.count("ticket_lookup_failures", client)
         raise NotFound(f"no ticket {ticket_id} for that email address")
     async with resources.sessions() as session:
-        ticket = (
-            await session.execute(
-                text(
-                    "SELECT t.ticket_number, t.status, t.source_channel, t.category, t.priority, t.subject, "
-                    "t.created_at, t.updated_at, t.conversation_id, c.workflow_id FROM tickets t "
-                    "LEFT JOIN conversations c ON c.id = t.conversation_id "
-                    # The address that filed the ticket, not any address linked to the customer:
-                    # records are unified on unverified identifiers (a phone typed into the form).
-                    "WHERE t.ticket_number = :n AND (:agent OR t.contact_email = :e)"
-                ),
-                {"n": ticket_id, "e": str(email).lower() if email else None, "agent": agent is not None},
-            )
-        ).one_or_none()
+        ticket = await tickets.find_ticket(
+            session,
+            ticket_number=ticket_id,
+            contact_email=str(email).lower() if email else None,
+            any_contact=agent is not None,
+        )
         if ticket is None:
             if agent is None:
                 await resources.limiter.count("ticket_lookup_failures", client)
             raise NotFound(f"no ticket {ticket_id} for that email address")
-        messages = (
-            await session.execute(
-                text(
-                    "SELECT id, direction, role, content, delivery_status, created_at FROM messages "
-                    "WHERE conversation_id = :c ORDER BY created_at, id"
-                ),
-                {"c": ticket.conversation_id},
-            )
-        ).all()
+        thread = (
+            await messages.thread(session, conversation_id=ticket.conversation_id) if ticket.conversation_id else []
+        )
         escalation = (
-            await session.execute(
-                text(
-                    "SELECT reason, priority, status, sla_due_at FROM escalations WHERE conversation_id = :c "
-                    "ORDER BY created_at DESC LIMIT 1"
-                ),
-                {"c": ticket.conversation_id},
-            )
-        ).one_or_none()
+            await escalations.latest_of_conversation(session, conversation_id=ticket.conversation_id)
+            if ticket.conversation_id
+            else None
+        )
     return TicketView(
         ticket_id=ticket.ticket_number,
         status=ticket.status,
@@ -114,6 +108,16 @@ async def get_ticket(
         created_at=ticket.created_at,
         updated_at=ticket.updated_at,
         workflow_id=ticket.workflow_id,
-        escalation=TicketEscalation(**escalation._mapping) if escalation else None,
-        messages=[TicketMessage(**{**m._mapping, "id": str(m.id)}) for m in messages],
+        escalation=TicketEscalation.model_validate(escalation, from_attributes=True) if escalation else None,
+        messages=[
+            TicketMessage(
+                id=str(m.id),
+                direction=m.direction,
+                role=m.role,
+                content=m.content,
+                delivery_status=m.delivery_status,
+                created_at=m.created_at,
+            )
+            for m in thread
+        ],
     )

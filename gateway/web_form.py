@@ -9,18 +9,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import ServiceUnavailable
+from core.vocabulary import WEB_FORM_DEFAULT_PRIORITY, TicketCategory, WebFormPriority
 from crm.identity import normalise_phone, resolve_customer
+from crm.repositories import conversations, tickets
 from gateway.deps import ResourcesDep
 from gateway.producer import publish_inbound
 from workflows.contracts import InboundMessage, SenderIdentity, conversation_workflow_id
 
 router = APIRouter(tags=["web form"])
 
-Category = Literal["how_to", "bug", "billing", "account", "feature_request", "other"]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -30,9 +30,9 @@ class SupportForm(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     email: EmailStr
     subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
-    category: Category
+    category: TicketCategory
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=5000)]
-    priority: Literal["low", "medium", "high"] = "medium"
+    priority: WebFormPriority = WEB_FORM_DEFAULT_PRIORITY
     phone: str | None = Field(default=None, max_length=32, description="E.164, e.g. +14155550100")
 
     @field_validator("name", "subject", "message")
@@ -81,34 +81,26 @@ async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> Sup
             customer = await resolve_customer(
                 session, channel="web_form", email=sender.email, phone=sender.phone, name=sender.name
             )
-            ticket_number = await session.scalar(text("SELECT next_ticket_number()"))
-            conversation_id = await session.scalar(
-                text(
-                    "INSERT INTO conversations (customer_id, channel, conversation_key, workflow_id, subject) "
-                    "VALUES (:c, 'web_form', :k, :w, :s) RETURNING id"
-                ),
-                {
-                    "c": customer.customer_id,
-                    "k": ticket_number,
-                    "w": conversation_workflow_id("web_form", ticket_number),
-                    "s": form.subject,
-                },
+            # Drawn first: the web form's conversation is keyed by its ticket number.
+            ticket_number = await tickets.next_ticket_number(session)
+            conversation_id = await conversations.create_conversation(
+                session,
+                customer_id=customer.customer_id,
+                channel="web_form",
+                conversation_key=ticket_number,
+                workflow_id=conversation_workflow_id("web_form", ticket_number),
+                subject=form.subject,
             )
-            created_at = await session.scalar(
-                text(
-                    "INSERT INTO tickets (ticket_number, conversation_id, customer_id, subject, category, priority, "
-                    "source_channel, contact_email) VALUES (:n, :conv, :c, :s, :cat, :p, 'web_form', :e) "
-                    "RETURNING created_at"
-                ),
-                {
-                    "n": ticket_number,
-                    "conv": conversation_id,
-                    "c": customer.customer_id,
-                    "s": form.subject,
-                    "cat": form.category,
-                    "p": form.priority,
-                    "e": sender.email,
-                },
+            ticket = await tickets.create_ticket(
+                session,
+                conversation_id=conversation_id,
+                customer_id=customer.customer_id,
+                channel="web_form",
+                subject=form.subject,
+                category=form.category,
+                priority=form.priority,
+                ticket_number=ticket_number,
+                contact_email=sender.email,
             )
             message = InboundMessage(
                 channel="web_form",
@@ -130,5 +122,5 @@ async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> Sup
         ticket_id=ticket_number,
         status="received",
         message="Your support request has been received. You can follow the answer on your ticket page.",
-        created_at=created_at,
+        created_at=ticket.created_at,
     )

@@ -14,13 +14,14 @@ from urllib.parse import parse_qsl, urlparse
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import text
 from twilio.request_validator import RequestValidator, add_port, remove_port
 
 from core.errors import BadRequest, Forbidden
 from core.logging import get_logger
 from core.settings import Settings
+from core.vocabulary import DELIVERY_PROGRESS, DeliveryStatus
 from crm.identity import normalise_phone
+from crm.repositories import messages
 from gateway.deps import ResourcesDep
 from gateway.producer import publish_inbound
 from gateway.resources import Resources
@@ -30,20 +31,8 @@ router = APIRouter(tags=["whatsapp"])
 log = get_logger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-# Twilio's statuses in delivery order; a callback may only move a message forward.
-STATUS_RANK = {
-    "pending": 0,
-    "queued": 1,
-    "sending": 1,
-    "sent": 2,
-    "failed": 3,
-    "undelivered": 3,
-    "delivered": 4,
-    "read": 5,
-}
-_STORED_STATUS = {"sending": "queued"}
-# The same ranking in SQL, so compare-and-set happens atomically in one UPDATE.
-_RANK_SQL = "CASE delivery_status " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in STATUS_RANK.items()) + " ELSE 0 END"
+# Twilio's statuses: how far each got (the stored ranking), plus "sending", stored as "queued".
+_STORED_STATUS: dict[str, DeliveryStatus] = {**{status: status for status in DELIVERY_PROGRESS}, "sending": "queued"}
 MAX_MEDIA = 10
 INBOUND_PATH = "/api/v1/webhooks/whatsapp"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -204,27 +193,12 @@ async def whatsapp_status(request: Request, resources: ResourcesDep) -> Response
     params = await verified_form(request, resources.settings)
     sid = params.get("MessageSid") or params.get("SmsSid")
     status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
-    if not sid or status not in STATUS_RANK:
+    if not sid or status not in _STORED_STATUS:
         raise BadRequest("MessageSid and a known MessageStatus are required")
-    stored = _STORED_STATUS.get(status, status)
+    stored = _STORED_STATUS[status]
     async with resources.sessions() as session, session.begin():
-        result = await session.execute(
-            text(
-                f"UPDATE messages SET delivery_status = :s, attributes = attributes || CAST(:extra AS jsonb) "
-                f"WHERE provider_message_id = :sid AND direction = 'outbound' AND ({_RANK_SQL}) < :rank"
-            ),
-            {
-                "s": stored,
-                "sid": sid,
-                "rank": STATUS_RANK[status],
-                "extra": _json({"error_code": params.get("ErrorCode")} if params.get("ErrorCode") else {}),
-            },
+        updated = await messages.advance_delivery_status(
+            session, provider_message_id=sid, status=stored, error_code=params.get("ErrorCode") or None
         )
-    log.info("whatsapp.status", sid=sid, status=status, updated=result.rowcount)  # type: ignore[attr-defined]
+    log.info("whatsapp.status", sid=sid, status=status, updated=updated)
     return Response(status_code=204)
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value)

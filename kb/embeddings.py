@@ -52,7 +52,8 @@ class Embedder(Protocol):
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Scale each row to unit length (rows of zeros stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    unit: np.ndarray = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    return unit
 
 
 class WordLlamaEmbedder:
@@ -97,7 +98,8 @@ class WordLlamaEmbedder:
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
         model = self._load()
         vectors = np.asarray(model.embed(texts, norm=False, batch_size=self._batch_size), dtype=np.float32)
-        return normalize(vectors).tolist()  # type: ignore[no-any-return]
+        rows: list[list[float]] = normalize(vectors).tolist()  # numpy types tolist() as Any
+        return rows
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Embed texts; the tokenisation and pooling run in a worker thread."""

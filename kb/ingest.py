@@ -12,17 +12,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, Text, any_, bindparam, delete, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.errors import CRMError
 from core.logging import get_logger
 from crm.db import transaction
-from crm.models import KnowledgeBaseChunk
+from crm.repositories import knowledge_base
+from crm.repositories.knowledge_base import ChunkRow
 from kb.chunking import Article, Chunk, chunk_article, plain_text, read_article
 from kb.embeddings import Embedder, EmbeddingConfigError
 
@@ -30,8 +28,6 @@ log = get_logger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each article as ``(article_id, articles_done, articles_total)``."""
-
-_kb = cast(Table, KnowledgeBaseChunk.__table__)
 
 
 class IngestError(CRMError):
@@ -65,11 +61,6 @@ class IngestReport(BaseModel):
         )
 
 
-def _ids(values: list[str]) -> Any:
-    # One array parameter instead of an IN list: no limit on the number of articles.
-    return bindparam("ids", values, type_=ARRAY(Text))
-
-
 def default_docs_path() -> Path:
     """The TechCorp articles bundled with the package."""
     return Path(__file__).parent / "docs"
@@ -92,19 +83,14 @@ def embedding_text(chunk: Chunk) -> str:
 async def check_embedding_column(sessions: async_sessionmaker[AsyncSession], embedder: Embedder) -> None:
     """Fail with a clear message when `knowledge_base.embedding` is missing or of another dimension."""
     async with sessions() as session:
-        typmod = await session.scalar(
-            text(
-                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass('knowledge_base') "
-                "AND attname = 'embedding' AND NOT attisdropped"
-            )
-        )
-    if typmod is None:
+        dimension = await knowledge_base.embedding_dimension(session)
+    if dimension is None:
         raise IngestError("the knowledge_base table does not exist: run `crm-fte migrate` first")
-    # pgvector keeps the dimension as the type modifier (-1 for an unsized `vector`).
-    if typmod > 0 and typmod != embedder.dim:
+    # -1 for an unsized `vector` column: any dimension fits.
+    if dimension > 0 and dimension != embedder.dim:
         raise EmbeddingConfigError(
-            f"knowledge_base.embedding is vector({typmod}) but {embedder.model_name} gives {embedder.dim}-dim "
-            f"vectors; use an embedding model of {typmod} dimensions (EMBEDDING_DIM={typmod}) or migrate a "
+            f"knowledge_base.embedding is vector({dimension}) but {embedder.model_name} gives {embedder.dim}-dim "
+            f"vectors; use an embedding model of {dimension} dimensions (EMBEDDING_DIM={dimension}) or migrate a "
             f"database created with EMBEDDING_DIM={embedder.dim}"
         )
 
@@ -170,20 +156,13 @@ async def ingest_articles(
     await check_embedding_column(sessions, embedder)
 
     async with sessions() as session:
-        rows = await session.execute(
-            select(_kb.c.article_id, _kb.c.chunk_index, _kb.c.content_hash).where(_kb.c.article_id == any_(_ids(ids)))
-        )
-        existing: dict[tuple[str, int], str] = {(a, i): h for a, i, h in rows}
+        existing = await knowledge_base.chunk_hashes(session, article_ids=ids)
         stored_chunks: dict[str, int] = {}
         for article_id, _ in existing:
             stored_chunks[article_id] = stored_chunks.get(article_id, 0) + 1
         stored_ids: set[str] = set()
         if prune:
-            stored_ids = set(
-                await session.scalars(
-                    select(_kb.c.article_id).where(func.starts_with(_kb.c.article_id, article_prefix)).distinct()
-                )
-            )
+            stored_ids = await knowledge_base.stored_article_ids(session, prefix=article_prefix)
 
     for done, article in enumerate(articles, start=1):
         chunks = chunk_article(article)
@@ -196,33 +175,24 @@ async def ingest_articles(
         vectors = await embedder.embed([embedding_text(c) for c, _ in changed]) if changed else []
         async with transaction(sessions) as session:
             if changed:
-                rows_in = [
-                    {
-                        "article_id": c.article_id,
-                        "chunk_index": c.chunk_index,
-                        "title": c.title,
-                        "category": c.category,
-                        "content": c.content,
-                        "content_hash": h,
-                        "embedding": v,
-                        "embedding_model": model,
-                    }
-                    for (c, h), v in zip(changed, vectors, strict=True)
-                ]
-                stmt = insert(_kb).values(rows_in)
-                await session.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[_kb.c.article_id, _kb.c.chunk_index],
-                        set_={
-                            name: stmt.excluded[name]
-                            for name in ("title", "category", "content", "content_hash", "embedding", "embedding_model")
-                        },
-                    )
+                await knowledge_base.upsert_chunks(
+                    session,
+                    chunks=[
+                        ChunkRow(
+                            article_id=c.article_id,
+                            chunk_index=c.chunk_index,
+                            title=c.title,
+                            category=c.category,
+                            content=c.content,
+                            content_hash=h,
+                            embedding=v,
+                            embedding_model=model,
+                        )
+                        for (c, h), v in zip(changed, vectors, strict=True)
+                    ],
                 )
             if stale:
-                await session.execute(
-                    delete(_kb).where(_kb.c.article_id == article.article_id, _kb.c.chunk_index >= len(chunks))
-                )
+                await knowledge_base.delete_chunks_from(session, article_id=article.article_id, first_index=len(chunks))
         inserted = sum(1 for c, _ in changed if (c.article_id, c.chunk_index) not in existing)
         report.inserted += inserted
         report.updated += len(changed) - inserted
@@ -243,8 +213,7 @@ async def ingest_articles(
     gone = sorted(stored_ids - set(ids))
     if gone:
         async with transaction(sessions) as session:
-            result = await session.execute(delete(_kb).where(_kb.c.article_id == any_(_ids(gone))))
-        report.deleted += result.rowcount or 0  # type: ignore[attr-defined]
+            report.deleted += await knowledge_base.delete_articles(session, article_ids=gone)
         report.articles_deleted = len(gone)
         log.info("kb.articles_pruned", articles=gone)
 

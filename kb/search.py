@@ -1,12 +1,13 @@
 """Hybrid knowledge-base search: pgvector (HNSW, cosine) + PostgreSQL full text, fused by RRF.
 
-One SQL statement returns each retriever's top candidates with their ranks; reciprocal rank
-fusion (``weight / (k + rank)``, summed over the retrievers that found an item) needs no
-calibration between a cosine distance and a ``ts_rank``. Fusion happens at the level the
-caller gets results at: with ``per_article`` set (the default, one chunk per article) each
-retriever's ranking is first reduced to a ranking of articles (by their best chunk), the article
-rankings are fused, and each article is represented by its best chunks; otherwise chunks are
-fused directly. Either way the top results cover several articles instead of five pieces of one.
+One SQL statement (``crm.repositories.knowledge_base.search_candidates``) returns each
+retriever's top candidates with their ranks; this module decides what to ask for and ranks the
+answer. Reciprocal rank fusion (``weight / (k + rank)``, summed over the retrievers that found an
+item) needs no calibration between a cosine distance and a ``ts_rank``. Fusion happens at the
+level the caller gets results at: with ``per_article`` set (the default, one chunk per article)
+each retriever's ranking is first reduced to a ranking of articles (by their best chunk), the
+article rankings are fused, and each article is represented by its best chunks; otherwise chunks
+are fused directly. Either way the top results cover several articles instead of five pieces of one.
 
 Full-text matching turns a plain question into an OR of its stemmed words (``websearch_to_tsquery``
 alone ANDs them, and a customer's sentence almost never has every word in one chunk); a query
@@ -22,11 +23,11 @@ import uuid
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.logging import get_logger
 from crm.db import transaction
+from crm.repositories import knowledge_base
 from kb.embeddings import Embedder
 
 log = get_logger(__name__)
@@ -47,49 +48,6 @@ _UNRANKED = 1 << 30
 
 _SEARCH_SYNTAX = re.compile(r"\"|(?:^|\s)-\w|\bor\b", re.IGNORECASE)
 
-_TSQUERY_WEB = "websearch_to_tsquery('english', :query)"
-# Same parse (stemming, stop words, phrases for hyphenated words), then every AND becomes an OR.
-_TSQUERY_ANY = f"replace({_TSQUERY_WEB}::text, ' & ', ' | ')::tsquery"
-
-_FILTER = "(CAST(:category AS text) IS NULL OR kb.category = CAST(:category AS text))"
-
-_VECTOR_CTE = f"""
-vector_hits AS (
-    SELECT id, row_number() OVER (ORDER BY distance, article_id, chunk_index) AS rank
-    FROM (
-        SELECT kb.id, kb.article_id, kb.chunk_index,
-               kb.embedding <=> CAST(CAST(:embedding AS text) AS vector) AS distance
-        FROM knowledge_base AS kb
-        WHERE kb.embedding IS NOT NULL AND {_FILTER}
-        ORDER BY kb.embedding <=> CAST(CAST(:embedding AS text) AS vector)
-        LIMIT :candidates
-    ) AS nearest
-)"""
-
-_TEXT_CTE = f"""
-text_hits AS (
-    SELECT id, row_number() OVER (ORDER BY score DESC, article_id, chunk_index) AS rank
-    FROM (
-        SELECT kb.id, kb.article_id, kb.chunk_index,
-               ts_rank(kb.search_vector, q.tsq, CAST(:normalization AS integer)) AS score
-        FROM knowledge_base AS kb, (SELECT {{tsquery}} AS tsq) AS q
-        WHERE kb.search_vector @@ q.tsq AND {_FILTER}
-        ORDER BY score DESC, kb.article_id, kb.chunk_index
-        LIMIT :candidates
-    ) AS matched
-)"""
-
-_EMPTY_VECTOR_CTE = "vector_hits AS (SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false)"
-_EMPTY_TEXT_CTE = "text_hits AS (SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false)"
-
-_CANDIDATES = """
-SELECT kb.id, kb.article_id, kb.title, kb.category, kb.content,
-       v.rank AS vector_rank, t.rank AS text_rank
-FROM vector_hits AS v
-FULL OUTER JOIN text_hits AS t ON t.id = v.id
-JOIN knowledge_base AS kb ON kb.id = coalesce(v.id, t.id)
-"""
-
 
 class SearchHit(BaseModel):
     """One knowledge-base chunk found for a query; ranks are 1-based, None when not retrieved."""
@@ -107,17 +65,6 @@ class SearchHit(BaseModel):
 def uses_search_syntax(query: str) -> bool:
     """True when the query is written with web-search operators rather than as a plain question."""
     return _SEARCH_SYNTAX.search(query) is not None
-
-
-def _vector_literal(vector: list[float]) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
-
-
-def _statement(mode: SearchMode, query: str) -> str:
-    tsquery = _TSQUERY_WEB if uses_search_syntax(query) else _TSQUERY_ANY
-    vector_cte = _VECTOR_CTE if mode in ("hybrid", "vector") else _EMPTY_VECTOR_CTE
-    text_cte = _TEXT_CTE.format(tsquery=tsquery) if mode in ("hybrid", "text") else _EMPTY_TEXT_CTE
-    return f"WITH {vector_cte},\n{text_cte}\n{_CANDIDATES}"
 
 
 def rrf_score(vector_rank: int | None, text_rank: int | None, *, vector_weight: float, text_weight: float) -> float:
@@ -211,48 +158,34 @@ async def search(
     if not query or limit < 1:
         return []
     candidates = max(candidates, limit)
-    params: dict[str, object] = {
-        "query": query,
-        "category": category,
-        "candidates": candidates,
-        "normalization": TEXT_RANK_NORMALIZATION,
-        "embedding": None,
-    }
+    embedding = None
     if mode != "text":
-        [vector] = await embedder.embed([query])
-        params["embedding"] = _vector_literal(vector)
-    settings = {
-        # The query vector and tsquery arrive as parameters; a cached generic plan would re-parse
-        # them for every row it scans, a custom plan folds them into constants once.
-        "plan_cache_mode": "force_custom_plan",
-        # ef_search bounds the candidate list an HNSW scan keeps; it must cover `candidates`.
-        "hnsw.ef_search": str(max(ef_search, candidates)),
-        # With a category filter, keep scanning the graph until enough rows pass the filter.
-        "hnsw.iterative_scan": "relaxed_order",
-    }
-    if exact:
-        # Exact nearest neighbours for recall measurements: no HNSW, a sequential scan and sort.
-        settings["enable_indexscan"] = "off"
+        [embedding] = await embedder.embed([query])
     async with transaction(sessions) as session:
-        # One round trip; is_local=true scopes every setting to this transaction (like SET LOCAL).
-        calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(len(settings)))
-        values: dict[str, str] = {}
-        for i, (name, value) in enumerate(settings.items()):
-            values[f"name_{i}"], values[f"value_{i}"] = name, value
-        await session.execute(text(f"SELECT {calls}"), values)
-        rows = (await session.execute(text(_statement(mode, query)), params)).mappings().all()
+        found = await knowledge_base.search_candidates(
+            session,
+            query=query,
+            embedding=embedding,
+            full_text=mode in ("hybrid", "text"),
+            web_syntax=uses_search_syntax(query),
+            category=category,
+            candidates=candidates,
+            ef_search=ef_search,
+            exact=exact,
+            text_rank_normalization=TEXT_RANK_NORMALIZATION,
+        )
     candidates_found = [
         SearchHit(
-            chunk_id=row["id"],
-            article_id=row["article_id"],
-            title=row["title"],
-            category=row["category"],
-            content=row["content"],
+            chunk_id=c.chunk_id,
+            article_id=c.article_id,
+            title=c.title,
+            category=c.category,
+            content=c.content,
             score=0.0,
-            vector_rank=row["vector_rank"],
-            text_rank=row["text_rank"],
+            vector_rank=c.vector_rank,
+            text_rank=c.text_rank,
         )
-        for row in rows
+        for c in found
     ]
     result = fuse(
         candidates_found,

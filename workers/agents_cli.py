@@ -12,17 +12,20 @@ import getpass
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.vocabulary import ResolutionAction
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from core.settings import Settings
+    from gateway.agents import ApiKeyInfo
+    from gateway.agents.schemas import QueueItem, ResolveResult
 
 T = TypeVar("T")
 
@@ -31,11 +34,6 @@ escalations_app = typer.Typer(help="The queue of conversations waiting for a hum
 
 out = Console(highlight=False, markup=False)
 err = Console(stderr=True, highlight=False, markup=False)
-
-
-class Action(StrEnum):
-    resume_ai = "resume_ai"
-    close = "close"
 
 
 def _run(process: str, work: Callable[[Settings, async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
@@ -108,7 +106,7 @@ def list_agents(
     """List API keys (prefix, scopes, created, last used, revoked); never the keys themselves."""
     from gateway.agents import list_api_keys
 
-    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list:  # type: ignore[type-arg]
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[ApiKeyInfo]:
         async with sessions() as session:
             return await list_api_keys(session)
 
@@ -159,7 +157,7 @@ def list_escalations(
     """Open escalations, oldest first: ticket, reason, priority, SLA due, channel, customer."""
     from gateway.agents import open_escalations
 
-    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list:  # type: ignore[type-arg]
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[QueueItem]:
         async with sessions() as session:
             return await open_escalations(session, limit=limit)
 
@@ -191,7 +189,9 @@ def list_escalations(
 def resolve_ticket(
     ticket: Annotated[str, typer.Argument(help="The ticket number, e.g. TKT-0001.")],
     reply: Annotated[str, typer.Option("--reply", help="What the customer receives from you.")],
-    action: Annotated[Action, typer.Option("--action", help="Hand back to the AI, or close the conversation.")],
+    action: Annotated[
+        ResolutionAction, typer.Option("--action", help="Hand back to the AI, or close the conversation.")
+    ],
     agent: Annotated[
         str | None, typer.Option("--agent", help="Who is answering (signs the reply); default: your user name.")
     ] = None,
@@ -204,7 +204,7 @@ def resolve_ticket(
 
     who = " ".join((agent or getpass.getuser()).split())
 
-    async def work(settings: Settings, sessions: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
+    async def work(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ResolveResult:
         from core.errors import ServiceUnavailable
 
         try:
@@ -218,7 +218,7 @@ def resolve_ticket(
             temporal=client,
             ticket_number=ticket,
             reply=reply,
-            action=action.value,  # type: ignore[arg-type]
+            action=action,
             agent_name=who,
             via="cli",
             wait_seconds=wait,

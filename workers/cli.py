@@ -175,7 +175,7 @@ def migrate(
 
 
 def _mount_kb() -> None:
-    from kb.cli import kb_app
+    from workers.kb_cli import kb_app
 
     app.add_typer(kb_app, name="kb", help="The knowledge base: ingest the docs, search them.")
 

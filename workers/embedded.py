@@ -263,26 +263,13 @@ class EmbeddedPostgres:
     def _ensure_database(self, timeout: float) -> None:
         import asyncio
 
-        import asyncpg
+        from crm.db import create_database_if_missing
 
-        async def create() -> None:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    conn = await asyncpg.connect(host=self.host, port=self.port, user="postgres", database="postgres")
-                    break
-                except (OSError, asyncpg.CannotConnectNowError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-            try:
-                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database)
-                if not exists:
-                    await conn.execute(f'CREATE DATABASE "{self.database}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
+        asyncio.run(
+            create_database_if_missing(
+                host=self.host, port=self.port, user="postgres", database=self.database, wait_seconds=timeout
+            )
+        )
 
     def stop(self) -> None:
         if self.process is not None:

@@ -8,10 +8,10 @@ from typing import Any
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.agent import AgentActivities
-from activities.channels import ChannelActivities
+from activities.channels.activities import ChannelActivities, GmailWatchActivities
 from activities.crm_activities import CRMActivities
 from activities.deps import ActivityDeps
-from activities.gmail import GmailActivities
+from activities.guardrails.activities import GuardrailActivities
 from core.settings import Settings
 from workflows.conversation import ConversationWorkflow
 from workflows.gmail_watch import GmailWatchWorkflow
@@ -28,7 +28,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
     crm, agent, channels = CRMActivities(deps), AgentActivities(deps), ChannelActivities(deps)
-    gmail = GmailActivities(deps)
+    gmail, guardrails = GmailWatchActivities(deps), GuardrailActivities(deps)
     return [
         crm.load_conversation_config,
         crm.resolve_customer,
@@ -42,8 +42,8 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
         crm.resolve_escalation_record,
         crm.close_conversation,
         crm.record_turn_metrics,
-        agent.check_inbound_guardrails,
-        agent.check_reply_guardrails,
+        guardrails.check_inbound_guardrails,
+        guardrails.check_reply_guardrails,
         agent.search_knowledge_base,
         agent.escalate_to_human,
         agent.agent_step,

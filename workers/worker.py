@@ -17,8 +17,8 @@ from workers.health_server import serve_health
 from workers.metrics import MetricsInterceptor
 from workers.process import install_stop_event, retry_forever
 from workers.registry import build_activities, close_activities, workflow_classes, workflow_runner
+from workers.schedules import ensure_gmail_watch_schedule
 from workers.temporal_setup import ensure_search_attributes
-from workflows.gmail_watch import ensure_gmail_watch_schedule
 
 log = get_logger(__name__)
 MAX_CONCURRENT_ACTIVITIES = 100

@@ -155,7 +155,7 @@ class ConversationConfig(BaseModel):
     max_agent_steps: int = 6
     max_tokens_per_conversation: int = 60_000
     max_turns_per_run: int = 200
-    negative_sentiment_threshold: float = -0.35
+    negative_sentiment_threshold: float = -0.5
     search_attributes: bool = True
 
 
@@ -208,7 +208,7 @@ class GuardrailInput(BaseModel):
 
 class GuardrailResult(BaseModel):
     action: Literal["escalate", "answer"]
-    reason: str | None = None
+    reason: EscalationReason | None = None
     sentiment: float = 0.0
     matched: list[str] = Field(default_factory=list)
 
@@ -255,7 +255,7 @@ class ToolResult(BaseModel):
     ok: bool = True
     summary: str = Field(default="", max_length=300)
     # Set by escalate_to_human and send_response: what the workflow does next.
-    escalate_reason: str | None = None
+    escalate_reason: EscalationReason | None = None
     escalate_priority: Priority | None = None
 
 
@@ -343,7 +343,11 @@ class ResolveEscalationInput(BaseModel):
 
 
 class CarriedState(BaseModel):
-    """What a conversation carries across continue-as-new (ids and short fields only)."""
+    """The conversation workflow's state: held as one model, carried across continue-as-new as it is.
+
+    Ids and short fields only; message bodies stay in PostgreSQL. Fields may be added with defaults,
+    never renamed or removed (running workflows carry them in their input).
+    """
 
     status: ConversationStatus = "active"
     conversation_id: str | None = None

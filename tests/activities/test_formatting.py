@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from activities.formatting import ChannelStyle, escalation_message, format_reply, split_for_whatsapp
+from activities.channels.formatting import ChannelStyle, escalation_message, format_reply, split_for_whatsapp
 
 EMAIL = ChannelStyle("email", "formal", 4000, "Dear {name},", "Best regards,\nThe TechCorp Support Team")
 WHATSAPP = ChannelStyle("whatsapp", "concise", 1600, "Hi {name}!", None)

@@ -12,12 +12,18 @@ from pydantic import ValidationError
 
 from activities.guardrails import (
     NEGATIVE_SENTIMENT_THRESHOLD,
-    REASON_PRIORITY,
+    GuardrailDataError,
     GuardrailDecision,
+    Rule,
     check_output,
     evaluate_inbound,
+    load_data,
+    rule_book,
     score_sentiment,
 )
+from activities.guardrails import rules as guardrail_rules
+from core.settings import Settings
+from core.vocabulary import GUARDRAIL_REASONS
 
 LABELLED = Path(__file__).with_name("guardrails_labelled.jsonl")
 CHANNELS = {"email", "whatsapp", "web_form"}
@@ -222,7 +228,7 @@ def test_priority_when_several_reasons_fire(text: str, winner: str, fired: set[s
 
 
 def test_priority_order_is_documented() -> None:
-    assert REASON_PRIORITY == (
+    assert GUARDRAIL_REASONS == (
         "security",
         "legal",
         "refund",
@@ -477,7 +483,7 @@ def test_labelled_set_shape() -> None:
     rows = _load_labelled()
     assert len(rows) >= 220
     counts = Counter(row["expected_reason"] for row in rows)
-    for reason in REASON_PRIORITY:
+    for reason in GUARDRAIL_REASONS:
         assert counts[reason] >= 25, (reason, counts[reason])
     assert counts[None] >= 70
     assert len({row["text"] for row in rows}) == len(rows), "duplicate texts"
@@ -502,7 +508,7 @@ def _metrics(rows: list[dict[str, Any]]) -> tuple[float, dict[str, dict[str, flo
         if expected != predicted:
             errors.append(f"  expected {expected:<18} got {predicted:<18} {row['text'][:70]!r}")
     table: dict[str, dict[str, float]] = {}
-    for label in (*REASON_PRIORITY, ANSWER):
+    for label in (*GUARDRAIL_REASONS, ANSWER):
         tp = sum(1 for e, p in pairs if e == label and p == label)
         fp = sum(1 for e, p in pairs if e != label and p == label)
         fn = sum(1 for e, p in pairs if e == label and p != label)
@@ -530,5 +536,54 @@ def _format_table(accuracy: float, table: dict[str, dict[str, float]], errors: l
 def test_quality_gate_on_labelled_set() -> None:
     accuracy, table, errors = _metrics(_load_labelled())
     report = _format_table(accuracy, table, errors)
-    failing = [label for label in REASON_PRIORITY if table[label]["precision"] < 0.9 or table[label]["recall"] < 0.9]
+    failing = [label for label in GUARDRAIL_REASONS if table[label]["precision"] < 0.9 or table[label]["recall"] < 0.9]
     assert accuracy >= 0.95 and not failing, f"quality gate failed for {failing or 'accuracy'}\n{report}"
+
+
+# --------------------------------------------------------------------------------------------
+# Data files (activities/guardrails/data/*.toml)
+# --------------------------------------------------------------------------------------------
+
+
+def test_data_files_load_and_every_rule_reason_is_in_the_vocabulary() -> None:
+    load_data()
+    book = rule_book()
+    assert len(book.rules) == 29
+    assert {rule.reason for rule in book.rules} == set(GUARDRAIL_REASONS)
+    assert len({rule.id for rule in book.rules}) == len(book.rules)
+    assert [tone.id for tone in book.tone_rules] == [
+        "negative_sentiment.phrase",
+        "negative_sentiment.profanity",
+        "negative_sentiment.distress",
+    ]
+
+
+@pytest.mark.parametrize("rule", rule_book().rules, ids=lambda rule: rule.id)
+def test_each_rule_still_catches_its_examples(rule: Rule) -> None:
+    assert rule.examples, f"{rule.id} has no examples"
+    labelled = {row["text"] for row in _load_labelled()}
+    for example in rule.examples:
+        assert example in labelled, "examples come from the labelled set"
+        decision = evaluate_inbound(example)
+        assert any(entry.startswith(f"{rule.id}:") for entry in decision.matched), (example, decision.matched)
+
+
+def test_a_bad_rule_is_reported_with_its_file_and_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = guardrail_rules.read(guardrail_rules.RULES_FILE)
+    broken = {**original, "rule": [{**original["rule"][0], "reason": "complaint"}, *original["rule"][1:]]}
+    monkeypatch.setattr(guardrail_rules, "read", lambda name: broken)
+    rule_book.cache_clear()
+    try:
+        with pytest.raises(GuardrailDataError, match=r"rules_en\.toml: rule 'security\.account_takeover': reason"):
+            rule_book()
+    finally:
+        monkeypatch.undo()
+        rule_book.cache_clear()
+    assert rule_book().rules[0].reason == "security"
+
+
+def test_negative_threshold_is_the_setting() -> None:
+    assert Settings.model_fields["negative_sentiment_threshold"].default == NEGATIVE_SENTIMENT_THRESHOLD == -0.5
+    text = "Our team is not happy with the default notification sound, can it be changed?"  # scores about -0.35
+    assert evaluate_inbound(text, "web_form").action == "answer"
+    assert evaluate_inbound(text, "web_form", negative_threshold=-0.3).reason == "negative_sentiment"

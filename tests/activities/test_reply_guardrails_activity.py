@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 from temporalio.testing import ActivityEnvironment
 
-from activities.agent import AgentActivities
 from activities.crm_activities import CRMActivities
 from activities.deps import ActivityDeps
+from activities.guardrails.activities import GuardrailActivities
 from crm.db import transaction
 from workflows.contracts import (
     InboundMessage,
@@ -97,6 +97,6 @@ async def test_reply_check_knows_the_customer(deps: ActivityDeps, reply: str, vi
     inp = await draft(
         deps, email=email, phone=phone, reply=reply.format(email=email, phone=phone, national=national, tag=tag)
     )
-    result: OutputCheckResult = await ActivityEnvironment().run(AgentActivities(deps).check_reply_guardrails, inp)
+    result: OutputCheckResult = await ActivityEnvironment().run(GuardrailActivities(deps).check_reply_guardrails, inp)
     assert result.violations == violations
     assert result.allowed == (not violations)

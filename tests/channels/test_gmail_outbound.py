@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,16 +18,19 @@ from sqlalchemy import text
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.channels import ChannelActivities, OutboundMessage
+from activities.channels.activities import ChannelActivities, load_outbound
+from activities.channels.gmail import GmailAdapter, reply_recipient, reply_subject
+from activities.channels.port import OutboundMessage
 from activities.crm_activities import CRMActivities
 from activities.deps import ActivityDeps
-from activities.gmail import GmailAdapter, references_for, reply_recipient, reply_subject
+from core.mail import reply_references
 from core.settings import Settings
 from crm.db import transaction
+from crm.repositories import messages
 from gateway.gmail import inbound_from_gmail
 from tests.channels.gmail_support import GmailOAuthFake, gmail_settings
 from tests.fakes.gmail_fake import GmailMessage
-from workflows.contracts import OpenConversationInput, RecordInboundInput, conversation_workflow_id
+from workflows.contracts import OpenConversationInput, RecordInboundInput, SendReplyInput, conversation_workflow_id
 
 
 @pytest.fixture
@@ -67,22 +69,21 @@ async def conversation_with(deps: ActivityDeps, gmail: GmailOAuthFake, inbound: 
 
 
 async def pending_reply(deps: ActivityDeps, conversation_id: str, content: str) -> OutboundMessage:
+    """Record a pending email reply and load it as the send activity hands it to the adapter."""
     async with transaction(deps.sessions) as session:
-        row = (
-            await session.execute(
-                text(
-                    "INSERT INTO messages (conversation_id, channel, direction, role, content, idempotency_key, "
-                    "delivery_status, attributes) VALUES (:c, 'email', 'outbound', 'agent', :content, :key, "
-                    "'pending', CAST(:attr AS jsonb)) RETURNING id"
-                ),
-                {"c": conversation_id, "content": content, "key": f"test-{uuid.uuid4()}", "attr": json.dumps({})},
-            )
-        ).one()
-        email_address = await session.scalar(
-            text("SELECT cu.email FROM conversations c JOIN customers cu ON cu.id = c.customer_id WHERE c.id = :c"),
-            {"c": conversation_id},
+        message_id = await messages.record_outbound(
+            session,
+            conversation_id=conversation_id,
+            channel="email",
+            role="agent",
+            content=content,
+            idempotency_key=f"test-{uuid.uuid4()}",
+            attributes={},
         )
-    return OutboundMessage(str(row.id), "email", content, email_address, None, {})
+    async with deps.sessions() as session:
+        loaded = await load_outbound(session, message_id=message_id)
+    assert loaded is not None
+    return loaded[1]
 
 
 async def test_a_reply_threads_in_the_customers_gmail_thread(deps: ActivityDeps, gmail: GmailOAuthFake) -> None:
@@ -103,10 +104,10 @@ async def test_a_reply_threads_in_the_customers_gmail_thread(deps: ActivityDeps,
     await conversation_with(deps, gmail, follow_up)  # same thread: same conversation
     outbound = await pending_reply(deps, conversation_id, "Your invoices are under Settings > Billing.")
 
-    # Through the channel activity, as the worker will run it once GmailAdapter is wired in.
+    # Through the channel activity, as the worker runs it.
     channels = ChannelActivities(deps)
-    channels.adapters["email"] = GmailAdapter(deps.settings, deps.sessions)
-    result = await channels.send_email_reply(outbound.message_id)
+    channels.adapters["email"] = GmailAdapter(deps.settings)
+    result = await channels.send_email_reply(SendReplyInput(message_id=outbound.message_id))
 
     assert result.delivery_status == "sent"
     (sent,) = gmail.sent
@@ -129,7 +130,7 @@ async def test_a_reply_threads_in_the_customers_gmail_thread(deps: ActivityDeps,
         ).one()
     assert (row.delivery_status, row.provider_message_id) == ("sent", sent.id)
     # A second activity call (the worker died before reporting) sends nothing new.
-    again = await channels.send_email_reply(outbound.message_id)
+    again = await channels.send_email_reply(SendReplyInput(message_id=outbound.message_id))
     assert again.provider_message_id == sent.id and len(gmail.sent) == 1
 
 
@@ -138,7 +139,7 @@ async def test_a_retried_send_finds_its_own_message_id_and_does_not_send_twice(
 ) -> None:
     first = gmail.inject_email(from_="max@example.org", subject="Seats", text="How do I add seats?")
     outbound = await pending_reply(deps, await conversation_with(deps, gmail, first), "Under Settings > Seats.")
-    adapter = GmailAdapter(deps.settings, deps.sessions)
+    adapter = GmailAdapter(deps.settings)
     status, gmail_id = await adapter.send(outbound)  # got through, but the activity never reported it
     retry = ActivityEnvironment()
     retry.info = dataclasses.replace(retry.info, attempt=2)
@@ -150,9 +151,7 @@ async def test_a_deleted_thread_still_gets_the_reply_in_a_new_thread(deps: Activ
     first = gmail.inject_email(from_="kai@example.org", subject="Export", text="Export fails")
     conversation_id = await conversation_with(deps, gmail, first)
     gmail.reset()  # the mailbox no longer has the thread: Gmail answers 404 for its threadId
-    status, gmail_id = await GmailAdapter(deps.settings, deps.sessions).send(
-        await pending_reply(deps, conversation_id, "Fixed now.")
-    )
+    status, gmail_id = await GmailAdapter(deps.settings).send(await pending_reply(deps, conversation_id, "Fixed now."))
     assert status == "sent"
     (sent,) = gmail.sent
     assert sent.id == gmail_id and sent.in_reply_to == first.message_id and sent.subject == "Re: Export"
@@ -166,7 +165,7 @@ async def test_gmail_rejections_are_final_and_outages_are_retried(
     outbound = await pending_reply(deps, await conversation_with(deps, gmail, first), "Reset your password.")
     gmail.send_status = status
     with pytest.raises(Exception) as caught:
-        await GmailAdapter(deps.settings, deps.sessions).send(outbound)
+        await GmailAdapter(deps.settings).send(outbound)
     if retryable:
         assert not isinstance(caught.value, ApplicationError)
     else:
@@ -178,7 +177,7 @@ async def test_gmail_rejections_are_final_and_outages_are_retried(
 async def test_not_configured_is_recorded_not_sent(settings: Settings, gmail: GmailOAuthFake) -> None:
     deps = ActivityDeps.create(settings)  # no Gmail credentials
     try:
-        adapter = GmailAdapter(settings, deps.sessions)
+        adapter = GmailAdapter(settings)
         outbound = OutboundMessage(str(uuid.uuid4()), "email", "Hello", "someone@example.org", None, {})
         assert await adapter.send(outbound) == ("not_configured", None)
     finally:
@@ -205,9 +204,9 @@ def test_the_reply_goes_to_reply_to_else_the_sender_else_the_customer() -> None:
 
 def test_references_keep_the_first_and_latest_ids() -> None:
     chain = " ".join(f"<m{i}@x>" for i in range(15))
-    refs = references_for(chain, "<parent@x>")
+    refs = reply_references(chain, "<parent@x>")
     assert refs is not None
     ids = refs.split()
     assert ids[0] == "<m0@x>" and ids[-1] == "<parent@x>" and len(ids) == 10
-    assert references_for(None, "<p@x>") == "<p@x>"
-    assert references_for(None, None) is None
+    assert reply_references(None, "<p@x>") == "<p@x>"
+    assert reply_references(None, None) is None

@@ -190,6 +190,32 @@ async def test_web_form_creates_a_ticket_and_the_answer_shows_on_the_ticket(pipe
     assert wrong.status_code == 404
 
 
+async def test_web_form_tickets_are_numbered_consecutively(pipeline: Pipeline) -> None:
+    """One draw from the ticket sequence per submission (the worker's ticket step must not draw another)."""
+    numbers = []
+    for n in range(3):
+        email = f"form.{uuid.uuid4().hex[:8]}@example.com"
+        form = {
+            "name": "Lisa Chen",
+            "email": email,
+            "subject": f"Question {n}",
+            "category": "how_to",
+            "message": "How do I get a Slack message when a card moves?",
+        }
+        response = await pipeline.http.post("/api/v1/support/form", json=form)
+        assert response.status_code == 201, response.text
+        ticket_id = response.json()["ticket_id"]
+
+        async def answered(ticket_id: str = ticket_id, email: str = email) -> bool:
+            # The answer comes after the workflow's own ticket step, which used to draw a second number.
+            ticket = (await pipeline.http.get(f"/api/v1/tickets/{ticket_id}", params={"email": email})).json()
+            return any(m["direction"] == "outbound" for m in ticket["messages"])
+
+        await eventually(answered, timeout=45)
+        numbers.append(int(ticket_id.removeprefix("TKT-")))
+    assert numbers == list(range(numbers[0], numbers[0] + 3)), numbers
+
+
 async def test_web_form_validation_errors_are_422_with_field_reasons(pipeline: Pipeline) -> None:
     response = await pipeline.http.post(
         "/api/v1/support/form",

@@ -22,10 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.kafka import client_kwargs, ensure_topics
+from core.mail import strip_quoted_reply
 from core.settings import Settings
 from gateway import gmail as gmail_gateway
 from gateway.app import create_app
-from gateway.gmail import advance_cursor, html_to_text, strip_quoted_reply
+from gateway.gmail import advance_cursor, html_to_text
+from gateway.gmail import oidc as gmail_oidc
+from gateway.gmail import push as gmail_push
 from tests.channels.gmail_support import AUDIENCE, PUSH_SERVICE_ACCOUNT, GmailOAuthFake, gmail_settings
 from tests.fakes.google_certs_fake import GoogleCertsFake, SigningKey, pubsub_push_envelope, pubsub_push_headers
 from workers.embedded import free_port
@@ -344,7 +347,7 @@ async def test_a_rotated_signing_key_is_picked_up(
     sessions: async_sessionmaker[AsyncSession],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gmail_gateway, "CERTS_REFETCH_FLOOR_SECONDS", 0.0)
+    monkeypatch.setattr(gmail_oidc, "CERTS_REFETCH_FLOOR_SECONDS", 0.0)
     async with gateway(configured) as http:
         assert (await push(http, certs, gmail.email_address, gmail.history_id)).status_code == 204  # certs cached
         new_key = certs.rotate_key()
@@ -487,8 +490,8 @@ async def test_a_backlog_is_paged_and_continued_on_redelivery(
     sessions: async_sessionmaker[AsyncSession],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gmail_gateway, "HISTORY_PAGE_SIZE", 2)
-    monkeypatch.setattr(gmail_gateway, "MAX_MESSAGES_PER_PUSH", 3)
+    monkeypatch.setattr(gmail_push, "HISTORY_PAGE_SIZE", 2)
+    monkeypatch.setattr(gmail_push, "MAX_MESSAGES_PER_PUSH", 3)
     mailbox = gmail.email_address
     await advance_cursor(sessions, mailbox, gmail.history_id)
     backlog = [gmail.inject_email(from_=f"u{i}@example.com", subject=f"Q{i}", text=f"question {i}") for i in range(5)]

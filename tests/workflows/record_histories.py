@@ -3,8 +3,9 @@
 Starts the embedded services in a temporary directory, runs two real conversations (a question
 answered from the knowledge base; an escalation resolved by a human), and writes their histories
 to tests/workflows/histories/. Re-record after an intended workflow change that is guarded by
-`workflow.patched`, keeping the previous files under a version prefix (v1_* are from before the
-short steps became local activities) so the old code path keeps being replayed; never re-record
+`workflow.patched` or a change of an activity's input, keeping the previous files under a
+version prefix (v1_* are from before the short steps became local activities, v2_* from before
+the send activities took `SendReplyInput`) so the old shapes keep being replayed; never re-record
 to paper over a replay failure.
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from pathlib import Path
 
@@ -74,16 +76,34 @@ async def test_checked_in_histories_replay_without_nondeterminism(path: Path) ->
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
+def _send_inputs(path: Path) -> list[object]:
+    """The decoded inputs of the send activities a history scheduled."""
+    events = json.loads(path.read_text())["events"]
+    inputs = []
+    for event in events:
+        attributes = event.get("activityTaskScheduledEventAttributes")
+        if attributes and attributes["activityType"]["name"].startswith("send_"):
+            inputs.append(json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"])))
+    return inputs
+
+
 def test_there_are_checked_in_histories() -> None:
     names = {p.stem for p in _histories()}
     assert {"answered_web_question", "escalated_then_resolved"} <= names
-    # Histories from before the short steps became local activities must keep replaying (the
-    # change is behind workflow.patched): v1_* have only regular activities, the current ones
-    # record local-activity markers.
+    # Older shapes must keep replaying: v1_* have only regular activities (before the short steps
+    # became local activities, behind workflow.patched); v2_* pass the send activities a bare
+    # message id (before SendReplyInput); the current ones pass {"message_id": ...}.
     assert {"v1_answered_web_question", "v1_escalated_then_resolved"} <= names
+    assert {"v2_answered_web_question", "v2_escalated_then_resolved"} <= names
     for path in _histories():
         markers = path.read_text().count("EVENT_TYPE_MARKER_RECORDED")
         if path.stem.startswith("v1_"):
             assert markers == 0, path.name
         else:
             assert markers > 0, path.name
+        sends = _send_inputs(path)
+        assert sends, path.name
+        if path.stem.startswith(("v1_", "v2_")):
+            assert all(isinstance(value, str) for value in sends), path.name
+        else:
+            assert all(isinstance(value, dict) and set(value) == {"message_id"} for value in sends), path.name

@@ -15,19 +15,14 @@ from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, Work
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
+from activities.channels.activities import GmailWatchActivities
 from activities.deps import ActivityDeps
-from activities.gmail import GmailActivities
 from core.settings import Settings
 from core.temporal import connect_temporal
 from tests.channels.gmail_support import WATCH_TOPIC, GmailOAuthFake, gmail_settings
 from tests.workflows.helpers import eventually
-from workflows.gmail_watch import (
-    GmailWatchInput,
-    GmailWatchResult,
-    GmailWatchWorkflow,
-    ensure_gmail_watch_schedule,
-    gmail_watch_schedule_id,
-)
+from workers.schedules import ensure_gmail_watch_schedule, gmail_watch_schedule_id
+from workflows.gmail_watch import GmailWatchInput, GmailWatchResult, GmailWatchWorkflow
 
 
 @dataclass
@@ -54,7 +49,7 @@ async def watch(settings: Settings, gmail: GmailOAuthFake) -> AsyncIterator[Watc
             client,
             task_queue=own.temporal_task_queue,
             workflows=[GmailWatchWorkflow],
-            activities=[GmailActivities(deps).renew_gmail_watch],
+            activities=[GmailWatchActivities(deps).renew_gmail_watch],
             max_cached_workflows=0,
         ):
             yield WatchSetup(own, client, gmail)
@@ -146,7 +141,7 @@ async def failed_run(settings: Settings, gmail: GmailOAuthFake, **overrides: obj
             client,
             task_queue=own.temporal_task_queue,
             workflows=[GmailWatchWorkflow],
-            activities=[GmailActivities(deps).renew_gmail_watch],
+            activities=[GmailWatchActivities(deps).renew_gmail_watch],
         ):
             with pytest.raises(WorkflowFailureError) as failure:
                 await client.execute_workflow(

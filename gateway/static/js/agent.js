@@ -4,7 +4,7 @@
 
 (function () {
   const { el, api, badge, label, formatDateTime, formatRelative, renderThread, setFieldError } = window.CRM;
-  const { CHANNELS, PRIORITIES, REASONS } = window.CRM;
+  const { CHANNELS, PRIORITIES, REASONS, vocabulary } = window.CRM;
 
   const KEY_STORAGE = "crmfte.agentKey";
   const QUEUE_INTERVAL_MS = 5000;
@@ -83,6 +83,7 @@
       replyStatus.className = "notice warn";
       replyStatus.textContent = "Your key can read the queue but not reply (it lacks escalations:write).";
     }
+    await vocabulary; // the labels of reasons, priorities and channels
     await loadQueue();
     $("queue-title").focus();
     return "";

@@ -65,36 +65,39 @@
     return diff >= 0 ? "in " + span : span + " ago";
   }
 
-  const CHANNELS = { web_form: "Web form", email: "Email", whatsapp: "WhatsApp" };
-  const STATUS_FOR_CUSTOMER = {
-    open: "Open",
-    in_progress: "In progress",
-    escalated: "With our support team",
-    resolved: "Resolved",
-    closed: "Closed",
-  };
-  const CATEGORIES = {
-    how_to: "How to",
-    bug: "Something is not working",
-    billing: "Billing",
-    account: "Account and access",
-    feature_request: "Feature request",
-    other: "Other",
-  };
-  const PRIORITIES = { low: "Low", medium: "Medium", high: "High", urgent: "Urgent" };
-  const REASONS = {
-    pricing: "Pricing",
-    refund: "Refund",
-    legal: "Legal",
-    human_request: "Asked for a person",
-    negative_sentiment: "Unhappy customer",
-    security: "Security",
-    unsafe_output: "Reply blocked",
-    model_error: "AI unavailable",
-    budget: "AI budget reached",
-    no_answer: "No answer in KB",
-    agent_requested: "AI asked for help",
-  };
+  /* The project's words and their labels come from the server (GET /api/v1/vocabulary, which
+   * serves core/vocabulary.py), so the pages never repeat them. The maps below are filled in when
+   * it arrives; pages wait for `vocabulary` before they render anything that needs a label. */
+  const CHANNELS = {};
+  const CATEGORIES = {};
+  const PRIORITIES = {};
+  const STATUS_FOR_CUSTOMER = {};
+  const REASONS = {};
+
+  function fill(map, terms) {
+    for (const term of terms || []) map[term.value] = term.label;
+  }
+
+  /** Resolves to the vocabulary (see GET /api/v1/vocabulary), or null if it could not be loaded. */
+  const vocabulary = (async () => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const { status, data } = await api("/api/v1/vocabulary");
+        if (status === 200 && data) {
+          fill(CHANNELS, data.channels);
+          fill(CATEGORIES, data.ticket_categories);
+          fill(PRIORITIES, data.priorities);
+          fill(STATUS_FOR_CUSTOMER, data.ticket_statuses);
+          fill(REASONS, data.escalation_reasons);
+          return data;
+        }
+      } catch (_) {
+        /* network trouble: try again below */
+      }
+      if (attempt < 2) await new Promise((resolve) => setTimeout(resolve, 500 * (attempt + 1)));
+    }
+    return null; // labels fall back to the words themselves
+  })();
 
   function label(map, key) {
     return map[key] || String(key || "").replace(/_/g, " ");
@@ -191,6 +194,7 @@
       if (document.hidden) return; // resumed by visibilitychange
       this.inFlight = true;
       try {
+        await vocabulary; // the labels
         const path =
           "/api/v1/tickets/" + encodeURIComponent(this.ticketId) + "?email=" + encodeURIComponent(this.email);
         const { status, data } = await api(path);
@@ -344,5 +348,6 @@
     PRIORITIES,
     REASONS,
     TICKET,
+    vocabulary,
   };
 })();

@@ -3,8 +3,8 @@
 "use strict";
 
 (function () {
-  const { api, checkEmail, checkLength, normalisePhone, setFieldError, showErrorSummary, TicketStatusPanel } =
-    window.CRM;
+  const { api, el, label, checkEmail, checkLength, normalisePhone, setFieldError, showErrorSummary } = window.CRM;
+  const { TicketStatusPanel, vocabulary, PRIORITIES } = window.CRM;
 
   const form = document.getElementById("support-form");
   const summary = document.getElementById("error-summary");
@@ -12,8 +12,9 @@
   const submit = document.getElementById("submit");
   const message = document.getElementById("message");
   const counter = document.getElementById("message-count");
-  const CATEGORIES = ["how_to", "bug", "billing", "account", "feature_request", "other"];
-  const PRIORITIES = ["low", "medium", "high"];
+  // The choices come from the server's vocabulary (buildChoices, below).
+  let categories = [];
+  let priorities = [];
   const MESSAGE_MAX = 5000;
 
   const fields = {
@@ -40,8 +41,8 @@
         ? "Enter the number in international format, starting with +, for example +14155550100"
         : "",
     subject: () => checkLength(fields.subject.value, 3, 200, "Enter a subject", "The subject"),
-    category: () => (CATEGORIES.includes(fields.category.value) ? "" : "Choose a category"),
-    priority: () => (PRIORITIES.includes(priorityValue()) ? "" : "Choose a priority"),
+    category: () => (categories.includes(fields.category.value) ? "" : "Choose a category"),
+    priority: () => (priorities.includes(priorityValue()) ? "" : "Choose a priority"),
     message: () => checkLength(fields.message.value, 10, MESSAGE_MAX, "Tell us how we can help", "Your message"),
   };
 
@@ -75,6 +76,39 @@
     input.addEventListener("input", recheck);
     input.addEventListener("change", recheck);
   }
+
+  /** The category options and the priority radios, from the vocabulary; the form is usable after. */
+  function buildChoices(vocab) {
+    categories = vocab.ticket_categories.map((term) => term.value);
+    fields.category.append(...vocab.ticket_categories.map((term) => el("option", { value: term.value }, term.label)));
+    priorities = vocab.web_form.priorities;
+    document.getElementById("priority-choices").replaceChildren(
+      ...priorities.map((value) =>
+        el(
+          "label",
+          { for: "priority-" + value },
+          el("input", {
+            type: "radio",
+            id: "priority-" + value,
+            name: "priority",
+            value,
+            checked: value === vocab.web_form.default_priority,
+          }),
+          " " + label(PRIORITIES, value)
+        )
+      )
+    );
+    submit.disabled = false;
+  }
+
+  vocabulary.then((vocab) => {
+    if (vocab) {
+      buildChoices(vocab);
+    } else {
+      formStatus.className = "notice bad";
+      formStatus.textContent = "We could not load the form. Check your connection and reload the page.";
+    }
+  });
 
   function updateCounter() {
     const length = message.value.trim().length;

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+# The formatter's input is a channel_configs row as the repository returns it (re-exported).
+from crm.repositories.channel_configs import ChannelStyle as ChannelStyle
 
 WHATSAPP_PART_LIMIT = 1600
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _MARKDOWN_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*", re.MULTILINE)
 _MARKDOWN_BOLD = re.compile(r"\*\*(.+?)\*\*")
-
-
-@dataclass(frozen=True)
-class ChannelStyle:
-    """A row of channel_configs: tone, limits, greeting and signature."""
-
-    channel: str
-    tone: str
-    max_response_length: int
-    greeting: str | None
-    signature: str | None
 
 
 def split_sentences(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""`crm-fte kb`: load the knowledge base and try searches from a terminal."""
+"""`crm-fte kb`: load the knowledge base and try searches from a terminal (kb.ingest, kb.search)."""
 
 from __future__ import annotations
 

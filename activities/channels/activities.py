@@ -1,0 +1,256 @@
+"""Reply activities: format for the channel, record under an idempotency key, then send; and the Gmail watch.
+
+A reply is first recorded (status `pending`) under a key the workflow derives deterministically;
+the send activity takes that message id and sends only if the row has not been sent yet, so a
+retried activity never sends twice. Channels without credentials record `not_configured` and
+log it, never drop the reply silently.
+
+These activities own the database work (through `crm.repositories`); the adapters they call get a
+complete `OutboundMessage` and only talk to their provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.channels.formatting import escalation_message, format_reply
+from activities.channels.gmail import GmailAdapter, email_thread, reply_recipient, watch_inbox
+from activities.channels.port import ChannelAdapter, Delivery, OutboundMessage
+from activities.channels.web import WebFormAdapter
+from activities.channels.whatsapp import WhatsAppAdapter
+from activities.deps import ActivityDeps
+from core.logging import get_logger
+from core.vocabulary import Channel
+from crm.db import transaction
+from crm.repositories import channel_configs, conversations, gmail_sync, messages
+from crm.repositories.messages import OutboundRecord
+from workflows.contracts import (
+    ErrorType,
+    PreparedReply,
+    PrepareReplyInput,
+    SendReplyInput,
+    SendResult,
+    ToolInput,
+)
+from workflows.gmail_watch import RENEW_GMAIL_WATCH_ACTIVITY, GmailWatchInput, GmailWatchResult
+
+log = get_logger(__name__)
+
+
+def outbound_message(record: OutboundRecord, *, parent: Mapping[str, object] | None = None) -> OutboundMessage:
+    """The complete message an adapter needs for a recorded outbound row.
+
+    `parent` is the attributes of the customer's latest email in the conversation (email only):
+    the reply joins its thread and goes to its Reply-To or sender.
+    """
+    if record.channel == "email":
+        facts = parent or {}
+        return OutboundMessage(
+            message_id=record.message_id,
+            channel=record.channel,
+            content=record.content,
+            to_email=reply_recipient(facts, record.customer_email),
+            to_phone=record.customer_phone,
+            attributes=record.attributes,
+            email_thread=email_thread(facts, conversation_key=record.conversation_key),
+        )
+    # A WhatsApp conversation is keyed by the customer's number: the reply goes where the message came from.
+    phone = record.conversation_key if record.channel == "whatsapp" else record.customer_phone
+    return OutboundMessage(
+        message_id=record.message_id,
+        channel=record.channel,
+        content=record.content,
+        to_email=record.customer_email,
+        to_phone=phone,
+        attributes=record.attributes,
+    )
+
+
+async def load_outbound(session: AsyncSession, *, message_id: str) -> tuple[OutboundRecord, OutboundMessage] | None:
+    """The recorded outbound row and its adapter's complete message; None if there is no such row."""
+    record = await messages.get_outbound(session, message_id=message_id)
+    if record is None:
+        return None
+    parent = None
+    if record.channel == "email":
+        parent = await messages.latest_inbound_attributes(
+            session, conversation_id=record.conversation_id, channel="email"
+        )
+    return record, outbound_message(record, parent=parent)
+
+
+class ChannelActivities:
+    """prepare_reply and one send activity per channel, over one adapter per channel."""
+
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.deps = deps
+        self.adapters: dict[Channel, ChannelAdapter] = {
+            "web_form": WebFormAdapter(),
+            "whatsapp": WhatsAppAdapter(deps.settings),
+            "email": GmailAdapter(deps.settings),
+        }
+
+    @activity.defn(name="prepare_reply")
+    async def prepare_reply(self, inp: PrepareReplyInput) -> PreparedReply:
+        """Format the reply for the channel and record it (pending) under its idempotency key."""
+        async with transaction(self.deps.sessions) as session:
+            existing = await messages.reply_part_ids(session, idempotency_key=inp.idempotency_key)
+            if existing:
+                return PreparedReply(message_ids=existing)
+            body = await self._body(inp)
+            style = await channel_configs.get_style(session, channel=inp.channel)
+            customer_name = await conversations.customer_name(session, conversation_id=inp.conversation_id)
+            parts = format_reply(
+                body,
+                style=style,
+                customer_name=customer_name,
+                ticket_number=inp.ticket_number,
+                human_agent=inp.human_agent,
+            )
+            role = "human_agent" if inp.source == "human" else "agent"
+            ids = []
+            for index, part in enumerate(parts):
+                key = inp.idempotency_key if len(parts) == 1 else f"{inp.idempotency_key}#{index + 1}"
+                ids.append(
+                    await messages.record_outbound(
+                        session,
+                        conversation_id=inp.conversation_id,
+                        channel=inp.channel,
+                        role=role,
+                        content=part,
+                        idempotency_key=key,
+                        attributes={
+                            "part": index + 1,
+                            "parts": len(parts),
+                            "source": inp.source,
+                            "human_agent": inp.human_agent,
+                        },
+                    )
+                )
+        return PreparedReply(message_ids=ids)
+
+    async def _body(self, inp: PrepareReplyInput) -> str:
+        if inp.source == "human":
+            return inp.human_reply or ""
+        if inp.source == "template":
+            kind, _, reason = (inp.template or "").partition(":")
+            if kind != "escalation":
+                raise ApplicationError(f"unknown reply template {inp.template!r}", non_retryable=True)
+            return escalation_message(
+                reason, sla_hint=f"within {self.deps.settings.escalation_sla_business_hours:g} business hours"
+            )
+        args = await self.deps.tool_arguments(
+            ToolInput(
+                conversation_id=inp.conversation_id,
+                customer_id="",
+                channel=inp.channel,
+                ticket_number=inp.ticket_number,
+                turn=0,
+                step=0,
+                step_id=inp.step_id or "",
+                call_id=inp.call_id or "",
+            )
+        )
+        message = str(args.get("message", "")).strip()
+        if not message:
+            raise ApplicationError("the model's send_response had no message", non_retryable=True)
+        return message
+
+    async def _send(self, message_id: str) -> SendResult:
+        async with self.deps.sessions() as session:
+            loaded = await load_outbound(session, message_id=message_id)
+        if loaded is None:
+            raise ApplicationError(f"outbound message {message_id} does not exist", non_retryable=True)
+        record, outbound = loaded
+        if record.delivery_status != "pending":
+            # Already sent (or recorded as not configured) by an earlier attempt: never send twice.
+            return SendResult(
+                message_id=message_id,
+                delivery_status=record.delivery_status,
+                provider_message_id=record.provider_message_id,
+            )
+        adapter = self.adapters[record.channel]
+        found: Delivery | None = None
+        attempted_at = record.attributes.get("send_attempted_at")
+        if isinstance(attempted_at, str) and attempted_at:
+            # An earlier attempt may have reached the provider and died (or lost PostgreSQL)
+            # before recording it: look before sending again.
+            async with self.deps.sessions() as session:
+                known = await messages.conversation_provider_ids(session, message_id=message_id)
+            found = await adapter.find_sent(outbound, since=datetime.fromisoformat(attempted_at), known=known)
+        if found is None:
+            async with transaction(self.deps.sessions) as session:
+                await messages.mark_send_attempted(session, message_id=message_id, at=datetime.now(UTC))
+            status, provider_id = await adapter.send(outbound)
+        else:
+            status, provider_id = found
+            log.warning(
+                "channel.resend_avoided", channel=record.channel, message_id=message_id, provider_id=provider_id
+            )
+        async with transaction(self.deps.sessions) as session:
+            await messages.record_send_result(
+                session, message_id=message_id, status=status, provider_message_id=provider_id
+            )
+        if status == "not_configured":
+            log.warning("channel.not_configured", channel=record.channel, message_id=message_id)
+        else:
+            log.info("channel.reply_sent", channel=record.channel, message_id=message_id, status=status)
+        return SendResult(message_id=message_id, delivery_status=status, provider_message_id=provider_id)
+
+    @activity.defn(name="send_web_form_reply")
+    async def send_web_form_reply(self, inp: SendReplyInput) -> SendResult:
+        """Publish the reply on the customer's ticket page."""
+        return await self._send(inp.message_id)
+
+    @activity.defn(name="send_whatsapp_reply")
+    async def send_whatsapp_reply(self, inp: SendReplyInput) -> SendResult:
+        """Send the reply through Twilio's WhatsApp API (once per outbound message)."""
+        return await self._send(inp.message_id)
+
+    @activity.defn(name="send_email_reply")
+    async def send_email_reply(self, inp: SendReplyInput) -> SendResult:
+        """Send the reply by email in the customer's thread (once per outbound message)."""
+        return await self._send(inp.message_id)
+
+
+class GmailWatchActivities:
+    """The Gmail push-watch renewal, run by GmailWatchWorkflow on a schedule."""
+
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.deps = deps
+
+    @activity.defn(name=RENEW_GMAIL_WATCH_ACTIVITY)
+    async def renew_gmail_watch(self, inp: GmailWatchInput) -> GmailWatchResult:
+        """Call `users.watch` for the support mailbox's INBOX; store the baseline (first time) and expiry."""
+        s = self.deps.settings
+        if not (s.gmail_configured and s.gmail_user_email and s.gmail_watch_topic):
+            raise ApplicationError(
+                "Gmail watch needs GMAIL_USER_EMAIL, GMAIL_CLIENT_ID, GMAIL_REFRESH_TOKEN and GMAIL_WATCH_TOPIC",
+                type=ErrorType.GMAIL_NOT_CONFIGURED,
+                non_retryable=True,
+            )
+        mailbox = s.gmail_user_email.strip().lower()
+        watch = await asyncio.to_thread(watch_inbox, s, s.gmail_watch_topic)
+        history_id = int(watch["historyId"])
+        expiration = (
+            datetime.fromtimestamp(int(watch["expiration"]) / 1000, tz=UTC) if watch.get("expiration") else None
+        )
+        async with transaction(self.deps.sessions) as session:
+            stored = await gmail_sync.record_watch(
+                session, mailbox=mailbox, history_id=history_id, expiration=expiration
+            )
+        log.info(
+            "gmail.watch_renewed",
+            mailbox=mailbox,
+            expiration=expiration.isoformat() if expiration else None,
+            baseline_stored=stored.baseline_stored,
+        )
+        return GmailWatchResult(
+            mailbox=mailbox, history_id=stored.history_id, expiration=expiration, baseline_stored=stored.baseline_stored
+        )

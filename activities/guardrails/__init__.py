@@ -1,0 +1,52 @@
+"""Deterministic guardrails around the LLM: an inbound gate before the model runs, a reply check after it.
+
+``evaluate_inbound`` decides whether the agent may answer a customer message or must hand the
+conversation to a human, with a reason code; ``check_output`` blocks draft replies that quote
+prices, promise refunds or unlisted features, leak the prompt, or carry secrets or someone else's
+contact details. The rules and word lists are data files a support lead can review
+(``activities/guardrails/data/*.toml``); the modules here are the engine:
+
+- ``normalise``  text preparation (ASCII punctuation, an email's new words only)
+- ``sentiment``  the lexicon scorer (``data/lexicon_en.toml``)
+- ``rules``      the inbound rules engine (``data/rules_en.toml``, ``data/guards_en.toml``)
+- ``output``     the reply check (``data/output_en.toml``)
+- ``datafiles``  reading and validating the data files
+- ``activities`` the Temporal activities that read the CRM (through repositories) and call the checks
+
+Adding a rule: a ``[[rule]]`` in ``data/rules_en.toml`` with an example from the labelled set,
+then ``python bench/guardrails_eval.py --errors``.
+"""
+
+from activities.guardrails.datafiles import GuardrailDataError
+from activities.guardrails.output import OutputCheck, check_output, reply_patterns
+from activities.guardrails.rules import (
+    NEGATIVE_SENTIMENT_THRESHOLD,
+    GuardrailDecision,
+    Rule,
+    RuleBook,
+    evaluate_inbound,
+    rule_book,
+)
+from activities.guardrails.sentiment import lexicon, score_sentiment
+
+
+def load_data() -> None:
+    """Read and check every data file now (raises GuardrailDataError naming the file and entry)."""
+    rule_book()
+    lexicon()
+    reply_patterns()
+
+
+__all__ = [
+    "NEGATIVE_SENTIMENT_THRESHOLD",
+    "GuardrailDataError",
+    "GuardrailDecision",
+    "OutputCheck",
+    "Rule",
+    "RuleBook",
+    "check_output",
+    "evaluate_inbound",
+    "load_data",
+    "rule_book",
+    "score_sentiment",
+]

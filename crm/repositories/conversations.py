@@ -1,0 +1,190 @@
+"""Conversations: one row per support conversation, driven by exactly one workflow run at a time."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.vocabulary import Channel, ConversationStatus
+from crm.models import Conversation
+
+# The column is text; a longer subject (an email's) is cut rather than refused.
+SUBJECT_MAX_LENGTH = 500
+
+
+async def find_open(session: AsyncSession, *, conversation_key: str, channel: Channel) -> str | None:
+    """The id of the conversation on this key and channel that is not closed yet, if any."""
+    found = await session.scalar(
+        select(Conversation.id).where(
+            Conversation.conversation_key == conversation_key,
+            Conversation.channel == channel,
+            Conversation.status != "closed",
+        )
+    )
+    return str(found) if found is not None else None
+
+
+async def create_conversation(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    channel: Channel,
+    conversation_key: str,
+    workflow_id: str,
+    workflow_run_id: str | None = None,
+    subject: str | None = None,
+) -> str:
+    """A new open conversation; returns its id.
+
+    The unique index on open keys (migration 0001) refuses a second open conversation on the same
+    key; callers look for one with `find_open` first.
+    """
+    created = await session.scalar(
+        insert(Conversation)
+        .values(
+            customer_id=customer_id,
+            channel=channel,
+            conversation_key=conversation_key,
+            workflow_id=workflow_id,
+            workflow_run_id=workflow_run_id,
+            subject=(subject or "")[:SUBJECT_MAX_LENGTH] or None,
+        )
+        .returning(Conversation.id)
+    )
+    return str(created)
+
+
+async def set_workflow_run(session: AsyncSession, *, conversation_id: str, run_id: str) -> None:
+    """Record which workflow run drives the conversation now (a continue-as-new starts a new run)."""
+    await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(workflow_run_id=run_id))
+
+
+async def mark_escalated(session: AsyncSession, *, conversation_id: str) -> None:
+    """A human owns the conversation now."""
+    await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(status="escalated"))
+
+
+async def end_escalation(session: AsyncSession, *, conversation_id: str, status: ConversationStatus) -> None:
+    """Leave the escalated state (back to the AI, or resolved); a conversation not escalated is left alone."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.status == "escalated")
+        .values(status=status)
+    )
+
+
+async def close(session: AsyncSession, *, conversation_id: str) -> None:
+    """Close the conversation; the first close time is kept when it is closed again."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(status="closed", ended_at=func.coalesce(Conversation.ended_at, func.now()))
+    )
+
+
+async def set_sentiment(session: AsyncSession, *, conversation_id: str, score: float) -> None:
+    """The latest customer sentiment, clamped to the [-1, 1] the CHECK constraint allows."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(sentiment_score=max(-1.0, min(1.0, score)))
+    )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One message of a customer's earlier conversation, with that conversation's facts."""
+
+    channel: str
+    status: str
+    started_at: datetime
+    ticket_number: str | None
+    direction: str
+    content: str
+
+
+async def customer_history(
+    session: AsyncSession, *, customer_id: str, excluding_conversation_id: str
+) -> list[HistoryEntry]:
+    """The last four messages of each of the customer's other conversations, newest first (24 at most)."""
+    rows = await session.execute(
+        text(
+            "SELECT c.channel, c.status, c.started_at, t.ticket_number, m.direction, m.content "
+            "FROM conversations c LEFT JOIN tickets t ON t.conversation_id = c.id "
+            "JOIN LATERAL (SELECT direction, content, created_at FROM messages "
+            "  WHERE conversation_id = c.id ORDER BY created_at DESC LIMIT 4) m ON true "
+            "WHERE c.customer_id = :cust AND c.id <> :conv "
+            "ORDER BY c.started_at DESC, m.created_at DESC LIMIT 24"
+        ),
+        {"cust": customer_id, "conv": excluding_conversation_id},
+    )
+    return [
+        HistoryEntry(
+            channel=r.channel,
+            status=r.status,
+            started_at=r.started_at,
+            ticket_number=r.ticket_number,
+            direction=r.direction,
+            content=r.content,
+        )
+        for r in rows
+    ]
+
+
+# --- used by channels
+async def customer_name(session: AsyncSession, *, conversation_id: str) -> str | None:
+    """The name to greet: the one this conversation's sender gave last, else the CRM's.
+
+    A web form may name an existing customer by email without proving it, so the name typed in
+    this conversation wins over the stored one.
+    """
+    name = await session.scalar(
+        text(
+            "SELECT coalesce((SELECT m.attributes->>'sender_name' FROM messages m "
+            "WHERE m.conversation_id = c.id AND m.direction = 'inbound' ORDER BY m.created_at DESC LIMIT 1), "
+            "cu.name) "
+            "FROM conversations c JOIN customers cu ON cu.id = c.customer_id WHERE c.id = :c"
+        ),
+        {"c": conversation_id},
+    )
+    return str(name) if name is not None else None
+
+
+# --- used by gateway
+async def customer_of(session: AsyncSession, *, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """The id of the conversation's customer; None for no such conversation."""
+    found = await session.scalar(select(Conversation.customer_id).where(Conversation.id == conversation_id))
+    return uuid.UUID(str(found)) if found is not None else None
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """One of a customer's conversations, as the agent console's history lists them."""
+
+    id: uuid.UUID
+    channel: Channel
+    status: ConversationStatus
+    subject: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    workflow_id: str
+    sentiment_score: float | None
+
+
+async def conversations_of_customer(
+    session: AsyncSession, *, customer_id: uuid.UUID, always: uuid.UUID, limit: int
+) -> list[ConversationSummary]:
+    """The customer's `limit` most recent conversations, `always` among them, oldest first."""
+    rows = await session.execute(
+        text(
+            "SELECT * FROM (SELECT id, channel, status, subject, started_at, ended_at, workflow_id, "
+            "sentiment_score FROM conversations WHERE customer_id = :cu "
+            "ORDER BY id = :c DESC, started_at DESC LIMIT :n) s ORDER BY started_at, id"
+        ),
+        {"cu": customer_id, "c": always, "n": limit},
+    )
+    return [ConversationSummary(**r._mapping) for r in rows]

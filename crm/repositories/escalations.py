@@ -1,0 +1,206 @@
+"""Escalations: a conversation handed to a human, with its SLA; at most one open per conversation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.vocabulary import Channel, EscalationReason, EscalationStatus, Priority, ResolutionAction
+from crm.models import Escalation
+
+
+@dataclass(frozen=True)
+class EscalationRecord:
+    """An escalation and where its SLA stands."""
+
+    escalation_id: str
+    conversation_id: str
+    reason: EscalationReason
+    priority: Priority
+    sla_due_at: datetime
+    notified_count: int
+
+
+def _record(row: Any) -> EscalationRecord:
+    return EscalationRecord(
+        escalation_id=str(row.id),
+        conversation_id=str(row.conversation_id),
+        reason=row.reason,
+        priority=row.priority,
+        sla_due_at=row.sla_due_at,
+        notified_count=row.notified_count,
+    )
+
+
+_COLUMNS = (
+    Escalation.id,
+    Escalation.conversation_id,
+    Escalation.reason,
+    Escalation.priority,
+    Escalation.sla_due_at,
+    Escalation.notified_count,
+)
+
+
+async def open_escalation(
+    session: AsyncSession,
+    *,
+    conversation_id: str,
+    ticket_id: str | None,
+    reason: EscalationReason,
+    priority: Priority,
+    sla_due_at: datetime,
+) -> bool:
+    """Open an escalation unless one is open already; True when this call opened it.
+
+    The unique partial index on open escalations (migration 0002) makes a retried activity a no-op.
+    """
+    inserted = await session.scalar(
+        insert(Escalation)
+        .values(
+            conversation_id=conversation_id,
+            ticket_id=ticket_id,
+            reason=reason,
+            priority=priority,
+            sla_due_at=sla_due_at,
+        )
+        .on_conflict_do_nothing(index_elements=[Escalation.conversation_id], index_where=Escalation.status == "open")
+        .returning(Escalation.id)
+    )
+    return inserted is not None
+
+
+async def get_open(session: AsyncSession, *, conversation_id: str) -> EscalationRecord:
+    """The conversation's open escalation (raises NoResultFound when there is none)."""
+    row = (
+        await session.execute(
+            select(*_COLUMNS).where(Escalation.conversation_id == conversation_id, Escalation.status == "open")
+        )
+    ).one()
+    return _record(row)
+
+
+async def raise_priority(
+    session: AsyncSession, *, escalation_id: str, priority: Priority, sla_due_at: datetime
+) -> EscalationRecord:
+    """The SLA passed: set the new priority and due time, and count one more notification.
+
+    Guarded by the due time, so a retried call does not count the same breach twice.
+    """
+    row = (
+        await session.execute(
+            text(
+                "UPDATE escalations SET priority = :p, notified_count = notified_count + "
+                "CASE WHEN sla_due_at < :due THEN 1 ELSE 0 END, sla_due_at = greatest(sla_due_at, :due) "
+                "WHERE id = :id RETURNING id, conversation_id, reason, priority, sla_due_at, notified_count"
+            ),
+            {"p": priority, "id": escalation_id, "due": sla_due_at},
+        )
+    ).one()
+    return _record(row)
+
+
+async def resolve(session: AsyncSession, *, escalation_id: str, resolved_by: str, action: ResolutionAction) -> None:
+    """Record who resolved the escalation, how and when; one already resolved keeps its first resolution."""
+    await session.execute(
+        update(Escalation)
+        .where(Escalation.id == escalation_id, Escalation.status == "open")
+        .values(status="resolved", resolved_by=resolved_by, resolution_action=action, resolved_at=func.now())
+    )
+
+
+# --- used by gateway
+@dataclass(frozen=True)
+class QueueEntry:
+    """An open escalation as the human queue lists it: its ticket, its customer, their last message."""
+
+    escalation_id: uuid.UUID
+    reason: EscalationReason
+    priority: Priority
+    sla_due_at: datetime
+    overdue: bool
+    notified_count: int
+    created_at: datetime
+    ticket_number: str | None
+    subject: str | None
+    conversation_id: uuid.UUID
+    channel: Channel
+    workflow_id: str
+    customer_id: uuid.UUID
+    customer_name: str | None
+    customer_email: str | None
+    customer_phone: str | None
+    last_customer_message: str | None
+    last_customer_message_at: datetime | None
+
+
+async def open_queue(session: AsyncSession, *, limit: int) -> list[QueueEntry]:
+    """Open escalations, oldest first, with what an agent needs to pick one."""
+    rows = await session.execute(
+        text(
+            "SELECT e.id AS escalation_id, e.reason, e.priority, e.sla_due_at, e.sla_due_at < now() AS overdue, "
+            "e.notified_count, e.created_at, t.ticket_number, coalesce(t.subject, c.subject) AS subject, "
+            "c.id AS conversation_id, c.channel, c.workflow_id, cu.id AS customer_id, cu.name AS customer_name, "
+            "cu.email AS customer_email, cu.phone AS customer_phone, "
+            "lm.content AS last_customer_message, lm.created_at AS last_customer_message_at "
+            "FROM escalations e JOIN conversations c ON c.id = e.conversation_id "
+            "JOIN customers cu ON cu.id = c.customer_id "
+            "LEFT JOIN tickets t ON t.conversation_id = c.id "
+            "LEFT JOIN LATERAL (SELECT content, created_at FROM messages m WHERE m.conversation_id = c.id "
+            "  AND m.direction = 'inbound' ORDER BY m.created_at DESC LIMIT 1) lm ON true "
+            "WHERE e.status = 'open' ORDER BY e.created_at, e.id LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return [QueueEntry(**r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class EscalationSummary:
+    """An escalation, open or resolved, as a conversation's history and its ticket page show it."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    reason: EscalationReason
+    priority: Priority
+    status: EscalationStatus
+    sla_due_at: datetime
+    created_at: datetime
+    resolved_by: str | None
+    resolution_action: ResolutionAction | None
+    resolved_at: datetime | None
+
+
+_SUMMARY_COLUMNS = (
+    "id, conversation_id, reason, priority, status, sla_due_at, created_at, resolved_by, resolution_action, resolved_at"
+)
+
+
+async def escalations_of(session: AsyncSession, *, conversation_ids: Sequence[uuid.UUID]) -> list[EscalationSummary]:
+    """Every escalation of these conversations, oldest first."""
+    rows = await session.execute(
+        text(f"SELECT {_SUMMARY_COLUMNS} FROM escalations WHERE conversation_id = ANY(:ids) ORDER BY created_at"),
+        {"ids": list(conversation_ids)},
+    )
+    return [EscalationSummary(**r._mapping) for r in rows]
+
+
+async def latest_of_conversation(session: AsyncSession, *, conversation_id: uuid.UUID) -> EscalationSummary | None:
+    """The conversation's most recent escalation, open or resolved; None if it was never escalated."""
+    row = (
+        await session.execute(
+            text(
+                f"SELECT {_SUMMARY_COLUMNS} FROM escalations WHERE conversation_id = :c "
+                "ORDER BY created_at DESC LIMIT 1"
+            ),
+            {"c": conversation_id},
+        )
+    ).one_or_none()
+    return EscalationSummary(**row._mapping) if row is not None else None

@@ -1,0 +1,173 @@
+"""The human-agent API's request and response models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from core.vocabulary import (
+    Channel,
+    ConversationStatus,
+    DeliveryStatus,
+    EscalationReason,
+    EscalationStatus,
+    IdentifierType,
+    MessageDirection,
+    MessageRole,
+    Plan,
+    Priority,
+    ResolutionAction,
+    TicketCategory,
+    TicketStatus,
+)
+from workflows.contracts import MAX_TEXT_CHARS
+
+
+class AgentView(BaseModel):
+    name: str
+    scopes: list[str]
+
+
+# ----------------------------------------------------------------------------- the queue
+
+
+class QueueCustomer(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    email: str | None
+    phone: str | None
+
+
+class QueueItem(BaseModel):
+    ticket_id: str | None
+    escalation_id: uuid.UUID
+    conversation_id: uuid.UUID
+    workflow_id: str
+    reason: EscalationReason
+    priority: Priority
+    sla_due_at: datetime
+    overdue: bool
+    notified_count: int
+    channel: Channel
+    subject: str | None
+    customer: QueueCustomer
+    created_at: datetime
+    last_customer_message: str | None = Field(description="The latest customer message, shortened")
+    last_customer_message_at: datetime | None
+
+
+class EscalationQueue(BaseModel):
+    escalations: list[QueueItem]
+    count: int
+
+
+# ----------------------------------------------------------------------------- cross-channel history
+
+
+class HistoryMessage(BaseModel):
+    id: uuid.UUID
+    direction: MessageDirection
+    role: MessageRole
+    channel: Channel
+    content: str
+    delivery_status: DeliveryStatus
+    created_at: datetime
+
+
+class HistoryTicket(BaseModel):
+    ticket_id: str
+    status: TicketStatus
+    category: TicketCategory
+    priority: Priority
+    subject: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class HistoryEscalation(BaseModel):
+    id: uuid.UUID
+    reason: EscalationReason
+    priority: Priority
+    status: EscalationStatus
+    sla_due_at: datetime
+    created_at: datetime
+    resolved_by: str | None
+    resolution_action: ResolutionAction | None
+    resolved_at: datetime | None
+
+
+class KnowledgeArticle(BaseModel):
+    """An article the AI retrieved while answering (search_knowledge_base results)."""
+
+    article_id: str
+    title: str
+    query: str | None
+    turn: int
+    score: float | None
+
+
+class HistoryConversation(BaseModel):
+    id: uuid.UUID
+    channel: Channel
+    status: ConversationStatus
+    subject: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    workflow_id: str
+    sentiment_score: float | None
+    ticket: HistoryTicket | None
+    escalations: list[HistoryEscalation]
+    messages: list[HistoryMessage]
+    kb_articles: list[KnowledgeArticle]
+
+
+class CustomerIdentity(BaseModel):
+    type: IdentifierType
+    value: str
+    channel: Channel | None
+
+
+class HistoryCustomer(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    email: str | None
+    phone: str | None
+    company: str | None
+    plan: Plan | None
+    identifiers: list[CustomerIdentity]
+
+
+class HumanActionView(BaseModel):
+    agent_name: str
+    action: str
+    ticket_number: str | None
+    conversation_id: uuid.UUID | None
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+class ConversationHistory(BaseModel):
+    conversation_id: uuid.UUID
+    customer: HistoryCustomer
+    conversations: list[HistoryConversation] = Field(description="All the customer's conversations, oldest first")
+    human_actions: list[HumanActionView] = Field(description="What people did on these conversations, latest last")
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+class ResolveRequest(BaseModel):
+    reply: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)]
+    action: ResolutionAction
+
+
+class ResolveResult(BaseModel):
+    ticket_id: str
+    action: ResolutionAction
+    resolved_by: str
+    reply_sent: bool = Field(description="False when the workflow accepted the resolution but is still sending")
+    conversation_status: ConversationStatus | None
+    reply_message_ids: list[str]
