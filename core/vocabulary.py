@@ -71,6 +71,7 @@ EscalationReason = Literal[
     "budget",
     "no_answer",
     "agent_requested",
+    "language",  # written in a language the offline path does not support
 ]
 ESCALATION_REASONS: Final[tuple[EscalationReason, ...]] = get_args(EscalationReason)
 
@@ -98,6 +99,7 @@ REASON_PRIORITY: Final[dict[EscalationReason, Priority]] = {
     "budget": "medium",
     "no_answer": "medium",
     "agent_requested": "medium",
+    "language": "medium",
 }
 
 EscalationStatus = Literal["open", "resolved"]
@@ -168,6 +170,7 @@ ESCALATION_REASON_LABELS: Final[dict[EscalationReason, str]] = {
     "budget": "AI budget reached",
     "no_answer": "No answer in KB",
     "agent_requested": "AI asked for help",
+    "language": "Language not supported",
 }
 # What the web form's priority choice starts at.
 WEB_FORM_DEFAULT_PRIORITY: Final[WebFormPriority] = "medium"

@@ -28,6 +28,7 @@ from workflows.contracts import (
     EscalationState,
     GuardrailInput,
     GuardrailResult,
+    InboundClassification,
     InboundMessage,
     OpenConversationInput,
     OutputCheckResult,
@@ -125,6 +126,12 @@ async def check_inbound_guardrails(inp: GuardrailInput) -> GuardrailResult:
 async def check_reply_guardrails(inp: ToolInput) -> OutputCheckResult:
     """May the model's draft reply be sent?"""
     _declared_only("check_reply_guardrails")
+
+
+@activity.defn(name="classify_inbound")
+async def classify_inbound(inp: GuardrailInput) -> InboundClassification:
+    """With a model configured: may these messages, which the rules let through, still need a human?"""
+    _declared_only("classify_inbound")
 
 
 @activity.defn(name="agent_step")

@@ -157,6 +157,8 @@ class ConversationConfig(BaseModel):
     max_turns_per_run: int = 200
     negative_sentiment_threshold: float = -0.5
     search_attributes: bool = True
+    # With a model configured: an LLM classifier checks each message the rules let through.
+    inbound_classifier: bool = False
 
 
 class CustomerRef(BaseModel):
@@ -209,8 +211,24 @@ class GuardrailInput(BaseModel):
 class GuardrailResult(BaseModel):
     action: Literal["escalate", "answer"]
     reason: EscalationReason | None = None
+    # ISO 639-1 code of the messages' language, when it could be told (None: too short or unknown).
+    language: str | None = None
     sentiment: float = 0.0
     matched: list[str] = Field(default_factory=list)
+
+
+class InboundClassification(BaseModel):
+    """Result of `classify_inbound`: the model's reading of messages the rules let through.
+
+    It may add an escalation the rules missed, never remove one (the rules already ran).
+    """
+
+    escalate: bool = False
+    reason: EscalationReason | None = None
+    confidence: float = 0.0
+    language: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class AgentStepInput(BaseModel):
@@ -236,6 +254,9 @@ class AgentStepResult(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    # The customer said their problem is solved ("thanks, that worked"): after this step's reply the
+    # workflow closes the conversation as resolved.
+    conversation_resolved: bool = False
 
 
 class ToolInput(BaseModel):
@@ -364,6 +385,8 @@ class CarriedState(BaseModel):
     last_messages: list[MessageSummary] = Field(default_factory=list)
     config: ConversationConfig | None = None
     replies: int = 0
+    # ISO 639-1 code of the customer's language (the `Language` search attribute).
+    language: str | None = None
 
 
 class ConversationInput(BaseModel):

@@ -75,8 +75,14 @@ with workflow.unsafe.imports_passed_through():
 
 MAX_SEEN_IDS = 1000
 MAX_LAST_MESSAGES = 10
+# Lines of the step log an operator reads in the Temporal UI ("Current details").
+MAX_STEP_LOG = 20
 # Marks histories in which the short steps run as local activities (before: regular activities).
 LOCAL_ACTIVITIES_PATCH = "short-steps-as-local-activities"
+# Marks histories that upsert the `Language` search attribute.
+LANGUAGE_PATCH = "language-search-attribute"
+# Marks histories in which a model classifier checks what the inbound rules let through.
+CLASSIFIER_PATCH = "llm-inbound-classifier"
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -97,6 +103,9 @@ class ConversationWorkflow:
         self.turns_this_run = 0
         self.resolution: ResolveEscalation | None = None
         self.resolution_outcome: ResolutionOutcome | None = None
+        # What each step decided, newest last, shown in the Temporal UI as the workflow's current
+        # details (metadata, not history: no effect on replay).
+        self.step_log: list[str] = []
 
     # ------------------------------------------------------------------ signals and queries
     @workflow.signal(name=INBOUND_SIGNAL)
@@ -157,11 +166,17 @@ class ConversationWorkflow:
             # Read once per conversation and carried: the run stays deterministic.
             if self._local():
                 self.carried.config = await workflow.execute_local_activity(
-                    act.load_conversation_config, start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY
+                    act.load_conversation_config,
+                    start_to_close_timeout=CPU_TIMEOUT,
+                    retry_policy=CPU_RETRY,
+                    summary="load conversation settings",
                 )
             else:
                 self.carried.config = await workflow.execute_activity(
-                    act.load_conversation_config, start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY
+                    act.load_conversation_config,
+                    start_to_close_timeout=CPU_TIMEOUT,
+                    retry_policy=CPU_RETRY,
+                    summary="load conversation settings",
                 )
         config = self.carried.config
         while True:
@@ -206,11 +221,46 @@ class ConversationWorkflow:
             attempt_timeout=CPU_TIMEOUT,
         )
         self.carried.last_sentiment = guard.sentiment
+        self._language(guard.language)
+        self._log(
+            f"turn {self.carried.turns}: inbound guardrails: "
+            + (f"{guard.reason or 'human_request'} → escalate" if guard.action == "escalate" else "answer")
+            + f" (sentiment {guard.sentiment:+.2f}{', ' + guard.language if guard.language else ''})"
+        )
         prompt_tokens = completion_tokens = 0
-        if guard.action == "escalate":
-            await self._escalate(guard.reason or "human_request")
+        reason: EscalationReason | None = (guard.reason or "human_request") if guard.action == "escalate" else None
+        if reason is None and self._config().inbound_classifier and workflow.patched(CLASSIFIER_PATCH):
+            # The rules are the floor; the model may add an escalation they missed, never remove one.
+            try:
+                seen = await workflow.execute_activity(
+                    act.classify_inbound,
+                    GuardrailInput(message_ids=new_ids, channel=self.channel),
+                    start_to_close_timeout=LLM_TIMEOUT,
+                    retry_policy=LLM_RETRY,
+                    summary="LLM inbound classifier",
+                )
+            except ActivityError as err:
+                workflow.logger.warning("conversation.classifier_failed", extra={"error": str(err.cause)[:200]})
+                reason = "model_error"  # fail closed: a person reads what could not be checked
+            else:
+                prompt_tokens += seen.prompt_tokens
+                completion_tokens += seen.completion_tokens
+                self.carried.tokens_used += seen.prompt_tokens + seen.completion_tokens
+                if guard.language is None:
+                    self._language(seen.language)
+                if seen.escalate:
+                    reason = seen.reason or "agent_requested"
+                self._log(
+                    "model classifier: "
+                    + (f"{reason} → escalate" if seen.escalate else "answer")
+                    + f" (confidence {seen.confidence:.2f})"
+                )
+        if reason is not None:
+            await self._escalate(reason)
         else:
-            prompt_tokens, completion_tokens = await self._agent_loop(new_ids)
+            step_prompt, step_completion = await self._agent_loop(new_ids)
+            prompt_tokens += step_prompt
+            completion_tokens += step_completion
         await self._short(
             act.record_turn_metrics,
             TurnMetrics(
@@ -246,6 +296,7 @@ class ConversationWorkflow:
                         customer_id=c.customer_id,
                         subject=message.subject,
                     ),
+                    summary="open the conversation record",
                 )
             recorded = await self._short(
                 act.record_inbound_message,
@@ -311,6 +362,8 @@ class ConversationWorkflow:
             prompt += result.prompt_tokens
             completion += result.completion_tokens
             c.tokens_used += result.prompt_tokens + result.completion_tokens
+            calls = ", ".join(call.name for call in result.tool_calls) or "no tool call"
+            self._log(f"model step {step + 1}{' (' + result.model + ')' if result.model else ''}: {calls}")
             for call in result.tool_calls:
                 tool_input = ToolInput(
                     conversation_id=self._conversation(),
@@ -329,10 +382,15 @@ class ConversationWorkflow:
                         summary="post-LLM output check",
                         attempt_timeout=CPU_TIMEOUT,
                     )
+                    verdict = "allowed" if check.allowed else f"blocked ({', '.join(check.violations)})"
+                    self._log(f"reply check: {verdict}")
                     if not check.allowed:
                         await self._escalate("unsafe_output")
                     else:
                         await self._reply("agent", step_id=result.step_id, call_id=call.call_id)
+                        if result.conversation_resolved:
+                            # The customer confirmed it worked: the polite reply above closes it.
+                            await self._close("resolved")
                     return prompt, completion
                 tool = act.TOOLS.get(call.name)
                 if tool is None:
@@ -394,6 +452,7 @@ class ConversationWorkflow:
                 summary=f"send {self.channel} reply",
             )
             self._remember(result.message_id, "outbound", "human_agent" if source == "human" else "agent", "")
+            self._log(f"{source} reply on {self.channel}: {result.delivery_status}")
         return prepared.message_ids
 
     # ------------------------------------------------------------------ escalation
@@ -412,6 +471,7 @@ class ConversationWorkflow:
             summary=f"escalate to a human ({reason})",
         )
         self.carried.status = "escalated"
+        self._log(f"escalated to a human: {reason}, priority {self.carried.escalation.priority}")
         self._publish_status()
         await self._reply("template", template=f"escalation:{reason}")
 
@@ -482,6 +542,7 @@ class ConversationWorkflow:
             summary=f"close conversation ({reason})",
         )
         self.carried.status = "closed"
+        self._log(f"closed ({reason})")
         self._publish_status()
 
     def _continue_as_new(self, *, fresh: bool) -> None:
@@ -553,6 +614,18 @@ class ConversationWorkflow:
             day_start=config.business_day_start_hour,
             day_end=config.business_day_end_hour,
         )
+
+    def _language(self, language: str | None) -> None:
+        """Record the customer's language and show it in the Temporal UI (`Language`)."""
+        if language and language != self.carried.language and workflow.patched(LANGUAGE_PATCH):
+            self.carried.language = language
+            self._upsert([sa.LANGUAGE.value_set(language)])
+
+    def _log(self, line: str) -> None:
+        """Add a line to the step log the Temporal UI shows as this workflow's current details."""
+        self.step_log.append(f"{workflow.now():%Y-%m-%d %H:%M:%S} UTC · {line}")
+        del self.step_log[:-MAX_STEP_LOG]
+        workflow.set_current_details("\n".join(f"- {entry}" for entry in self.step_log))
 
     def _escalated(self) -> bool:
         return self.carried.status == "escalated"

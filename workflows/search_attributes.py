@@ -10,5 +10,7 @@ CHANNEL = SearchAttributeKey.for_keyword("Channel")
 TICKET_NUMBER = SearchAttributeKey.for_keyword("TicketNumber")
 CONVERSATION_STATUS = SearchAttributeKey.for_keyword("ConversationStatus")
 ESCALATED = SearchAttributeKey.for_bool("Escalated")
+# ISO 639-1 code of the customer's language, as the inbound guardrails detected it.
+LANGUAGE = SearchAttributeKey.for_keyword("Language")
 
-ALL_KEYS = (CUSTOMER_EMAIL, CUSTOMER_PHONE, CHANNEL, TICKET_NUMBER, CONVERSATION_STATUS, ESCALATED)
+ALL_KEYS = (CUSTOMER_EMAIL, CUSTOMER_PHONE, CHANNEL, TICKET_NUMBER, CONVERSATION_STATUS, ESCALATED, LANGUAGE)

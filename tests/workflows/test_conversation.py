@@ -184,3 +184,30 @@ async def test_same_phone_on_two_channels_is_one_customer(
             )
         ).all()
     assert len(customers) == 1
+
+
+async def test_operators_read_what_each_step_decided(
+    worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The Temporal UI's "current details" lists each step's outcome, so nobody opens payloads."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    message = inbound("whatsapp", "How much does the Enterprise plan cost for 40 people?")
+    workflow_id = await signal_with_start(client, settings, message)
+
+    async def escalated() -> ConversationState | None:
+        state = await _state(client, workflow_id)
+        return state if state.status == "escalated" and len(state.last_messages) >= 2 else None
+
+    await eventually(escalated)
+    metadata = await client.get_workflow_handle(workflow_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    details = metadata.current_details
+    assert "turn 1: inbound guardrails: pricing → escalate" in details
+    assert "escalated to a human: pricing, priority medium" in details
+    assert "template reply on whatsapp: not_configured" in details
+    lines = details.splitlines()
+    assert lines.index(next(x for x in lines if "inbound guardrails" in x)) < lines.index(
+        next(x for x in lines if "escalated to a human" in x)
+    )
