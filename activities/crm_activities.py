@@ -60,6 +60,7 @@ class CRMActivities:
             max_turns_per_run=s.conversation_max_turns_per_run,
             negative_sentiment_threshold=s.negative_sentiment_threshold,
             search_attributes=s.temporal_search_attributes,
+            inbound_classifier=s.openai_configured and s.inbound_classifier_enabled,
         )
 
     @activity.defn(name="resolve_customer")

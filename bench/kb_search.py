@@ -20,6 +20,14 @@ Usage (from the repo root):
 
     .venv/bin/python bench/kb_search.py                       # its own embedded PostgreSQL
     .venv/bin/python bench/kb_search.py --database-url postgresql://... --sizes 1000 20000 --json /tmp/kb.json
+    .venv/bin/python bench/kb_search.py --quality            # recall on the labelled retrieval sets
+    .venv/bin/python bench/kb_search.py --quality --tune vector_share=0.3,0.4 phrase_bonus=0,0.05
+
+``--quality`` ingests the bundled articles into the (embedded or given) database's real table and
+scores bench/data/retrieval/{tuning,held_out}.jsonl and tests/kb/kb_questions.jsonl per mode:
+recall@1/@5 (an expected article in the top k), primary@5, section@5 (the primary article's
+labelled section among the top-5 hits' heading paths) and MRR. ``--misses`` lists the tuning
+set's misses only; ``--tune`` scores only the tuning set: held-out is for reporting.
 
 With a database URL the database must be migrated (`crm-fte migrate`); the bench only creates and
 drops its own schema there and never touches the real `knowledge_base` rows.
@@ -60,6 +68,7 @@ from crm.db import create_sessionmaker  # noqa: E402
 from kb.chunking import chunk_article, plain_text  # noqa: E402
 from kb.embeddings import Embedder, create_embedder  # noqa: E402
 from kb.ingest import default_docs_path, discover_articles  # noqa: E402
+from kb.lexical import CACHE as LEXICAL_CACHE  # noqa: E402
 from kb.search import CANDIDATES, EF_SEARCH, SearchMode, search  # noqa: E402
 
 QUESTIONS = REPO_ROOT / "tests" / "kb" / "kb_questions.jsonl"
@@ -95,6 +104,8 @@ def synthetic_chunks(n: int, *, swap_rate: float, seed: int) -> list[dict[str, A
                 "category": chunk.category,
                 "content": content,
                 "content_hash": hashlib.sha256(content.encode()).hexdigest(),
+                "section": chunk.section,
+                "heading_path": list(chunk.heading_path),
             }
         )
     return rows
@@ -142,9 +153,9 @@ async def _load(engine: AsyncEngine, schema: str, source: str, rows: list[dict[s
         await conn.execute(text(f'ALTER TABLE "{schema}".knowledge_base ADD PRIMARY KEY (id)'))
         statement = text(
             f'INSERT INTO "{schema}".knowledge_base '
-            "(article_id, chunk_index, title, category, content, content_hash, embedding, embedding_model) "
-            "VALUES (:article_id, :chunk_index, :title, :category, :content, :content_hash, "
-            "CAST(:embedding AS vector), 'bench')"
+            "(article_id, chunk_index, title, category, content, content_hash, section, heading_path, embedding, "
+            "embedding_model) VALUES (:article_id, :chunk_index, :title, :category, :content, :content_hash, "
+            ":section, :heading_path, CAST(:embedding AS vector), 'bench')"
         )
         for start in range(0, len(rows), 1000):
             batch = [
@@ -220,6 +231,9 @@ async def bench_size(
         embed_seconds = time.perf_counter() - started
         insert_seconds = await _load(admin, schema, source, rows, vectors)
         index_seconds = await _build_indexes(admin, schema)
+        # The version counter the BM25 cache watches is the real table's (the scratch table has no
+        # trigger): drop the index so the first search builds it from this size's rows.
+        LEXICAL_CACHE.clear()
 
         questions = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
         queries = [str(q["question"]) for q in questions]
@@ -325,6 +339,122 @@ async def run_bench(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         await admin.dispose()
 
 
+# ----------------------------------------------------------------------------- quality
+
+RETRIEVAL_SETS = {
+    "tuning": REPO_ROOT / "bench" / "data" / "retrieval" / "tuning.jsonl",
+    "held_out": REPO_ROOT / "bench" / "data" / "retrieval" / "held_out.jsonl",
+    "kb_questions": QUESTIONS,
+}
+
+
+def load_set(path: Path) -> list[dict[str, Any]]:
+    """One labelled question set (JSON lines)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def score_set(items: list[dict[str, Any]], results: list[list[Any]]) -> dict[str, Any]:
+    """recall@1/@5 (any expected article), primary@5, section@5, MRR, and recall@5 per style."""
+    n = len(items)
+    any1 = any5 = primary5 = section5 = mrr = 0.0
+    by_style: dict[str, list[float]] = {}
+    misses: list[str] = []
+    for item, hits in zip(items, results, strict=True):
+        expected = list(item["expected"])
+        found = [h.article_id for h in hits]
+        hit5 = bool(set(expected) & set(found[:5]))
+        any5 += hit5
+        any1 += bool(found[:1] and found[0] in expected)
+        primary5 += expected[0] in found[:5]
+        mrr += next((1 / r for r, a in enumerate(found, start=1) if a in expected), 0.0)
+        section = item.get("section")
+        if section:
+            section5 += any(h.article_id == expected[0] and section in h.heading_path for h in hits[:5])
+        by_style.setdefault(str(item.get("style", "-")), []).append(float(hit5))
+        if not hit5:
+            misses.append(f"{item.get('id', '-')}: {item['question'][:80]!r} -> want {expected[0]}, got {found[:3]}")
+    with_section = sum(1 for i in items if i.get("section")) or 1
+    return {
+        "questions": n,
+        "recall_at_1": any1 / n,
+        "recall_at_5": any5 / n,
+        "primary_at_5": primary5 / n,
+        "section_at_5": section5 / with_section,
+        "mrr": mrr / n,
+        "recall_at_5_by_style": {k: statistics.fmean(v) for k, v in sorted(by_style.items())},
+        "misses": misses,
+    }
+
+
+async def evaluate(sessions: Any, embedder: Embedder, items: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """Run every question of a set through the real search (top 10, one section per article)."""
+    results = [
+        await search(str(item["question"]), sessions=sessions, embedder=embedder, limit=10, **options) for item in items
+    ]
+    return score_set(items, results)
+
+
+def parse_grid(values: list[str]) -> list[dict[str, float]]:
+    """`name=v1,v2` options into every combination (for --tune)."""
+    grid: list[dict[str, float]] = [{}]
+    for value in values:
+        name, _, choices = value.partition("=")
+        grid = [{**g, name: float(c)} for g in grid for c in choices.split(",")]
+    return grid
+
+
+async def run_quality(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Ingest the bundled articles into the real table and score the labelled sets."""
+    from kb.ingest import ingest_path
+
+    settings = Settings(database_url=SecretStr(url))
+    embedder = create_embedder(settings)
+    engine = create_async_engine(settings.database_dsn)
+    sessions = create_sessionmaker(engine)
+    try:
+        await ingest_path(default_docs_path(), sessions=sessions, embedder=embedder, prune=True)
+        report: dict[str, Any] = {"embedder": embedder.model_name, "sets": {}, "tuning_grid": []}
+        if args.tune:
+            tuning = load_set(RETRIEVAL_SETS["tuning"])
+            for options in parse_grid(args.tune):
+                figures = await evaluate(sessions, embedder, tuning, **options)
+                figures.pop("misses")
+                report["tuning_grid"].append({"options": options, **figures})
+                print(
+                    f"   tune {options}: recall@5={figures['recall_at_5']:.3f} primary@5={figures['primary_at_5']:.3f} "
+                    f"section@5={figures['section_at_5']:.3f} MRR={figures['mrr']:.3f}",
+                    flush=True,
+                )
+            return report
+        for name, path in RETRIEVAL_SETS.items():
+            for mode in ("hybrid", "vector", "text"):
+                figures = await evaluate(sessions, embedder, load_set(path), mode=mode)
+                report["sets"][f"{name}/{mode}"] = figures
+        return report
+    finally:
+        await engine.dispose()
+
+
+def print_quality(report: dict[str, Any], *, show_misses: bool) -> None:
+    print(f"kb search quality ({report['embedder']}), any expected article in the top k, one hit per article")
+    header = f"{'set/mode':<22} {'n':>4} {'recall@1':>8} {'recall@5':>8} {'primary@5':>9} {'section@5':>9} {'MRR':>6}"
+    print(header)
+    print("-" * len(header))
+    for name, r in report["sets"].items():
+        print(
+            f"{name:<22} {r['questions']:>4} {r['recall_at_1']:>8.3f} {r['recall_at_5']:>8.3f} "
+            f"{r['primary_at_5']:>9.3f} {r['section_at_5']:>9.3f} {r['mrr']:>6.3f}"
+        )
+    for name, r in report["sets"].items():
+        if name.endswith("/hybrid"):
+            styles = ", ".join(f"{k} {v:.2f}" for k, v in r["recall_at_5_by_style"].items())
+            print(f"{name} recall@5 by style: {styles}")
+    if show_misses:
+        # Only the tuning set's misses: the held-out set is for reporting, never for reading failures.
+        for miss in report["sets"].get("tuning/hybrid", {}).get("misses", []):
+            print("  miss", miss)
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     header = (
         f"{'chunks':>7} {'hybrid p50/p95 ms':>18} {'exact-kNN p50/p95 ms':>21} {'hybrid agree@5':>14} "
@@ -372,6 +502,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="Keep the scratch schema (for EXPLAIN by hand).")
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="Instead of latency: ingest the bundled articles and score the labelled question sets "
+        "(bench/data/retrieval tuning and held_out, tests/kb/kb_questions.jsonl).",
+    )
+    parser.add_argument(
+        "--tune",
+        nargs="+",
+        metavar="OPTION=V1,V2",
+        help="With --quality: score only the tuning set, for every combination of these search() options.",
+    )
+    parser.add_argument("--misses", action="store_true", help="With --quality: list the tuning set's misses.")
     args = parser.parse_args()
 
     from core.logging import configure_logging
@@ -391,6 +534,14 @@ def main() -> int:
         url = server.url()
         db.upgrade(url)
     try:
+        if args.quality:
+            report = asyncio.run(run_quality(url, args))
+            print()
+            if not args.tune:
+                print_quality(report, show_misses=args.misses)
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2))
+            return 0
         results = asyncio.run(run_bench(url, args))
     finally:
         if server is not None:

@@ -99,6 +99,7 @@ def configure_logging(*, level: str = "INFO", log_format: str = "auto", process:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
     ]
     if process:
         shared.append(_bind_process(process))
@@ -150,6 +151,12 @@ def configure_logging(*, level: str = "INFO", log_format: str = "auto", process:
         wrapper_class=LevelCheckedBoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def _drop_color_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """uvicorn passes a copy of its message with ANSI colour codes as an `extra`; we have the plain one."""
+    event_dict.pop("color_message", None)
+    return event_dict
 
 
 def _bind_process(process: str) -> Any:

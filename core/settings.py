@@ -81,7 +81,10 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o"
     openai_timeout_seconds: float = Field(default=60.0, gt=0)
-    embedding_provider: Literal["wordllama", "openai"] = "wordllama"
+    # Which request field caps the model's reply. "auto": `max_completion_tokens` for OpenAI itself
+    # (its reasoning models reject `max_tokens`), `max_tokens` when OPENAI_BASE_URL points elsewhere.
+    openai_max_tokens_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    embedding_provider: Literal["wordllama", "minilm", "openai"] = "wordllama"
     embedding_model: str = "l2_supercat"
     embedding_dim: int = Field(default=256, ge=8, le=4000)
 
@@ -89,8 +92,10 @@ class Settings(BaseSettings):
     conversation_idle_timeout_seconds: float = Field(default=24 * 3600, gt=0)
     conversation_max_turns_per_run: int = Field(default=200, ge=1)
     escalation_sla_business_hours: float = Field(default=2.0, gt=0)
-    business_day_start_hour: int = Field(default=9, ge=0, le=23)
-    business_day_end_hour: int = Field(default=17, ge=1, le=24)
+    # Mon-Fri, UTC: the hours customers are told (holding replies; kb/policies/escalation-rules.md,
+    # kb/docs/company-profile.md) and the SLA clock's, so a promise and its timer agree.
+    business_day_start_hour: int = Field(default=8, ge=0, le=23)
+    business_day_end_hour: int = Field(default=20, ge=1, le=24)
     agent_max_steps: int = Field(default=6, ge=1, le=50)
     agent_max_tokens_per_conversation: int = Field(default=60_000, ge=1000)
     agent_kb_results: int = Field(default=5, ge=1, le=20)
@@ -142,9 +147,15 @@ class Settings(BaseSettings):
     # address gets 429 on the ticket endpoint, so ticket numbers cannot be walked for an email.
     # The client address is the peer's, or X-Forwarded-For from FORWARDED_ALLOW_IPS proxies.
     rate_limit_ticket_lookup_failures: str = "20/minute;100/hour"
+    # Help-article suggestions and their events (the support form asks as the customer types),
+    # per client address.
+    rate_limit_help: str = "120/minute;2000/hour"
     health_check_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     bridge_health_port: int | None = Field(default=None, ge=1, le=65535)
+    # Where the worker's and the bridge's /livez, /readyz and /metrics listen: loopback by default,
+    # like the gateway; a pod sets 0.0.0.0 so the kubelet and Prometheus reach them.
+    health_host: str = Field(default="127.0.0.1", min_length=1)
 
     # --- Tracing (OpenTelemetry; off by default) ------------------------------------------------
     tracing_enabled: bool = False
@@ -157,6 +168,13 @@ class Settings(BaseSettings):
     # --- Logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    # --- Inbound guardrails: the model classifier (issue 14) ---------------------------------
+    # With a model configured, messages the rules let through are read once more by the model
+    # (activity classify_inbound) before the agent step; it may add an escalation, never remove one.
+    inbound_classifier_enabled: bool = True
+    # The model's own confidence it must state before its reason escalates a message.
+    inbound_classifier_min_confidence: float = Field(default=0.6, ge=0, le=1)
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -171,7 +189,9 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must be a postgresql:// URL")
         return value
 
-    @field_validator("rate_limit_web_form", "rate_limit_whatsapp", "rate_limit_ticket_lookup_failures")
+    @field_validator(
+        "rate_limit_web_form", "rate_limit_whatsapp", "rate_limit_ticket_lookup_failures", "rate_limit_help"
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse_many

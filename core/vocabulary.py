@@ -174,3 +174,15 @@ ESCALATION_REASON_LABELS: Final[dict[EscalationReason, str]] = {
 }
 # What the web form's priority choice starts at.
 WEB_FORM_DEFAULT_PRIORITY: Final[WebFormPriority] = "medium"
+# What happened to a message, as the agent console shows it beside each reply.
+DELIVERY_STATUS_LABELS: Final[dict[DeliveryStatus, str]] = {
+    "received": "Received",
+    "pending": "Sending",
+    "queued": "Queued",
+    "sent": "Sent",
+    "delivered": "Delivered",
+    "read": "Read",
+    "failed": "Failed",
+    "undelivered": "Not delivered",
+    "not_configured": "Not sent: channel not configured",
+}

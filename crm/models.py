@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -101,6 +101,8 @@ class Conversation(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
     sentiment_score: Mapped[float | None] = mapped_column(Float)
     subject: Mapped[str | None] = mapped_column(Text)
+    # ISO 639-1 code of the customer's language, from the latest inbound message (migration 0007).
+    language: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = _created()
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _updated()
@@ -129,6 +131,8 @@ class Message(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
     tokens_used: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
+    # ISO 639-1 code detected on an inbound message by the guardrails; NULL when undetected (migration 0007).
+    language: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -167,6 +171,9 @@ class KnowledgeBaseChunk(Base):
     chunk_index: Mapped[int] = mapped_column(Integer, nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
     content_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    # The section's own heading and the headings above it, outermost first (migration 0008).
+    section: Mapped[str | None] = mapped_column(Text)
+    heading_path: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
     embedding: Mapped[Any] = mapped_column(Vector(), nullable=True)
     embedding_model: Mapped[str | None] = mapped_column(Text)
     search_vector: Mapped[Any] = mapped_column(TSVECTOR, server_default=None, nullable=True)

@@ -6,6 +6,7 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,17 +18,21 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import CRMError
+from core.errors import CRMError, ServiceUnavailable
 from core.logging import get_logger
 from core.observability import configure_tracing
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
-from gateway import agents, channel_metrics, gmail, health, tickets, ui, vocabulary, web_form, whatsapp
+from gateway import agents, channel_metrics, gmail, health, help, tickets, ui, vocabulary, web_form, whatsapp
 from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
 log = get_logger(__name__)
+
+_FAVICON = Path(__file__).parent / "static" / "favicon.ico"
+# Seconds a client is asked to wait after a 503: about how long a restarted dependency takes.
+SERVICE_UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 class ErrorBody(BaseModel):
@@ -45,6 +50,7 @@ _ERROR_DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict",
     413: "Request body too large",
+    415: "The body is not JSON (send Content-Type: application/json)",
     422: "Invalid fields",
     429: "Too many requests from this sender; see Retry-After",
     503: "A dependency is down; retry",
@@ -163,6 +169,10 @@ class InboundWebhookFastPath:
             response = await whatsapp.whatsapp_inbound(Request(scope, receive))
         except CRMError as exc:
             response = crm_error_response(exc)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            response = crm_error_response(ServiceUnavailable("the database is unavailable; retry later"))
         await response(scope, receive, send)
 
 
@@ -176,7 +186,106 @@ def crm_error_response(exc: CRMError) -> JSONResponse:
         if isinstance(exc, TooManyRequests)
         else getattr(exc, "headers", None)  # e.g. WWW-Authenticate on a 401
     )
+    if isinstance(exc, ServiceUnavailable) and not (headers and "Retry-After" in headers):
+        # A dependency is down: providers (Twilio, Pub/Sub) and browsers retry; say when.
+        headers = {**(headers or {}), "Retry-After": str(SERVICE_UNAVAILABLE_RETRY_AFTER_S)}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _body_problem(request: Request, errors: list[dict[str, Any]]) -> JSONResponse | None:
+    """The answer when the body as a whole is unusable (empty, not JSON, not an object), else None.
+
+    FastAPI reports these as field errors at `body` ("Field required", "JSON decode error" at a
+    character offset, "valid dictionary"), which name no field a person could fix.
+    """
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        kind = err.get("type")
+        message: str | None = None
+        if loc == ("body",) and kind == "missing":
+            message = "the request body is empty: send a JSON object"
+        elif loc[:1] == ("body",) and len(loc) <= 2 and kind == "json_invalid":
+            reason = str((err.get("ctx") or {}).get("error") or "not valid JSON")
+            where = f" at character {loc[1]}" if len(loc) == 2 and isinstance(loc[1], int) else ""
+            message = f"the request body is not valid JSON: {reason}{where}"
+        elif loc == ("body",) and kind in ("model_attributes_type", "dict_type", "model_type"):
+            content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+                return JSONResponse(
+                    {
+                        "error": "unsupported_media_type",
+                        "message": f"this endpoint takes JSON (Content-Type: application/json), not {content_type}",
+                    },
+                    415,
+                )
+            message = "the request body must be a JSON object"
+        if message is not None:
+            body = {"error": "validation_error", "message": message, "detail": [{"field": "body", "message": message}]}
+            return JSONResponse(body, 422)
+    return None
+
+
+def validation_error_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """415 for a body that is not JSON at all, 422 naming what to fix (the body as a whole, or each field)."""
+    errors = list(exc.errors())
+    problem = _body_problem(request, errors)
+    if problem is not None:
+        return problem
+    detail = [
+        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body", "message": err.get("msg", "")}
+        for err in errors
+    ]
+    fields = ", ".join(dict.fromkeys(d["field"] for d in detail))
+    return JSONResponse({"error": "validation_error", "message": f"invalid fields: {fields}", "detail": detail}, 422)
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    from asyncpg import exceptions as pg
+    from sqlalchemy import exc as sa
+
+    return (
+        OSError,  # refused, reset, timed out, unreachable (asyncpg may raise a bare OSError for several hosts)
+        pg.PostgresConnectionError,  # SQLSTATE class 08, and a connection that went away
+        pg.OperatorInterventionError,  # class 57: shutting down, starting up, crashed
+        pg.TooManyConnectionsError,
+        sa.OperationalError,
+        sa.InterfaceError,
+        sa.TimeoutError,  # the pool waited for a connection in vain
+        sa.DBAPIError,  # checked further in is_database_outage
+    )
+
+
+_OUTAGE_ERRORS = _outage_errors()
+# OSErrors about local files are bugs or configuration, not an outage of a service.
+_LOCAL_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True for errors that mean PostgreSQL is down or restarting, not that a request or our code is wrong.
+
+    asyncpg raises some of these unwrapped (e.g. CannotConnectNowError "the database system is
+    starting up" when the pool opens a connection), so neither SQLAlchemyError nor OSError covers them.
+    """
+    from sqlalchemy import exc as sa
+
+    outage = _OUTAGE_ERRORS
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (
+            isinstance(current, outage)
+            and not isinstance(current, _LOCAL_OS_ERRORS)
+            and (not isinstance(current, sa.DBAPIError) or isinstance(current, sa.OperationalError | sa.InterfaceError))
+        ):
+            return True
+        if isinstance(current, sa.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            if isinstance(current.orig, BaseException) and isinstance(current.orig, outage):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 REQUEST_SECONDS = Histogram(
@@ -302,6 +411,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 web_form=cfg.rate_limit_web_form,
                 whatsapp=cfg.rate_limit_whatsapp,
                 ticket_lookup_failures=cfg.rate_limit_ticket_lookup_failures,
+                help=cfg.rate_limit_help,
             ),
         )
         app.state.resources = resources
@@ -332,13 +442,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # route's), and this is the gateway's busiest path.
     app.include_router(whatsapp.router, responses=error_responses(400, 403, 413, 429, 503))
     app.include_router(health.router)
-    app.include_router(web_form.router, responses=error_responses(400, 413, 422, 429, 503))
-    app.include_router(gmail.router, responses=error_responses(400, 403, 413, 503))
+    app.include_router(web_form.router, responses=error_responses(400, 413, 415, 422, 429, 503))
+    app.include_router(gmail.router, responses=error_responses(400, 403, 413, 415, 503))
     app.include_router(tickets.router, responses=error_responses(404, 422, 429))
     app.include_router(channel_metrics.router, responses=error_responses(422))
-    app.include_router(agents.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
+    app.include_router(agents.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
     app.include_router(vocabulary.router)
     app.include_router(ui.router)
+    app.include_router(help.router, responses=error_responses(400, 404, 413, 415, 422, 429))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        """The pages' icon: every browser asks for it, and a 404 is an error in its console."""
+        return Response(
+            _FAVICON.read_bytes(),
+            media_type="image/x-icon",
+            headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -350,12 +470,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return crm_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg", "")}
-            for err in exc.errors()
-        ]
-        return JSONResponse({"error": "validation_error", "message": "invalid request", "detail": errors}, 422)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -363,8 +479,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"error": "http_error", "message": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None)
         )
 
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
+        # Handled here, inside the app, rather than by the catch-all below: that one runs in
+        # Starlette's outermost middleware, which re-raises after answering (a traceback per request).
+        if not is_database_outage(exc):
+            raise exc
+        log.warning("gateway.database_unavailable", path=request.url.path, error_type=type(exc).__name__)
+        return crm_error_response(ServiceUnavailable("the database is unavailable; retry later"))
+
+    for error_class in _OUTAGE_ERRORS:
+        app.add_exception_handler(error_class, outage)  # type: ignore[arg-type]  # Starlette types handlers loosely
+
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_outage(exc):
+            # Wherever it surfaced (a handler without its own except, a connection refused while
+            # PostgreSQL restarts): an outage, so the provider or browser retries. Never a 500.
+            log.warning("gateway.database_unavailable", path=request.url.path, error_type=type(exc).__name__)
+            return crm_error_response(ServiceUnavailable("the database is unavailable; retry later"))
         log.exception("gateway.unhandled_error", error_type=type(exc).__name__)
         return JSONResponse({"error": "internal_error", "message": "internal error"}, 500)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, EmailStr
 
 from core.errors import NotFound
+from core.markdown import render_html
 from core.vocabulary import (
     Channel,
     DeliveryStatus,
@@ -32,6 +33,8 @@ class TicketMessage(BaseModel):
     direction: MessageDirection
     role: MessageRole
     content: str
+    # Our replies are Markdown: this is their safe HTML (raw HTML escaped, script links dropped).
+    html: str | None = None
     delivery_status: DeliveryStatus
     created_at: datetime
 
@@ -115,6 +118,7 @@ async def get_ticket(
                 direction=m.direction,
                 role=m.role,
                 content=m.content,
+                html=render_html(m.content, breaks=True) if m.direction == "outbound" else None,
                 delivery_status=m.delivery_status,
                 created_at=m.created_at,
             )

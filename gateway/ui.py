@@ -26,6 +26,9 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+# The same headers on every server-rendered customer page (the help centre's too).
+SECURITY_HEADERS = _SECURITY_HEADERS
+
 router = APIRouter(include_in_schema=False)
 
 

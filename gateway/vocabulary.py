@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from core.vocabulary import (
     CHANNEL_LABELS,
     CHANNELS,
+    DELIVERY_STATUS_LABELS,
+    DELIVERY_STATUSES,
     ESCALATION_REASON_LABELS,
     ESCALATION_REASONS,
     PRIORITIES,
@@ -51,6 +53,7 @@ class Vocabulary(BaseModel):
     priorities: list[Term]
     ticket_statuses: list[Term] = Field(description="A ticket's status as its customer reads it")
     escalation_reasons: list[Term]
+    delivery_statuses: list[Term] = Field(description="What happened to a message (the agent console shows it)")
     web_form: WebFormChoices = Field(description="The web support form offers every ticket category, and these")
 
 
@@ -65,6 +68,7 @@ VOCABULARY = Vocabulary(
     priorities=_terms(PRIORITY_LABELS, PRIORITIES),
     ticket_statuses=_terms(TICKET_STATUS_LABELS, TICKET_STATUSES),
     escalation_reasons=_terms(ESCALATION_REASON_LABELS, ESCALATION_REASONS),
+    delivery_statuses=_terms(DELIVERY_STATUS_LABELS, DELIVERY_STATUSES),
     web_form=WebFormChoices(priorities=list(WEB_FORM_PRIORITIES), default_priority=WEB_FORM_DEFAULT_PRIORITY),
 )
 

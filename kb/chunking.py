@@ -1,12 +1,14 @@
 """Markdown articles into retrieval-sized chunks.
 
 An article is a Markdown file with a small front matter (``title``, ``category``). Its body is cut
-into blocks (paragraphs, lists, tables, code fences, headings), and the blocks are packed into
-chunks of roughly ``target_chars``..``max_chars`` characters, preferring to break at a heading.
-A block too long for one chunk is split at line, then sentence, then word boundaries, and a chunk
+into blocks (paragraphs, lists, tables, code fences, headings), and every section (the text under
+one `##`/`###` heading, or the introduction before the first one) becomes its own chunk: a
+customer's question is answered by a section, so retrieval ranks sections and the answer can
+quote one whole. A section longer than ``max_chars`` is packed into pieces of about
+``target_chars``..``max_chars``, split at line, then sentence, then word boundaries, and a piece
 cut inside a section carries its last sentence into the next one. Every chunk starts with the
-article title and the heading it sits under, so a chunk read alone (by the embedder, by
-full-text search or by the language model) still says what it is about. Pure and deterministic.
+article title and its heading path, so a chunk read alone (by the embedder, by full-text search
+or by the language model) still says what it is about. Pure and deterministic.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ class Chunk:
     category: str
     section: str | None
     content: str
+    # The headings above the chunk, outermost first, without the title or the `#` marks.
+    heading_path: tuple[str, ...] = ()
+
+    @property
+    def path_text(self) -> str:
+        """The title and heading path joined for display: `Title > Section > Subsection`."""
+        return " > ".join((self.title, *self.heading_path))
 
 
 @dataclass(frozen=True)
@@ -233,7 +242,8 @@ def chunk_article(
 
     for block in blocks:
         length = len(block.text) + 2
-        if current and (size + length > max_chars or (block.is_heading and size >= target_chars)):
+        # Every heading starts a new chunk: a section is the unit a question is answered by.
+        if current and (size + length > max_chars or block.is_heading):
             # Headings at the end of a full chunk introduce what follows: move them along.
             pending: list[_Block] = []
             while current and current[-1].is_heading:
@@ -257,10 +267,13 @@ def chunk_article(
     chunks: list[Chunk] = []
     for index, (headings, body_parts) in enumerate(packed):
         lines = [f"# {article.title}", *headings]
-        section = _heading_text(headings[-1]) if headings else None
-        first = body_parts[0]
-        if _HEADING.match(first):
-            section = _heading_text(first)
+        path = [_heading_text(h) for h in headings]
+        for part in body_parts:
+            # Headings at the start of the chunk (a section and its first subsection) extend the path.
+            if not _HEADING.match(part):
+                break
+            path.append(_heading_text(part))
+        section = path[-1] if path else None
         content = "\n".join(lines) + "\n\n" + "\n\n".join(body_parts)
         chunks.append(
             Chunk(
@@ -270,6 +283,7 @@ def chunk_article(
                 category=article.category,
                 section=section,
                 content=content.strip(),
+                heading_path=tuple(path),
             )
         )
     return chunks

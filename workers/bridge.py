@@ -243,7 +243,7 @@ async def run_bridge(settings: Settings) -> None:
     stop = install_stop_event()
     bridge = Bridge(settings)
     health_task = (
-        asyncio.create_task(serve_health(settings.bridge_health_port, bridge.readiness))
+        asyncio.create_task(serve_health(settings.bridge_health_port, bridge.readiness, host=settings.health_host))
         if settings.bridge_health_port
         else None
     )

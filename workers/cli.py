@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import platformdirs
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from core.logging import configure_logging
 from core.settings import (
@@ -23,24 +22,44 @@ from core.settings import (
     get_settings,
 )
 from core.version import VERSION
+from workers.terminal import make_console, plain
 
 if TYPE_CHECKING:
     import uvicorn
 
+    from workers.stack import Service
+
 app = typer.Typer(
+    rich_markup_mode=None,
     name="crm-fte",
     help="CRM Digital FTE: a 24/7 AI customer-success agent on Temporal, Kafka and PostgreSQL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
+
+# The long-running processes log as configured; operator commands (agents, kb, migrate, …) and
+# `up` (with its app processes) print what they did and stay quiet unless -v, so their output is
+# not buried under log lines. An explicit LOG_LEVEL always wins.
+_SERVICE_PROCESSES = frozenset({"gateway", "worker", "bridge"})
+
+
+@dataclass
+class CliOptions:
+    """The options given before the sub-command (`crm-fte -v --data-dir D agents list`)."""
+
+    data_dir: Path | None = None
+    verbose: bool = False
+
+
+options = CliOptions()
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line reason on stderr and return the Exit to raise."""
-    err_console.print(f"[red]crm-fte: {message}[/red]", highlight=False)
+    err_console.print(plain(f"crm-fte: {message}", "red"))
     return typer.Exit(code)
 
 
@@ -53,8 +72,39 @@ def load_settings(process: str) -> Settings:
             f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise fail(f"invalid configuration: {problems}", 2) from None
-    configure_logging(level=settings.log_level, log_format=settings.log_format, process=process)
-    return settings
+    level: str = settings.log_level
+    log_format: str = settings.log_format
+    if process not in _SERVICE_PROCESSES:
+        # Lines a person reads beside the command's own output: one human renderer, not JSON.
+        log_format = "console" if log_format == "auto" else log_format
+        if "log_level" not in settings.model_fields_set:
+            level = "INFO" if options.verbose else "WARNING"
+    elif options.verbose and "log_level" not in settings.model_fields_set:
+        level = "INFO"
+    configure_logging(level=level, log_format=log_format, process=process)
+    # `up` hands its level to the processes it starts.
+    return settings.model_copy(update={"log_level": level}) if level != settings.log_level else settings
+
+
+def data_dir_option() -> Path:
+    """The data directory of this invocation: --data-dir, CRM_FTE_DATA_DIR, or the per-user default."""
+    from workers.stack import default_data_dir
+
+    return options.data_dir.expanduser().resolve() if options.data_dir else default_data_dir()
+
+
+def target_settings(process: str, needs: tuple[Service, ...]) -> Settings:
+    """Settings pointed at the services this command needs: environment > running stack > refuse."""
+    from workers.stack import StackError, resolve_target
+
+    settings = load_settings(process)
+    try:
+        target = resolve_target(settings, data_dir_option(), needs)
+    except StackError as exc:
+        raise fail(str(exc)) from None
+    if options.verbose:
+        err_console.print(plain(f"crm-fte: {target.description}"))
+    return target.settings
 
 
 def _version(value: bool) -> None:
@@ -68,13 +118,30 @@ def main_callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="CRM_FTE_DATA_DIR",
+            help="The data directory of the stack to use (default: the per-user one `up` uses).",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which stack is used; show log lines.")] = False,
 ) -> None:
     """CRM Digital FTE command line."""
+    options.data_dir = data_dir
+    options.verbose = verbose
 
 
 @app.command()
 def up(
-    data_dir: Annotated[Path | None, typer.Option(help="Where the CRM, Temporal state and logs live.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the CRM, Temporal state and logs live (default: crm-fte --data-dir).", show_default=False
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Gateway HTTP port.", min=1, max=65535)] = DEFAULT_GATEWAY_PORT,
     host: Annotated[str, typer.Option(help="Gateway bind address.")] = "127.0.0.1",
     postgres_port: Annotated[int, typer.Option(min=1, max=65535)] = DEFAULT_DATABASE_PORT,
@@ -86,7 +153,7 @@ def up(
     from workers.up import UpOptions, run_up
 
     settings = load_settings("up")
-    directory = (data_dir or Path(platformdirs.user_data_dir("crm-fte"))).expanduser().resolve()
+    directory = data_dir.expanduser().resolve() if data_dir else data_dir_option()
     options = UpOptions(
         data_dir=directory,
         host=host,
@@ -161,7 +228,7 @@ def migrate(
     """Apply (or roll back) the CRM database migrations, then exit."""
     from crm import db
 
-    settings = load_settings("migrate")
+    settings = target_settings("migrate", ("database",))
     try:
         if downgrade:
             db.downgrade(settings.database_dsn, revision)
@@ -172,6 +239,116 @@ def migrate(
             f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         ) from None
     console.print(f"database at revision {revision}" if not downgrade else f"database downgraded to {revision}")
+
+
+def _tcp_check(address: str, timeout: float = 2.0) -> str | None:
+    """None when something accepts a TCP connection at host:port, else why not."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:120]
+
+
+def _http_check(url: str, timeout: float = 3.0) -> str | None:
+    """None when `url` answers 200, else why not."""
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """What runs where, and whether it is healthy (exit 1: nothing runs; exit 3: something is unhealthy)."""
+    import json
+
+    from workers.stack import StackError, find_stack, resolve_target
+
+    settings = load_settings("status")
+    directory = data_dir_option()
+    lookup = find_stack(directory)
+    try:
+        target = resolve_target(settings, directory, ("database", "temporal", "kafka"))
+    except StackError:
+        raise fail(
+            f"{lookup.problem}, and DATABASE_URL, TEMPORAL_ADDRESS, KAFKA_BOOTSTRAP_SERVERS are not set"
+        ) from None
+    resolved = target.settings
+    stack = lookup.stack
+    rows: list[tuple[str, str, str | None]] = []  # component, where, problem (None: healthy)
+    if stack is not None:
+        rows.append(("gateway", stack.gateway_url, _http_check(stack.gateway_url + "/api/v1/health")))
+        for name, url in (("worker", stack.worker_health_url), ("bridge", stack.bridge_health_url)):
+            if url:
+                rows.append((name, url.removesuffix("/readyz"), _http_check(url)))
+    database = resolved.database_dsn.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
+    rows.append(("postgresql", database, _tcp_check(database)))
+    rows.append(("temporal", resolved.temporal_address, _tcp_check(resolved.temporal_address)))
+    if stack is not None and stack.temporal_ui_url:
+        rows.append(("temporal ui", stack.temporal_ui_url, _http_check(stack.temporal_ui_url)))
+    first_broker = resolved.kafka_bootstrap_servers.split(",", 1)[0].strip()
+    rows.append(("kafka", resolved.kafka_bootstrap_servers, _tcp_check(first_broker)))
+    healthy = all(problem is None for _, _, problem in rows)
+    if as_json:
+        body = {
+            "data_dir": str(directory),
+            "stack": {"pid": stack.pid, "started_at": stack.started_at.isoformat()} if stack else None,
+            "healthy": healthy,
+            "components": [
+                {"name": name, "address": where, "healthy": problem is None, "problem": problem}
+                for name, where, problem in rows
+            ],
+        }
+        sys.stdout.write(json.dumps(body) + "\n")
+    else:
+        from rich.table import Table
+
+        if stack is not None:
+            console.print(
+                plain(f"stack of {directory} (up pid {stack.pid}, since {stack.started_at:%Y-%m-%d %H:%M UTC})")
+            )
+        else:
+            console.print(plain(f"no stack runs from {directory}; services from the environment"))
+        table = Table("component", "address", "state")
+        for name, where, problem in rows:
+            table.add_row(name, where, plain("healthy", "green") if problem is None else plain(problem, "red"))
+        console.print(table)
+    if not healthy:
+        raise typer.Exit(3)
+
+
+@app.command("env")
+def env_command() -> None:
+    """Print `export` lines for the running stack: eval "$(crm-fte env)" points other tools at it."""
+    import shlex
+
+    from workers.stack import find_stack
+
+    load_settings("env")
+    lookup = find_stack(data_dir_option())
+    stack = lookup.stack
+    if stack is None:
+        raise fail(f"{lookup.problem}: start it with `crm-fte up` (or pass --data-dir)")
+    variables = {
+        "CRM_FTE_DATA_DIR": stack.data_dir,
+        "DATABASE_URL": stack.database_url,
+        "TEMPORAL_ADDRESS": stack.temporal_address,
+        "TEMPORAL_NAMESPACE": stack.temporal_namespace,
+        "TEMPORAL_UI_URL": stack.temporal_ui_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+        "KAFKA_ENABLE_IDEMPOTENCE": str(stack.kafka_enable_idempotence).lower(),
+        "CRM_FTE_GATEWAY_URL": stack.gateway_url,
+    }
+    sys.stdout.write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in variables.items() if v))
 
 
 def _mount_kb() -> None:
@@ -193,7 +370,9 @@ def _mount_agents() -> None:
 _mount_agents()
 
 guardrails_app = typer.Typer(
-    help="The pre-LLM guardrails, for checking messages by hand or in bulk.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="The pre-LLM guardrails, for checking messages by hand or in bulk.",
+    no_args_is_help=True,
 )
 app.add_typer(guardrails_app, name="guardrails")
 
@@ -242,4 +421,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the one `workers.cli` module the sub-command modules import (they read `options` from
+    # it), not this `__main__` copy of it.
+    from workers.cli import main as _main
+
+    _main()

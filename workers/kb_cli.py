@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from workers.terminal import make_console
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-kb_app = typer.Typer(help="The knowledge base: load product articles, try searches.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+kb_app = typer.Typer(
+    rich_markup_mode=None, help="The knowledge base: load product articles, try searches.", no_args_is_help=True
+)
+console = make_console()
+err_console = make_console(stderr=True)
 
 _HEADING_LINE = re.compile(r"^#{1,6}\s.*$", re.MULTILINE)
 
@@ -85,9 +88,9 @@ def ingest_command(
 ) -> None:
     """Chunk, embed and upsert the articles; unchanged chunks are not re-embedded."""
     from kb.ingest import default_docs_path, ingest_path
-    from workers.cli import fail, load_settings
+    from workers.cli import fail, target_settings
 
-    settings = load_settings("kb")
+    settings = target_settings("kb", ("database",))
     target = (path or default_docs_path()).expanduser()
     if not target.exists():
         raise fail(f"no such file or directory: {target}")
@@ -127,9 +130,9 @@ def search_command(
     """Hybrid (vector + full-text) search, as the agent's knowledge-base tool runs it."""
     from kb.ingest import check_embedding_column
     from kb.search import search
-    from workers.cli import fail, load_settings
+    from workers.cli import fail, target_settings
 
-    settings = load_settings("kb")
+    settings = target_settings("kb", ("database",))
     if not query.strip():
         raise fail("the query is empty")
 
@@ -149,8 +152,8 @@ def search_command(
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("article")
-    table.add_column("title")
+    table.add_column("section")
     table.add_column("content", overflow="fold")
     for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.article_id, hit.title, _preview(hit.content))
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.article_id, hit.path_text, _preview(hit.content))
     console.print(table)

@@ -44,6 +44,7 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
         crm.record_turn_metrics,
         guardrails.check_inbound_guardrails,
         guardrails.check_reply_guardrails,
+        guardrails.classify_inbound,
         agent.search_knowledge_base,
         agent.escalate_to_human,
         agent.agent_step,

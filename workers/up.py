@@ -15,12 +15,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 import httpx
 from rich.console import Console
 from rich.status import Status
+from rich.text import Text
 
 from core.kafka import ensure_topics
 from core.settings import DEFAULT_GATEWAY_PORT, Settings
@@ -35,7 +37,9 @@ from workers.embedded import (
     free_port,
     port_is_free,
 )
+from workers.stack import StackInfo, remove_stack, write_stack
 from workers.temporal_setup import ensure_search_attributes
+from workers.terminal import plain
 
 APP_PROCESSES = ("worker", "bridge", "gateway")
 MAX_RESTARTS = 5
@@ -80,6 +84,7 @@ class Stack:
         self.child_env: dict[str, str] = {}
         self.stopping = False
         self._lock_file: IO[str] | None = None
+        self._health_ports: dict[str, int] = {}
 
     # ------------------------------------------------------------------ what is embedded
     def _external(self, *fields: str) -> bool:
@@ -133,7 +138,7 @@ class Stack:
         return self.console.status(f"[bold]starting {label}…", spinner="dots")
 
     def _ok(self, text: str) -> None:
-        self.console.print(f"[green]✓[/green] {text}", highlight=False)
+        self.console.print(Text.assemble(("✓", "green"), " ", text))
 
     def start(self) -> None:
         self._lock_data_dir()
@@ -228,15 +233,43 @@ class Stack:
                 f"{name} ready" + (f" on http://{self.options.host}:{self.options.port}" if name == "gateway" else "")
             )
         ui = env.get("TEMPORAL_UI_URL") or self.settings.temporal_ui_url
+        base = f"http://{self._client_host()}:{self.options.port}"
+        stack_file = self._record_stack(env, base, ui)
         self.console.print()
-        self.console.print(f"[bold green]CRM Digital FTE is up[/bold green] in {time.monotonic() - started:.1f}s")
         self.console.print(
-            f"  gateway      http://{self.options.host}:{self.options.port}  (health: /api/v1/health, API docs: /docs)"
+            Text.assemble(("CRM Digital FTE is up", "bold green"), f" in {time.monotonic() - started:.1f}s")
         )
-        if ui:
-            self.console.print(f"  Temporal UI  {ui}")
-        self.console.print(f"  data         {self.options.data_dir}  (service logs in {self.logs})")
-        self.console.print("  Ctrl-C stops everything.")
+        for line in (
+            f"  gateway        {base}  (health: /api/v1/health, API docs: /docs)",
+            f"  support form   {base}/support",
+            f"  ticket status  {base}/support/status",
+            f"  agent console  {base}/agent  (API key: crm-fte agents create NAME)",
+            *([f"  Temporal UI    {ui}"] if ui else []),
+            f"  data           {self.options.data_dir}  (service logs in {self.logs})",
+            f"  endpoints      {stack_file}  (crm-fte status, crm-fte env)",
+            "  Ctrl-C stops everything.",
+        ):
+            self.console.print(plain(line))
+
+    def _record_stack(self, env: dict[str, str], gateway_url: str, ui: str | None) -> Path:
+        """Write DATA_DIR/stack.json, so sub-commands talk to this stack and no other."""
+        worker, bridge = self.apps.get("worker"), self.apps.get("bridge")
+        info = StackInfo(
+            pid=os.getpid(),
+            data_dir=str(self.options.data_dir),
+            started_at=datetime.now(UTC),
+            gateway_url=gateway_url,
+            database_url=env["DATABASE_URL"],
+            temporal_address=env.get("TEMPORAL_ADDRESS") or self.settings.temporal_address,
+            temporal_namespace=self.settings.temporal_namespace,
+            temporal_ui_url=ui,
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or self.settings.kafka_bootstrap_servers,
+            kafka_enable_idempotence=env.get("KAFKA_ENABLE_IDEMPOTENCE", "").lower() != "false"
+            and self.settings.kafka_enable_idempotence,
+            worker_health_url=worker.health_url if worker else None,
+            bridge_health_url=bridge.health_url if bridge else None,
+        )
+        return write_stack(self.options.data_dir, info)
 
     async def _ingest_knowledge_base(self, database_url: str) -> str:
         """Idempotent: unchanged chunks are neither re-embedded nor rewritten on a restart."""
@@ -268,7 +301,8 @@ class Stack:
         if name == "gateway":
             health_url = f"http://{self._client_host()}:{self.options.port}/api/v1/health"
         else:
-            port = free_port()
+            # A restarted process keeps its port: stack.json and `crm-fte status` point at it.
+            port = self._health_ports.setdefault(name, free_port())
             env[f"{name.upper()}_HEALTH_PORT"] = str(port)
             health_url = f"http://127.0.0.1:{port}/readyz"
         process = ManagedProcess(
@@ -326,6 +360,8 @@ class Stack:
     def stop(self) -> None:
         """Stop in reverse order: gateway and bridge first (drain), then the worker, then services."""
         self.stopping = True
+        if self._lock_file is not None:  # only the owner of the data directory forgets its stack
+            remove_stack(self.options.data_dir)
         for name in ("gateway", "bridge", "worker"):
             app = self.apps.get(name)
             if app is not None:
@@ -355,7 +391,7 @@ def run_up(options: UpOptions, settings: Settings, console: Console, err_console
     except KeyboardInterrupt:
         console.print("\nstopping…")
     except (UpError, EmbeddedError) as exc:
-        err_console.print(f"[red]crm-fte up: {exc}[/red]", highlight=False)
+        err_console.print(plain(f"crm-fte up: {exc}", "red"))
         code = 1
     finally:
         # A second signal during shutdown must not abort the shutdown itself.

@@ -36,7 +36,9 @@ async def run_worker(settings: Settings) -> None:
         return bool(state["polling"]), {"temporal_connected": state["connected"]}
 
     health_task = (
-        asyncio.create_task(serve_health(settings.worker_health_port, ready)) if settings.worker_health_port else None
+        asyncio.create_task(serve_health(settings.worker_health_port, ready, host=settings.health_host))
+        if settings.worker_health_port
+        else None
     )
 
     async def connect() -> Client:

@@ -150,8 +150,8 @@ class ConversationConfig(BaseModel):
 
     idle_timeout_seconds: float = 24 * 3600
     sla_business_hours: float = 2.0
-    business_day_start_hour: int = 9
-    business_day_end_hour: int = 17
+    business_day_start_hour: int = 8
+    business_day_end_hour: int = 20
     max_agent_steps: int = 6
     max_tokens_per_conversation: int = 60_000
     max_turns_per_run: int = 200

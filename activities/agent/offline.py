@@ -1,79 +1,466 @@
-"""The offline responder: without a model, answer from the knowledge base or hand off.
+"""The offline responder: without a model, answer with one whole help-article section or hand off.
 
 It speaks the same tool-call protocol as a model (search first, then `send_response` or
 `escalate_to_human`), so every reply still passes the reply check, and it says nothing it cannot
-ground in a passage.
+ground in the knowledge base. An answer is the best-matching section *as a whole* (a step list
+complete and in order, never a collage of sentences), with the article's title and a link to the
+help centre. A confidence score (how much of the question's rare-word weight the section covers)
+below a threshold calibrated on the tuning set hands off with `no_answer` instead of answering
+wrong. Small talk (greetings, thanks, "are you a bot?") gets a short friendly reply without a
+search; "thanks, that worked" closes the conversation politely.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+import unicodedata
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
 
+import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.agent.tools import ModelToolCall
+from core.markdown import heading_anchor as heading_anchor  # re-exported: reply links use it
 from crm.repositories import agent_steps, messages
+from kb.chunking import Article, read_article
+from kb.ingest import default_docs_path
 from workflows.contracts import AgentStepInput
 
 MODEL_NAME = "offline-responder"
 
-_WORD = re.compile(r"[a-z0-9][a-z0-9'-]+")
-_STOP = set(
-    "a an and are as at be but by can could do does for from have how i if in is it its me my no not of on or our "
-    "please so that the their them there this to was we what when where which who why will with would you your "
-    "hi hello thanks thank there get got want need help".split()
+# Below this confidence the responder hands off (`no_answer`). Calibrated on the tuning part of
+# bench/data/answers with `python bench/answers_eval.py --part tuning --calibrate`: the lowest
+# threshold at which at most 3 % of answerable tuning cases are answered wrongly.
+CONFIDENCE_THRESHOLD = 0.85
+# How many passages of a section-level search the responder chooses among. On the tuning set the
+# search's own order among them helps less than the question's rare words do (bench/answers_eval.py).
+CANDIDATE_PASSAGES = 3
+# A section longer than this is cut at a block boundary (a list item, a paragraph), never mid-sentence.
+MAX_SECTION_CHARS = 1800
+# Internal policy articles feed the guardrails and the prompt; they are never quoted to a customer.
+INTERNAL_CATEGORIES = frozenset({"policies"})
+
+SmallTalk = Literal["greeting", "thanks", "resolved", "bot", "goodbye"]
+
+
+@dataclass(frozen=True)
+class OfflineDecision:
+    """What the offline responder does this step: its tool calls, and whether the customer is done."""
+
+    calls: list[ModelToolCall]
+    resolved: bool = False
+
+
+# ----------------------------------------------------------------------------- words
+
+
+_STEMMER = Stemmer.Stemmer("english")
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?", re.UNICODE)
+_STOP = frozenset(
+    """a about above after again all also am an and any are as at be because been before being below between both
+    but by can cannot could did do does doing don't done down during each else even ever every few for from further
+    get gets getting got had has have having he her here hers him his how however i i'm i've if in into is isn't it
+    it's its itself just let like many may me might more most much must my myself need needs no nor not now of off
+    on once one only or other our ours out over own please pls plz same she should so some still such than that
+    the their theirs them then there these they this those through to too under until up upon us use used using
+    very via want wants was we we're were what whats what's when where which while who whom why will with within
+    without would yes yet you you're your yours yourself hi hello hey thanks thank thx cheers regards best dear
+    team guys folks anyone somebody someone something thing things way ok okay really actually maybe also help
+    know tell wondering question quick lot lots etc e.g i.e""".split()
 )
 
 
-async def offline_tool_calls(session: AsyncSession, inp: AgentStepInput) -> list[ModelToolCall]:
-    """Search first; then answer from the best passage, or hand off when nothing grounds an answer."""
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of `text` (letters and digits, inner apostrophes kept)."""
+    return _WORD.findall(_fold(text))
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content words: what the section matching compares."""
+    kept = [w for w in words(text) if w not in _STOP and (len(w) > 1 or w.isdigit())]
+    return [str(stem) for stem in _STEMMER.stemWords(kept)]
+
+
+# ----------------------------------------------------------------------------- small talk
+
+# Whole words only (never substrings: "hell" is not "hello", "ty" is not "party").
+_GREETING = frozenset(
+    "hi hello hey hiya heya howdy yo morning afternoon evening hola buenas buenos olá ola oi bonjour salut coucou "
+    "hallo moin servus ciao".split()
+)
+_THANKS = frozenset(
+    "thanks thank thx ty cheers appreciate appreciated gracias obrigado obrigada valeu merci danke dankeschön "
+    "grazie".split()
+)
+_PRAISE = frozenset("great awesome amazing brilliant excellent helpful perfect perfectly fantastic love".split())
+_RESOLVED = frozenset(
+    "worked works working sorted solved fixed resolved réglé résolu funktioniert funktionierte geklappt klappt "
+    "gelöst funcionó funciona funcionou resolvido resuelto".split()
+)
+_CLOSE_TICKET = frozenset("close closed".split())
+_GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs ciao".split())
+_BOT = frozenset("bot robot chatbot ai automated machine human person real".split())
+_NEGATION = frozenset(
+    "not no never still again but however although doesn't didn't don't isn't wasn't won't can't cannot nothing "
+    "nicht kein keine nie aber pas jamais mais não nao nunca pero todavía".split()
+)
+# Words that carry no request in a short thank-you or greeting ("have a great weekend", a signature).
+_PLEASANTRY = frozenset(
+    "so much very lot lots a the you your all now just wanted want to say that this it is are was were have has had "
+    "great good nice lovely wonderful day weekend week evening morning there everyone team support guys again "
+    "for help articles article answer reply quick quickly fast can could ticket me my i we our us be done well "
+    "c'est est ça ca beaucoup vielen dank hat es das muito muchas mucho it's that's".split()
+)
+
+
+def small_talk_kind(text: str) -> SmallTalk | None:
+    """What kind of small talk a message is, or None when it asks or reports something."""
+    tokens = words(text)
+    if not tokens or len(tokens) > 40:
+        return None
+    vocabulary = set(tokens)
+    asks = "?" in text
+    if vocabulary & _BOT and asks and len(tokens) <= 14 and vocabulary & {"bot", "ai", "robot", "chatbot", "machine"}:
+        return "bot"
+    if asks or vocabulary & _NEGATION:
+        return None
+    markers = _GREETING | _THANKS | _PRAISE | _RESOLVED | _CLOSE_TICKET | _GOODBYE
+    rest = [t for t in tokens if t not in markers and t not in _PLEASANTRY and t not in _STOP]
+    # A signature line (a first name) is fine; a product question is not.
+    if len(rest) > (4 if vocabulary & _RESOLVED else 2):
+        return None
+    if vocabulary & _RESOLVED or (vocabulary & _CLOSE_TICKET and vocabulary & {"ticket", "sorted", "all"}):
+        return "resolved"
+    if vocabulary & _THANKS or vocabulary & _PRAISE:
+        return "thanks"
+    if vocabulary & _GOODBYE:
+        return "goodbye"
+    if vocabulary & _GREETING:
+        return "greeting"
+    return None
+
+
+SMALL_TALK_REPLIES: Mapping[SmallTalk, str] = {
+    "greeting": "Hello! I'm TechCorp's support assistant. What can I help you with today?",
+    "thanks": "You're welcome! If anything else comes up, just write to us here.",
+    "resolved": "I'm glad that worked! I'll close this conversation now; if anything else comes up, just write "
+    "to us here and we'll pick it up.",
+    "bot": "I'm TechCorp's AI support assistant. I answer from our help centre, and whenever you'd like a person, "
+    "just say so and I'll pass your message to our support team.",
+    "goodbye": "Thanks for getting in touch. Have a great day!",
+}
+
+
+# ----------------------------------------------------------------------------- help-article sections
+
+
+@dataclass(frozen=True)
+class Section:
+    """One answerable unit of an article: a heading's own text, or one bold-titled item under it."""
+
+    article_id: str
+    title: str
+    category: str
+    path: tuple[str, ...]  # the headings (and item title) above the text, outermost first
+    anchor: str  # the help page's id for the innermost heading
+    markdown: str
+    body_terms: Counter[str] = field(compare=False)
+    head_terms: frozenset[str] = field(compare=False)
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(self.path)
+
+
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_BOLD_TITLE = re.compile(r"^\*\*(?P<title>[^*\n]{3,160})\*\*\s*(?:\n|$)")
+_INLINE_MARKUP = re.compile(r"[*_`]")
+
+
+def _split_items(text: str) -> list[tuple[str | None, str]]:
+    """Paragraph groups led by a bold title line ("**Events don't appear**"), or the text whole."""
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    if sum(1 for p in paragraphs if _BOLD_TITLE.match(p)) < 2:
+        return [(None, text.strip())]
+    items: list[tuple[str | None, list[str]]] = []
+    for paragraph in paragraphs:
+        match = _BOLD_TITLE.match(paragraph)
+        if match or not items:
+            items.append((match["title"].strip() if match else None, [paragraph]))
+        else:
+            items[-1][1].append(paragraph)
+    return [(title, "\n\n".join(parts)) for title, parts in items]
+
+
+def article_sections(article: Article) -> list[Section]:
+    """The article cut at every heading; a section made of bold-titled items is cut per item."""
+    stack: list[tuple[int, str]] = []
+    pieces: list[tuple[tuple[str, ...], list[str]]] = [((), [])]
+    in_fence = False
+    for line in article.body.replace("\r\n", "\n").split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        heading = None if in_fence else _HEADING.match(line)
+        if heading is None:
+            pieces[-1][1].append(line)
+            continue
+        level = len(heading[1])
+        if level == 1:
+            continue  # the article title
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, heading[2].strip()))
+        pieces.append((tuple(h for _, h in stack), []))
+    sections: list[Section] = []
+    for path, lines in pieces:
+        text = "\n".join(lines).strip()
+        if not text:
+            continue
+        for item_title, item_text in _split_items(text):
+            full_path = (*path, _INLINE_MARKUP.sub("", item_title)) if item_title else path
+            sections.append(
+                Section(
+                    article_id=article.article_id,
+                    title=article.title,
+                    category=article.category,
+                    path=full_path,
+                    anchor=heading_anchor(path[-1]) if path else "",
+                    markdown=item_text,
+                    body_terms=Counter(terms(item_text)),
+                    head_terms=frozenset(terms(" ".join((article.title, *full_path)))),
+                )
+            )
+    return sections
+
+
+@dataclass(frozen=True)
+class SectionIndex:
+    """Every section of the bundled articles, with inverse document frequencies over sections."""
+
+    by_article: Mapping[str, list[Section]]
+    idf: Mapping[str, float]
+    max_idf: float
+    internal: frozenset[str] = frozenset()
+
+    def weight(self, term: str) -> float:
+        """A term's rarity; a word the knowledge base never uses weighs as much as the rarest one."""
+        return self.idf.get(term, self.max_idf)
+
+
+def build_index(articles: Iterable[Article]) -> SectionIndex:
+    """Sections of customer articles (internal policy articles are left out) and their idf."""
+    by_article: dict[str, list[Section]] = {}
+    internal: set[str] = set()
+    for article in articles:
+        if article.category in INTERNAL_CATEGORIES:
+            internal.add(article.article_id)
+            continue
+        by_article[article.article_id] = article_sections(article)
+    frequencies: Counter[str] = Counter()
+    total = 0
+    for sections in by_article.values():
+        for section in sections:
+            total += 1
+            frequencies.update(set(section.body_terms) | section.head_terms)
+    idf = {t: math.log(1 + (total - df + 0.5) / (df + 0.5)) for t, df in frequencies.items()}
+    return SectionIndex(
+        by_article=by_article, idf=idf, max_idf=max(idf.values(), default=1.0), internal=frozenset(internal)
+    )
+
+
+@lru_cache(maxsize=4)
+def bundled_index(docs: Path | None = None) -> SectionIndex:
+    """The section index of the bundled TechCorp articles, built once per process."""
+    folder = docs or default_docs_path()
+    return build_index(
+        read_article(path, article_id=path.relative_to(folder).with_suffix("").as_posix())
+        for path in sorted(folder.rglob("*.md"))
+    )
+
+
+def _sections_from_hit(hit: Mapping[str, Any]) -> list[Section]:
+    """Sections of a passage whose article is not bundled (an operator's own ingested docs)."""
+    content = str(hit.get("content", ""))
+    article = Article(
+        article_id=str(hit.get("article_id", "")),
+        title=str(hit.get("title", "")),
+        category=str(hit.get("category", "")),
+        body=content,
+    )
+    return article_sections(article)
+
+
+# ----------------------------------------------------------------------------- choosing a section
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A section scored against the question."""
+
+    section: Section
+    score: float
+    confidence: float
+    rank: int  # the passage's place in the search results, 0-based
+
+
+def _passage_sections(hit: Mapping[str, Any], index: SectionIndex) -> list[Section]:
+    """The sections a search passage belongs to (several when its section is cut into items)."""
+    article_id = str(hit.get("article_id", ""))
+    sections = index.by_article.get(article_id)
+    if sections is None:
+        return _sections_from_hit(hit)
+    given = hit.get("heading_path")
+    if isinstance(given, list | tuple):
+        path = tuple(str(h) for h in given)
+    else:
+        path = hit_heading_path(str(hit.get("content", "")))
+    if not path:
+        return [s for s in sections if not s.path]
+    return [s for s in sections if s.path[: len(path)] == path]
+
+
+def score_sections(question: str, hits: Sequence[Mapping[str, Any]], index: SectionIndex) -> list[Candidate]:
+    """Sections of the search's top passages, best first, by the question's words they contain.
+
+    `hits` is a section-level search (one passage per section, not per article). The score weighs
+    each question word by its rarity (idf) with a saturating count, a word in the headings
+    counting double; confidence is the share of the question's word weight the section, its
+    headings or its article title contain.
+    """
+    wanted = list(dict.fromkeys(terms(question)))
+    if not wanted:
+        return []
+    weights = {t: index.weight(t) for t in wanted}
+    total = sum(weights.values())
+    candidates: list[Candidate] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    passages = [h for h in hits if str(h.get("article_id", "")) not in index.internal]
+    for rank, hit in enumerate(passages[:CANDIDATE_PASSAGES]):
+        if str(hit.get("category", "")) in INTERNAL_CATEGORIES:
+            continue
+        title_terms = frozenset(terms(str(hit.get("title", ""))))
+        for section in _passage_sections(hit, index):
+            if (section.article_id, section.path) in seen:
+                continue
+            seen.add((section.article_id, section.path))
+            covered = 0.0
+            score = 0.0
+            for term, weight in weights.items():
+                tf = section.body_terms.get(term, 0)
+                in_head = term in section.head_terms
+                if tf or in_head or term in title_terms:
+                    covered += weight
+                score += weight * (tf / (tf + 1.2) + (1.0 if in_head else 0.0))
+            candidates.append(Candidate(section=section, score=score / total, confidence=covered / total, rank=rank))
+    candidates.sort(key=lambda c: (-c.score, c.rank))
+    return candidates
+
+
+def hit_heading_path(content: str) -> tuple[str, ...]:
+    """The headings a search passage starts with (under its `# title` line), outermost first."""
+    path: list[str] = []
+    for line in content.lstrip().split("\n")[1:]:
+        heading = _HEADING.match(line)
+        if heading is None:
+            break
+        path.append(heading[2].strip())
+    return tuple(path)
+
+
+def best_section(
+    question: str, hits: Sequence[Mapping[str, Any]], index: SectionIndex | None = None
+) -> Candidate | None:
+    """The best-scoring section among the search's top articles, whatever its confidence."""
+    candidates = score_sections(question, hits, index or bundled_index())
+    return candidates[0] if candidates else None
+
+
+def _trim(markdown: str, limit: int = MAX_SECTION_CHARS) -> str:
+    """The section, cut at a block boundary when it is very long (never inside a sentence)."""
+    if len(markdown) <= limit:
+        return markdown
+    kept: list[str] = []
+    size = 0
+    for block in re.split(r"\n(?=\s*(?:\d+\.|[-*+])\s)|\n\s*\n", markdown):
+        if size + len(block) > limit and kept:
+            break
+        kept.append(block)
+        size += len(block) + 1
+    return "\n".join(kept).strip()
+
+
+def compose_answer(candidate: Candidate, *, help_url: str) -> str:
+    """The reply in channel-neutral Markdown: the section under its title, and a link to the article."""
+    section = candidate.section
+    heading = f"**{section.title}"
+    if section.path:
+        heading += f": {section.path[-1]}"
+    heading += "**"
+    body = _trim(section.markdown)
+    # Sub-headings inside the section become bold lines (channels render no Markdown headings).
+    body = re.sub(r"^#{1,6}\s+(.+?)\s*#*$", r"**\1**", body, flags=re.MULTILINE)
+    link = f"{help_url.rstrip('/')}/help/{section.article_id}"
+    if section.anchor:
+        link += f"#{section.anchor}"
+    return f"{heading}\n\n{body}\n\nThe full article: {link}"
+
+
+def compose_grounded_answer(
+    question: str,
+    hits: Sequence[Mapping[str, Any]],
+    *,
+    help_url: str = "",
+    threshold: float = CONFIDENCE_THRESHOLD,
+    index: SectionIndex | None = None,
+) -> str | None:
+    """The best section as a whole, or None when no section is likely enough to answer the question."""
+    candidate = best_section(question, hits, index)
+    if candidate is None or candidate.confidence < threshold:
+        return None
+    return compose_answer(candidate, help_url=help_url)
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+SectionSearch = Callable[[str], Awaitable[Sequence[Mapping[str, Any]]]]
+
+
+async def offline_decision(
+    session: AsyncSession, inp: AgentStepInput, *, help_url: str, search_sections: SectionSearch | None = None
+) -> OfflineDecision:
+    """Small talk → a friendly reply; otherwise search first, then answer with a section or hand off.
+
+    `search_sections` is a section-level knowledge-base search (one passage per section); without
+    it the passages the search tool returned (one per article) are chosen among.
+    """
     question = "\n".join(await messages.contents_by_ids(session, message_ids=inp.message_ids)).strip()
     call_id = f"offline-{inp.turn}-{inp.step}"
+    kind = small_talk_kind(question)
+    if kind is not None:
+        reply = json.dumps({"message": SMALL_TALK_REPLIES[kind]})
+        return OfflineDecision([{"id": call_id, "name": "send_response", "arguments": reply}], kind == "resolved")
+    hits: Sequence[Mapping[str, Any]] | None
     hits = await agent_steps.turn_search_hits(session, conversation_id=inp.conversation_id, turn=inp.turn)
     if hits is None:
-        return [{"id": call_id, "name": "search_knowledge_base", "arguments": json.dumps({"query": question[:500]})}]
-    answer = compose_grounded_answer(question, hits)
+        search = json.dumps({"query": question[:500]})
+        return OfflineDecision([{"id": call_id, "name": "search_knowledge_base", "arguments": search}])
+    if hits and search_sections is not None:
+        hits = await search_sections(question[:500])
+    answer = compose_grounded_answer(question, hits, help_url=help_url)
     if answer is None:
-        return [{"id": call_id, "name": "escalate_to_human", "arguments": json.dumps({"reason": "no_answer"})}]
-    return [{"id": call_id, "name": "send_response", "arguments": json.dumps({"message": answer})}]
-
-
-def _content_words(value: str) -> set[str]:
-    return {w for w in _WORD.findall(value.lower()) if w not in _STOP and len(w) > 2}
-
-
-def compose_grounded_answer(question: str, hits: Sequence[Mapping[str, Any]], max_sentences: int = 4) -> str | None:
-    """An extractive answer: the passage sentences that best match the question, with their source.
-
-    Returns None when no passage shares enough meaning with the question to ground an answer.
-    """
-    wanted = _content_words(question)
-    if not wanted or not hits:
-        return None
-    # Trust the search's order (hybrid ranking); skip only hits that share too little with the question.
-    hit = next(
-        (
-            h
-            for h in hits[:3]
-            if len(wanted & _content_words(h.get("title", "") + " " + h.get("content", "")))
-            / max(1, min(len(wanted), 6))
-            >= 0.34
-        ),
-        None,
-    )
-    if hit is None:
-        return None
-    body = re.sub(r"^#+\s.*$", "", hit.get("content", ""), flags=re.MULTILINE)
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", body) if len(s.strip()) > 20]
-    if hit.get("title") and sentences and sentences[0].startswith(hit["title"]):
-        sentences[0] = sentences[0][len(hit["title"]) :].lstrip(" :-—")
-    ranked = sorted(range(len(sentences)), key=lambda i: (-len(wanted & _content_words(sentences[i])), i))[
-        :max_sentences
-    ]
-    chosen = [sentences[i] for i in sorted(ranked) if wanted & _content_words(sentences[i])]
-    if not chosen:
-        return None
-    return f"Here is what our documentation says ({hit.get('title', 'TechCorp help')}):\n\n" + " ".join(chosen)
+        escalate = json.dumps({"reason": "no_answer"})
+        return OfflineDecision([{"id": call_id, "name": "escalate_to_human", "arguments": escalate}])
+    return OfflineDecision([{"id": call_id, "name": "send_response", "arguments": json.dumps({"message": answer})}])

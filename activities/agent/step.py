@@ -1,34 +1,65 @@
 """`AgentActivities`: one model step per activity, and the model's knowledge-base and hand-off tools.
 
 Model text and tool arguments/results are stored in `agent_steps` (PostgreSQL), never in the
-workflow history. Without OPENAI_API_KEY the offline responder takes the model's place.
+workflow history. Without OPENAI_API_KEY the offline responder takes the model's place. The model
+is any OpenAI-compatible server (OPENAI_BASE_URL): `activities.agent.model` turns what it answers
+into tool calls, a repair request or a hand-off.
 """
 
 from __future__ import annotations
 
-import json
+import re
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCallParam
+from openai.types.chat import ChatCompletionMessageParam
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.agent.model import INVALID_CALL, ModelTurn, interpret, invalid_call_result, repaired_before, replay
+from activities.agent.offline import CANDIDATE_PASSAGES, heading_anchor, offline_decision
 from activities.agent.offline import MODEL_NAME as OFFLINE_MODEL
-from activities.agent.offline import offline_tool_calls
 from activities.agent.prompt import system_prompt
-from activities.agent.tools import TOOL_NAMES, TOOLS, ModelToolCall
+from activities.agent.tools import TOOLS, ModelToolCall
 from activities.deps import ActivityDeps
+from activities.guardrails.language import detect_language
 from activities.heartbeat import heartbeating
+from core.logging import get_logger
 from core.observability import LLM_COST, LLM_TOKENS
 from core.vocabulary import MODEL_ESCALATION_REASONS, PRIORITIES, EscalationReason, Priority
 from crm.db import transaction
-from crm.repositories import agent_steps, messages
+from crm.repositories import agent_steps, channel_configs, knowledge_base, messages
 from workflows.contracts import AgentStepInput, AgentStepResult, ErrorType, ToolCall, ToolInput, ToolResult
 
 # What one model call may write; a reply longer than this is cut by the API, not by us.
 MAX_COMPLETION_TOKENS = 1200
 # How much of the conversation the model sees besides the current turn's own steps.
 TRANSCRIPT_MESSAGES = 16
+# `ApplicationError.type` of a step whose model output cannot be used (raised non-retryable: the
+# workflow hands the conversation to a person with reason model_error).
+MODEL_OUTPUT_UNUSABLE = "ModelOutputUnusable"
+
+# A section read whole is cut here (at a line end): a pathological article must not fill the context.
+MAX_SECTION_CHARS = 6000
+# A continuation piece repeats the end of the piece before it (the chunker's overlap); shorter
+# matches than this are coincidences, not overlap.
+MIN_OVERLAP_CHARS = 12
+_LEADING_HEADINGS = re.compile(r"\A(?:[ \t]*#{1,6}[ \t][^\n]*\n+)+")
+
+log = get_logger(__name__)
+
+
+def whole_section(pieces: list[str]) -> str:
+    """One section from the chunks it was stored in, in order: each continuation's repeated headings
+    and its overlap with the piece before are dropped."""
+    text = pieces[0].strip()
+    for piece in pieces[1:]:
+        body = _LEADING_HEADINGS.sub("", piece.strip() + "\n").strip()
+        longest = min(len(body), len(text), 1000)
+        overlap = next((k for k in range(longest, MIN_OVERLAP_CHARS - 1, -1) if text.endswith(body[:k])), 0)
+        text = text + body[overlap:] if overlap else f"{text}\n\n{body}"
+    if len(text) > MAX_SECTION_CHARS:
+        text = text[: text.rfind("\n", 0, MAX_SECTION_CHARS)].rstrip() + "\n…"
+    return text
 
 
 class AgentActivities:
@@ -52,11 +83,35 @@ class AgentActivities:
         hits = await search(
             query, sessions=self.deps.sessions, embedder=self.deps.embedder(), limit=self.deps.settings.agent_kb_results
         )
+        # A section too long for one chunk was stored in pieces: the model reads it whole.
+        async with self.deps.sessions() as session:
+            sections = [
+                whole_section(
+                    [
+                        piece.content
+                        for piece in await knowledge_base.section_chunks(
+                            session, article_id=h.article_id, heading_path=h.heading_path
+                        )
+                        if piece.heading_path == h.heading_path
+                    ]
+                    or [h.content]
+                )
+                for h in hits
+            ]
+        help_url = self.help_url()
         result = {
             "query": query,
             "hits": [
-                {"article_id": h.article_id, "title": h.title, "content": h.content, "score": round(h.score, 4)}
-                for h in hits
+                {
+                    "article_id": h.article_id,
+                    "title": h.title,
+                    "section": " > ".join(h.heading_path) or None,
+                    # The help centre's page for the article, at the section's heading: what the reply cites.
+                    "url": f"{help_url}/help/{h.slug}" + (f"#{heading_anchor(h.section)}" if h.section else ""),
+                    "content": content,
+                    "score": round(h.score, 4),
+                }
+                for h, content in zip(hits, sections, strict=True)
             ],
         }
         await self.deps.store_tool_result(inp, "search_knowledge_base", result)
@@ -85,49 +140,79 @@ class AgentActivities:
     # ------------------------------------------------------------------ the model step
     @activity.defn(name="agent_step")
     async def agent_step(self, inp: AgentStepInput) -> AgentStepResult:
-        """One model call (OpenAI-compatible, or the offline responder); stores its output in agent_steps."""
+        """One model call (OpenAI-compatible, or the offline responder); stores its output in agent_steps.
+
+        Invalid tool calls are recorded with a result telling the model what was wrong and are not
+        run (one repair attempt per turn); output that cannot be used at all is recorded, then raised
+        as a non-retryable `ModelOutputUnusable`, which the workflow turns into a hand-off.
+        """
+        resolved = False
         async with heartbeating():
             if self.deps.settings.openai_configured:
-                content, calls, usage, model = await self._openai_step(inp)
+                decided, usage, model = await self._openai_step(inp)
             else:
-                async with self.deps.sessions() as session:
-                    calls = await offline_tool_calls(session, inp)
-                content, usage, model = None, (0, 0), OFFLINE_MODEL
-        if not calls:
-            # A plain answer is a send_response; nothing the model says reaches a customer unchecked.
-            calls = [
-                {
-                    "id": f"auto-{inp.turn}-{inp.step}",
-                    "name": "send_response",
-                    "arguments": json.dumps({"message": content or ""}),
-                }
-            ]
-        unknown = [c for c in calls if c["name"] not in TOOL_NAMES]
+                calls, resolved = await self._offline_step(inp)
+                decided = ModelTurn(content=None, calls=calls, handoff=None if calls else "the responder chose nothing")
+                usage, model = (0, 0), OFFLINE_MODEL
         async with transaction(self.deps.sessions) as session:
             step_id = await agent_steps.record_assistant_step(
                 session,
                 conversation_id=inp.conversation_id,
                 turn=inp.turn,
                 step=inp.step,
-                content=content,
-                tool_calls=calls,
+                content=decided.content,
+                tool_calls=decided.calls,
                 model=model,
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
             )
-        for call in unknown:  # tell the model on its next step instead of failing the turn
-            await self.deps.store_tool_result(
-                ToolInput(**inp.model_dump(exclude={"message_ids"}), step_id=step_id, call_id=call["id"]),
-                call["name"],
-                {"error": f"unknown tool {call['name']}"},
+        for call in decided.calls:
+            problem = decided.rejected.get(call["id"])
+            if problem is not None:  # the model reads this on its next step instead of the turn failing
+                await self.deps.store_tool_result(
+                    ToolInput(**inp.model_dump(exclude={"message_ids"}), step_id=step_id, call_id=call["id"]),
+                    INVALID_CALL,
+                    invalid_call_result(problem, call["arguments"]),
+                )
+        if decided.handoff is not None:
+            log.warning("agent.model_output_unusable", problem=decided.handoff[:300], model=model, step=inp.step)
+            raise ApplicationError(
+                f"model output unusable: {decided.handoff}"[:500], type=MODEL_OUTPUT_UNUSABLE, non_retryable=True
             )
         return AgentStepResult(
             step_id=step_id,
-            tool_calls=[ToolCall(call_id=c["id"], name=c["name"]) for c in calls],
+            tool_calls=[ToolCall(call_id=c["id"], name=c["name"]) for c in decided.runnable],
             prompt_tokens=usage[0],
             completion_tokens=usage[1],
             model=model,
+            conversation_resolved=resolved,
         )
+
+    async def _offline_step(self, inp: AgentStepInput) -> tuple[list[ModelToolCall], bool]:
+        """The offline responder's step: its tool calls, and whether the customer said it is solved."""
+        from kb.search import search
+
+        async def search_sections(question: str) -> list[dict[str, object]]:
+            # One passage per section (not per article): the responder picks the section to send.
+            hits = await search(
+                question,
+                sessions=self.deps.sessions,
+                embedder=self.deps.embedder(),
+                limit=CANDIDATE_PASSAGES,
+                per_article=None,
+            )
+            return [h.model_dump(mode="json") for h in hits]
+
+        async with self.deps.sessions() as session:
+            decision = await offline_decision(session, inp, help_url=self.help_url(), search_sections=search_sections)
+        return decision.calls, decision.resolved
+
+    def help_url(self) -> str:
+        """Where customers reach the gateway's help centre (links in replies point there)."""
+        s = self.deps.settings
+        if s.public_base_url is not None:
+            return str(s.public_base_url).rstrip("/")
+        return f"http://{s.gateway_host}:{s.gateway_port}"
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -142,8 +227,9 @@ class AgentActivities:
             )
         return self._client
 
-    async def _conversation_messages(self, inp: AgentStepInput) -> list[ChatCompletionMessageParam]:
-        """The recent transcript, then this turn's earlier steps (tool calls and their results)."""
+    async def _openai_step(self, inp: AgentStepInput) -> tuple[ModelTurn, tuple[int, int], str]:
+        """Ask the model for the next step of this turn and interpret its answer."""
+        s = self.deps.settings
         async with self.deps.sessions() as session:
             transcript = await messages.recent_transcript(
                 session, conversation_id=inp.conversation_id, limit=TRANSCRIPT_MESSAGES
@@ -151,62 +237,63 @@ class AgentActivities:
             steps = await agent_steps.steps_before(
                 session, conversation_id=inp.conversation_id, turn=inp.turn, step=inp.step
             )
-        result: list[ChatCompletionMessageParam] = []
-        for line in transcript:
-            if line.direction == "inbound":
-                result.append({"role": "user", "content": line.content})
-            else:
-                result.append({"role": "assistant", "content": line.content})
-        for stored in steps:
-            if stored.role == "assistant":
-                tool_calls: list[ChatCompletionMessageToolCallParam] = [
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                    for c in stored.payload.get("tool_calls", [])
-                ]
-                result.append({"role": "assistant", "content": stored.payload.get("content"), "tool_calls": tool_calls})
-            else:
-                result.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": stored.tool_call_id or "",
-                        "content": json.dumps(stored.payload.get("result")),
-                    }
-                )
-        return result
-
-    async def _openai_step(self, inp: AgentStepInput) -> tuple[str | None, list[ModelToolCall], tuple[int, int], str]:
-        s = self.deps.settings
-        messages_: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": system_prompt(inp.channel, inp.ticket_number)},
-            *await self._conversation_messages(inp),
-        ]
+            style = await channel_configs.get_style(session, channel=inp.channel)
+            turn_text = "\n".join(await messages.contents_by_ids(session, message_ids=inp.message_ids))
+        # The language this turn is written in (the same detector the guardrails use): a hint that keeps
+        # smaller models from answering a Spanish question in the English of the help centre.
+        language = detect_language(turn_text).language
+        prompt = system_prompt(
+            inp.channel,
+            inp.ticket_number,
+            tone=style.tone,
+            max_chars=style.max_response_length,
+            language=language,
+        )
+        request: list[ChatCompletionMessageParam] = [{"role": "system", "content": prompt}, *replay(transcript, steps)]
+        # OpenAI's current models take `max_completion_tokens` (reasoning models reject `max_tokens`);
+        # servers behind OPENAI_BASE_URL (vLLM, Ollama, llama.cpp) all read `max_tokens`.
+        limit_field = s.openai_max_tokens_parameter
+        if limit_field == "auto":
+            limit_field = "max_completion_tokens" if s.openai_base_url is None else "max_tokens"
         try:
+            # No `tool_choice`: "auto" is the default wherever tools are given, and some servers
+            # reject the explicit value unless started with extra flags (vLLM --enable-auto-tool-choice).
             response = await self._openai().chat.completions.create(
                 model=s.openai_model,
-                messages=messages_,
+                messages=request,
                 tools=TOOLS,
-                tool_choice="auto",
-                max_tokens=MAX_COMPLETION_TOKENS,
+                max_tokens=MAX_COMPLETION_TOKENS if limit_field == "max_tokens" else openai.omit,
+                max_completion_tokens=MAX_COMPLETION_TOKENS if limit_field == "max_completion_tokens" else openai.omit,
             )
         except (openai.RateLimitError, openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError):
             raise  # retryable: Temporal backs off and tries again
         except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409):  # request timeout, conflict: transient, as the client itself treats them
+                raise
             raise ApplicationError(
                 f"model rejected the request: HTTP {exc.status_code}", type=ErrorType.MODEL_REJECTED, non_retryable=True
             ) from exc
-        choice = response.choices[0].message
         model = response.model or s.openai_model
-        if response.usage:
-            LLM_TOKENS.labels(model, "prompt").inc(response.usage.prompt_tokens)
-            LLM_TOKENS.labels(model, "completion").inc(response.usage.completion_tokens)
-            LLM_COST.labels(model).inc(
-                response.usage.prompt_tokens / 1000 * s.llm_prompt_cost_per_1k_usd
-                + response.usage.completion_tokens / 1000 * s.llm_completion_cost_per_1k_usd
-            )
-        calls: list[ModelToolCall] = [
-            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments or "{}"}
-            for c in (choice.tool_calls or [])
-            if c.type == "function"
-        ]
-        usage = (response.usage.prompt_tokens, response.usage.completion_tokens) if response.usage else (0, 0)
-        return choice.content, calls, usage, model
+        usage = (
+            int(getattr(response.usage, "prompt_tokens", 0) or 0),
+            int(getattr(response.usage, "completion_tokens", 0) or 0),
+        )
+        LLM_TOKENS.labels(model, "prompt").inc(usage[0])
+        LLM_TOKENS.labels(model, "completion").inc(usage[1])
+        LLM_COST.labels(model).inc(
+            usage[0] / 1000 * s.llm_prompt_cost_per_1k_usd + usage[1] / 1000 * s.llm_completion_cost_per_1k_usd
+        )
+        if not response.choices:
+            raise RuntimeError("the model server answered without a choice")  # retryable: a server hiccup
+        choice = response.choices[0]
+        message = choice.message
+        decided = interpret(
+            content=message.content,
+            refusal=getattr(message, "refusal", None),
+            finish_reason=choice.finish_reason,
+            raw_calls=message.tool_calls,
+            turn=inp.turn,
+            step=inp.step,
+            repaired_before=repaired_before(steps),
+        )
+        return decided, usage, model

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final, TypedDict
+import json
+from typing import Any, Final, TypedDict
 
 from openai.types.chat import ChatCompletionToolParam
 
@@ -25,7 +26,10 @@ TOOLS: Final[list[ChatCompletionToolParam]] = [
         "type": "function",
         "function": {
             "name": "search_knowledge_base",
-            "description": "Search TechCorp's product documentation. Use before answering any product question.",
+            "description": (
+                "Search TechCorp's help centre. Returns whole article sections, each with its title, section "
+                "and link. Use before answering any product question; search again with other words if nothing fits."
+            ),
             "parameters": {
                 "type": "object",
                 "properties": {"query": {"type": "string", "description": "What to look for."}},
@@ -76,13 +80,47 @@ TOOLS: Final[list[ChatCompletionToolParam]] = [
         "type": "function",
         "function": {
             "name": "send_response",
-            "description": "Send the final answer to the customer on their channel.",
+            "description": (
+                "Send your reply to the customer on their channel: the answer (with the link of the section you "
+                "used), or one clarifying question when the request is ambiguous."
+            ),
             "parameters": {
                 "type": "object",
-                "properties": {"message": {"type": "string", "description": "The answer body."}},
+                "properties": {
+                    "message": {"type": "string", "description": "The reply body, in the customer's language."}
+                },
                 "required": ["message"],
             },
         },
     },
 ]
 TOOL_NAMES: Final[frozenset[str]] = frozenset(t["function"]["name"] for t in TOOLS if t["type"] == "function")
+
+_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
+    t["function"]["name"]: dict(t["function"].get("parameters", {})) for t in TOOLS if t["type"] == "function"
+}
+
+
+def argument_problem(name: str, arguments: str) -> str | None:
+    """Why a tool call cannot run as written (unknown tool, arguments not a JSON object, a required field
+    missing or not text); None when it can.
+
+    Enum words are not checked here: the tools map a word outside their list to a safe default.
+    """
+    schema = _SCHEMAS.get(name)
+    if schema is None:
+        return f"there is no tool named {name!r}; the tools are {', '.join(sorted(TOOL_NAMES))}"
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        return f"the arguments are not valid JSON ({exc.msg} at character {exc.pos})"
+    if not isinstance(parsed, dict):
+        return "the arguments must be a JSON object"
+    properties: dict[str, Any] = schema.get("properties", {})
+    for field in schema.get("required", []):
+        if field not in parsed:
+            return f"the required field {field!r} is missing"
+    for field, value in parsed.items():
+        if properties.get(field, {}).get("type") == "string" and not isinstance(value, str):
+            return f"the field {field!r} must be a string"
+    return None

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels.formatting import escalation_message, format_reply
+from activities.channels.formatting import business_hours_text, email_html, format_reply, holding_message
 from activities.channels.gmail import GmailAdapter, email_thread, reply_recipient, watch_inbox
 from activities.channels.port import ChannelAdapter, Delivery, OutboundMessage
 from activities.channels.web import WebFormAdapter
@@ -114,9 +114,29 @@ class ChannelActivities:
                 human_agent=inp.human_agent,
             )
             role = "human_agent" if inp.source == "human" else "agent"
+            # Email goes out as plain text with an HTML alternative (real lists, bold, links).
+            html = (
+                email_html(
+                    body,
+                    style=style,
+                    customer_name=customer_name,
+                    ticket_number=inp.ticket_number,
+                    human_agent=inp.human_agent,
+                )
+                if inp.channel == "email"
+                else None
+            )
             ids = []
             for index, part in enumerate(parts):
                 key = inp.idempotency_key if len(parts) == 1 else f"{inp.idempotency_key}#{index + 1}"
+                attributes: dict[str, object] = {
+                    "part": index + 1,
+                    "parts": len(parts),
+                    "source": inp.source,
+                    "human_agent": inp.human_agent,
+                }
+                if html is not None:
+                    attributes["html"] = html
                 ids.append(
                     await messages.record_outbound(
                         session,
@@ -125,12 +145,7 @@ class ChannelActivities:
                         role=role,
                         content=part,
                         idempotency_key=key,
-                        attributes={
-                            "part": index + 1,
-                            "parts": len(parts),
-                            "source": inp.source,
-                            "human_agent": inp.human_agent,
-                        },
+                        attributes=attributes,
                     )
                 )
         return PreparedReply(message_ids=ids)
@@ -142,8 +157,15 @@ class ChannelActivities:
             kind, _, reason = (inp.template or "").partition(":")
             if kind != "escalation":
                 raise ApplicationError(f"unknown reply template {inp.template!r}", non_retryable=True)
-            return escalation_message(
-                reason, sla_hint=f"within {self.deps.settings.escalation_sla_business_hours:g} business hours"
+            settings = self.deps.settings
+            async with self.deps.sessions() as session:
+                language = await conversations.language_of(session, conversation_id=inp.conversation_id)
+            return holding_message(
+                reason,
+                language,
+                sla_hint=f"within {settings.escalation_sla_business_hours:g} business hours",
+                # The same hours as the SLA timer's (BUSINESS_DAY_START_HOUR/END_HOUR).
+                business_hours=business_hours_text(settings.business_day_start_hour, settings.business_day_end_hour),
             )
         args = await self.deps.tool_arguments(
             ToolInput(

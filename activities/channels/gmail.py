@@ -147,6 +147,10 @@ class GmailAdapter:
         if references:
             mime["References"] = references
         mime.set_content(message.content)
+        html = message.attributes.get("html")
+        if isinstance(html, str) and html:
+            # multipart/alternative: clients that show HTML get real lists; the rest read the text.
+            mime.add_alternative(html, subtype="html")
         return mime
 
     def _send_blocking(self, mime: EmailMessage, thread_id: str | None, outbound_id: str) -> Delivery:

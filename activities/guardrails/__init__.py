@@ -8,7 +8,9 @@ contact details. The rules and word lists are data files a support lead can revi
 
 - ``normalise``  text preparation (ASCII punctuation, an email's new words only)
 - ``sentiment``  the lexicon scorer (``data/lexicon_en.toml``)
-- ``rules``      the inbound rules engine (``data/rules_en.toml``, ``data/guards_en.toml``)
+- ``language``   which language a message is in (py3langid's shipped model)
+- ``rules``      the inbound rules engine (``data/rules_<lang>.toml`` for en/es/pt/fr/de, ``data/guards_en.toml``)
+- ``classifier`` the model's structured-output reading of messages the rules let through
 - ``output``     the reply check (``data/output_en.toml``)
 - ``datafiles``  reading and validating the data files
 - ``activities`` the Temporal activities that read the CRM (through repositories) and call the checks
@@ -18,6 +20,7 @@ then ``python bench/guardrails_eval.py --errors``.
 """
 
 from activities.guardrails.datafiles import GuardrailDataError
+from activities.guardrails.language import SUPPORTED_LANGUAGES, detect_language, load_detector
 from activities.guardrails.output import OutputCheck, check_output, reply_patterns
 from activities.guardrails.rules import (
     NEGATIVE_SENTIMENT_THRESHOLD,
@@ -35,16 +38,19 @@ def load_data() -> None:
     rule_book()
     lexicon()
     reply_patterns()
+    load_detector()
 
 
 __all__ = [
     "NEGATIVE_SENTIMENT_THRESHOLD",
+    "SUPPORTED_LANGUAGES",
     "GuardrailDataError",
     "GuardrailDecision",
     "OutputCheck",
     "Rule",
     "RuleBook",
     "check_output",
+    "detect_language",
     "evaluate_inbound",
     "load_data",
     "rule_book",

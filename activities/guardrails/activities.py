@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import re
 
+import openai
 from temporalio import activity
 
 from activities.agent.prompt import SYSTEM_PROMPT
 from activities.deps import ActivityDeps
+from activities.guardrails.classifier import classify
 from activities.guardrails.output import check_output
 from activities.guardrails.rules import evaluate_inbound
 from core.logging import get_logger
+from crm.db import transaction
 from crm.repositories import agent_steps, customers, messages
-from workflows.contracts import GuardrailInput, GuardrailResult, OutputCheckResult, ToolInput
+from workflows.contracts import (
+    GuardrailInput,
+    GuardrailResult,
+    InboundClassification,
+    OutputCheckResult,
+    ToolInput,
+)
 
 log = get_logger(__name__)
 
@@ -24,6 +33,7 @@ class GuardrailActivities:
 
     def __init__(self, deps: ActivityDeps) -> None:
         self.deps = deps
+        self._client: openai.AsyncOpenAI | None = None
 
     @activity.defn(name="check_inbound_guardrails")
     async def check_inbound_guardrails(self, inp: GuardrailInput) -> GuardrailResult:
@@ -35,9 +45,52 @@ class GuardrailActivities:
         )
         if decision.action == "escalate":
             log.info("guardrails.escalate", reason=decision.reason, sentiment=round(decision.sentiment, 3))
+        if decision.language is not None and inp.message_ids:
+            async with transaction(self.deps.sessions) as session:
+                await messages.record_language(session, message_ids=inp.message_ids, language=decision.language)
         return GuardrailResult(
-            action=decision.action, reason=decision.reason, sentiment=decision.sentiment, matched=decision.matched[:10]
+            action=decision.action,
+            reason=decision.reason,
+            language=decision.language,
+            sentiment=decision.sentiment,
+            matched=decision.matched[:10],
         )
+
+    @activity.defn(name="classify_inbound")
+    async def classify_inbound(self, inp: GuardrailInput) -> InboundClassification:
+        """With a model configured: may these messages, which the rules let through, still need a human?"""
+        s = self.deps.settings
+        if not s.openai_configured:
+            # The workflow only asks when the config said a model is there; a worker without one
+            # must not pass the messages as checked.
+            raise RuntimeError("classify_inbound needs OPENAI_API_KEY on this worker")
+        async with self.deps.sessions() as session:
+            texts = await messages.contents_by_ids(session, message_ids=inp.message_ids)
+        limit_field = s.openai_max_tokens_parameter
+        if limit_field == "auto":
+            limit_field = "max_completion_tokens" if s.openai_base_url is None else "max_tokens"
+        result = await classify(
+            self._openai(),
+            model=s.openai_model,
+            text="\n".join(texts),
+            min_confidence=s.inbound_classifier_min_confidence,
+            limit_field=limit_field,
+        )
+        if result.escalate:
+            log.info("guardrails.classifier_escalate", reason=result.reason, confidence=round(result.confidence, 2))
+        return result
+
+    def _openai(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            s = self.deps.settings
+            assert s.openai_api_key is not None  # checked by openai_configured
+            self._client = openai.AsyncOpenAI(
+                api_key=s.openai_api_key.get_secret_value(),
+                base_url=s.openai_base_url,
+                max_retries=0,  # Temporal owns retries
+                timeout=s.openai_timeout_seconds,
+            )
+        return self._client
 
     @activity.defn(name="check_reply_guardrails")
     async def check_reply_guardrails(self, inp: ToolInput) -> OutputCheckResult:

@@ -31,7 +31,7 @@ _EMAIL_CUTS = (
     re.compile(r"^--\s*$", re.MULTILINE),
     re.compile(
         r"^\s*(?:this\s+(?:e-?mail|message)\b[^\n]{0,120}\b(?:confidential|privileged)"
-        r"|confidentiality\s+notice|disclaimer\s*:)",
+        r"|confidentiality\s+(?:(?:&|and)\s+legal\s+)?notice|legal\s+notice\s*:|disclaimer\s*:)",
         _FLAGS,
     ),
 )
@@ -47,6 +47,14 @@ _QUOTE_PREFIX = re.compile(r"^\s*(?:>\s?)+", re.MULTILINE)
 def normalise(text: str) -> str:
     """NFKC, with typographic quotes, dashes and no-break spaces made ASCII."""
     return unicodedata.normalize("NFKC", text).translate(_PUNCT_MAP)
+
+
+def fold_accents(text: str) -> str:
+    """The text with combining accents taken off ("devolución" -> "devolucion"); other letters kept."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
 
 
 def strip_email_noise(text: str) -> str:

@@ -26,10 +26,12 @@ from activities.guardrails.datafiles import (
     read,
     validate,
 )
-from activities.guardrails.normalise import normalise
+from activities.guardrails.normalise import fold_accents, normalise
 from activities.guardrails.rules import guards
 
 OUTPUT_FILE = "output_en.toml"
+# es/pt/fr/de and currency notation, matched against the reply with its accents taken off.
+INTL_OUTPUT_FILE = "output_intl.toml"
 
 _CLAIM_MAX_TERMS = 6
 _CLAIM_MIN_COVERAGE = 0.6  # share of X's key terms one passage must contain to back the claim
@@ -69,6 +71,13 @@ class _OutputFile(Entry):
     hedge: _Hedge
 
 
+class _IntlOutputFile(Entry):
+    fragments: dict[str, PatternText] = {}
+    price_statement: _Check
+    refund_promise: _Check
+    hedge: _Hedge
+
+
 @dataclass(frozen=True)
 class ReplyPatterns:
     price_statement: re.Pattern[str]
@@ -78,12 +87,18 @@ class ReplyPatterns:
     leak_disclosure: re.Pattern[str]
     hedge: re.Pattern[str]
     claim_stopwords: frozenset[str]
+    intl_price_statement: re.Pattern[str]
+    intl_refund_promise: re.Pattern[str]
+    intl_hedge: re.Pattern[str]
 
 
 @cache
 def reply_patterns() -> ReplyPatterns:
-    """The patterns of output_en.toml, read, checked and compiled once."""
+    """The patterns of output_en.toml and output_intl.toml, read, checked and compiled once."""
     raw = read(OUTPUT_FILE)
+    intl_raw = read(INTL_OUTPUT_FILE)
+    intl = validate(_IntlOutputFile, intl_raw, where=INTL_OUTPUT_FILE)
+    intl_fragments = fragments_of(intl_raw, where=INTL_OUTPUT_FILE)
     data = validate(_OutputFile, raw, where=OUTPUT_FILE)
     fragments = fragments_of(raw, where=OUTPUT_FILE)
 
@@ -101,6 +116,13 @@ def reply_patterns() -> ReplyPatterns:
         leak_disclosure=alternatives("leak_disclosure", data.leak_disclosure),
         hedge=compile_pattern(data.hedge.pattern, where=f"{OUTPUT_FILE}: [hedge]", fragments=fragments),
         claim_stopwords=frozenset(data.capability_claim.stopwords),
+        intl_price_statement=compile_any(
+            intl.price_statement.patterns, where=f"{INTL_OUTPUT_FILE}: [price_statement]", fragments=intl_fragments
+        ),
+        intl_refund_promise=compile_any(
+            intl.refund_promise.patterns, where=f"{INTL_OUTPUT_FILE}: [refund_promise]", fragments=intl_fragments
+        ),
+        intl_hedge=compile_pattern(intl.hedge.pattern, where=f"{INTL_OUTPUT_FILE}: [hedge]", fragments=intl_fragments),
     )
 
 
@@ -282,9 +304,10 @@ def check_output(
 
     original = normalise(reply)
     text = original.lower()
+    folded = fold_accents(text)
     violations: list[str] = []
 
-    if p.price_statement.search(text):
+    if p.price_statement.search(text) or p.intl_price_statement.search(folded):
         violations.append("states_price")
 
     for sentence in _sentences(text):
@@ -292,6 +315,12 @@ def check_output(
         if found and not hedged(sentence, found.start()):
             violations.append("promises_refund")
             break
+    else:
+        for sentence in _sentences(folded):
+            found = p.intl_refund_promise.search(sentence)
+            if found and not p.intl_hedge.search(clause_before(sentence, found.start())):
+                violations.append("promises_refund")
+                break
 
     passages = [{_stem(w) for w in _TERM.findall(passage.lower())} for passage in kb_passages]
     roadmap_passages = [

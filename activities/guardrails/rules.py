@@ -1,8 +1,12 @@
 """The inbound gate: before the model sees a message, answer it or escalate it with a reason.
 
-The rules are data (``data/rules_en.toml``, ``data/guards_en.toml``): regular expressions over whole
-words and phrases, each with the guards that discard a hit ("I don't want a refund", "our Refund
-Requests board"). This module compiles them once and applies them. Pure functions over ``str`` (no
+The rules are data (``data/rules_<lang>.toml`` for en, es, pt, fr and de, ``data/guards_en.toml``):
+regular expressions over whole words and phrases, each with the guards that discard a hit ("I don't
+want a refund", "our Refund Requests board"). Every language's rules read every message (customers
+mix languages and a one-liner's language is a guess); the non-English files are matched against the
+text with its accents taken off, so "devolucion" and "devolución" are one spelling. A message
+confidently in a language none of the files is written in is handed over with reason "language".
+This module compiles them once and applies them. Pure functions over ``str`` (no
 I/O after the first load, no clock, no randomness): the same input always gives the same decision,
 which keeps them safe in Temporal activities and reproducible in an audit.
 """
@@ -27,29 +31,42 @@ from activities.guardrails.datafiles import (
     read,
     validate,
 )
-from activities.guardrails.normalise import full_text, prepare
+from activities.guardrails.language import detect_language
+from activities.guardrails.normalise import fold_accents, full_text, prepare
 from activities.guardrails.sentiment import is_shouting, score_sentiment
 from core.settings import Settings
-from core.vocabulary import GUARDRAIL_REASONS, GuardrailReason
+from core.vocabulary import GUARDRAIL_REASONS, EscalationReason, GuardrailReason
 
-RULES_FILE = "rules_en.toml"
+RuleLanguage = Literal["en", "es", "pt", "fr", "de"]
+# One rules file per supported language; English first (its order is the audit order of `matched`).
+RULES_FILES: dict[RuleLanguage, str] = {lang: f"rules_{lang}.toml" for lang in ("en", "es", "pt", "fr", "de")}
+RULES_FILE = RULES_FILES["en"]
+# Above this detector probability the other languages' rules are not run on a message (speed only:
+# on the tuning set every message detected this surely was in the detected language).
+SURE_OF_LANGUAGE = 0.95
 GUARDS_FILE = "guards_en.toml"
+INTL_GUARDS_FILE = "guards_intl.toml"
 
 # The one knob: the setting that also keeps an unhappy customer's conversation from closing idle.
 # A compound score strictly below it escalates; plain troubleshooting ("the sync is broken, can you
 # help?") stays around -0.3 while angry or distressed messages land below -0.5.
 NEGATIVE_SENTIMENT_THRESHOLD: float = Settings.model_fields["negative_sentiment_threshold"].default
 
-GuardName = Literal["negation", "board_object", "how_to", "on_board"]
+GuardName = Literal[
+    "negation", "board_object", "how_to", "on_board", "broken_page", "board_object_intl", "broken_page_intl"
+]
 
 
 class GuardrailDecision(BaseModel):
     """Outcome of the pre-LLM gate for one inbound message."""
 
     action: Literal["escalate", "answer"]
-    reason: GuardrailReason | None = None
+    # A GuardrailReason, or "language" for a message in a language the rules are not written in.
+    reason: EscalationReason | None = None
     sentiment: float = Field(ge=-1.0, le=1.0)
     matched: list[str] = Field(default_factory=list)
+    # ISO 639-1 code of the message, when the detector is sure enough (None: too short or unsure).
+    language: str | None = None
 
     @model_validator(mode="after")
     def _reason_iff_escalate(self) -> GuardrailDecision:
@@ -60,11 +77,11 @@ class GuardrailDecision(BaseModel):
 
 # ---------------------------------------------------------------------------------- data schema
 class RuleEntry(Entry):
-    """One `[[rule]]` of rules_en.toml."""
+    """One `[[rule]]` of a rules_<lang>.toml file."""
 
     id: str = Field(pattern=r"^[a-z_]+\.[a-z_]+$")
     reason: GuardrailReason
-    language: Literal["en"]
+    language: RuleLanguage
     description: str = Field(min_length=1)
     guards: list[GuardName] = []
     reads_quoted_text: bool = False
@@ -95,10 +112,21 @@ class _GuardsFile(Entry):
     board_objects: list[str]
     glue_words: list[str]
     tracking_verbs: list[str]
+    page_nouns: list[str]
+    broken_page: PatternText
+    troubleshooting_margin: float = Field(ge=0.0, le=1.0)
+    troubleshooting_question: PatternText
+
+
+class _IntlGuardsFile(Entry):
+    board_objects: list[str]
+    page_nouns: list[str]
+    broken: PatternText
 
 
 # ---------------------------------------------------------------------------------- guards
 _SENTENCE_END = re.compile(r"[.!?;\n]")
+_PROSE_SENTENCE_END = re.compile(r"[!?;\n]|\.(?=\s|$)")
 _WORD_RE = re.compile(r"[a-z0-9%]+(?:'[a-z]+)?")
 Guard = Callable[[str, "re.Match[str]"], bool]
 
@@ -114,6 +142,19 @@ class Guards:
     board_objects: frozenset[str]
     glue_words: frozenset[str]
     tracking_verbs: frozenset[str]
+    page_nouns: frozenset[str]
+    broken: re.Pattern[str]
+    troubleshooting_margin: float
+    troubleshooting: re.Pattern[str]
+
+    def broken_page(self, text: str, hit: re.Match[str]) -> bool:
+        # A full stop only ends a sentence before a space: "techcorp.io" is one word.
+        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
+        end_match = _PROSE_SENTENCE_END.search(text, hit.end())
+        sentence_rest = text[hit.end() : end_match.start() if end_match else len(text)]
+        if not any(w in self.page_nouns for w in _WORD_RE.findall(sentence_rest.lower())[:3]):
+            return False
+        return bool(self.broken.search(text[start : end_match.start() if end_match else len(text)]))
 
     def clause_before(self, text: str, start: int) -> str:
         """The text from the last clause boundary up to `start`."""
@@ -141,6 +182,43 @@ class Guards:
         return any(w in self.tracking_verbs for w in _WORD_RE.findall(before)[-2:])
 
 
+_WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class IntlGuards:
+    """The guards of guards_intl.toml, over the accent-folded, lower-cased text."""
+
+    board_objects: frozenset[str]
+    page_nouns: frozenset[str]
+    broken: re.Pattern[str]
+
+    def board_object(self, text: str, hit: re.Match[str]) -> bool:
+        sentence_start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
+        end = _PROSE_SENTENCE_END.search(text, hit.end())
+        before = _WORD_INTL.findall(text[sentence_start : hit.start()])[-3:]
+        after = _WORD_INTL.findall(text[hit.end() : end.start() if end else len(text)])[:3]
+        return any(w in self.board_objects for w in (*before, *after))
+
+    def broken_page(self, text: str, hit: re.Match[str]) -> bool:
+        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
+        end = _PROSE_SENTENCE_END.search(text, hit.end())
+        sentence = text[start : end.start() if end else len(text)]
+        words = set(_WORD_INTL.findall(sentence))
+        return bool(words & self.page_nouns) and bool(self.broken.search(sentence))
+
+
+@cache
+def intl_guards() -> IntlGuards:
+    """The guards of guards_intl.toml, read and checked once."""
+    data = validate(_IntlGuardsFile, read(INTL_GUARDS_FILE), where=INTL_GUARDS_FILE)
+    return IntlGuards(
+        board_objects=frozenset(data.board_objects),
+        page_nouns=frozenset(data.page_nouns),
+        broken=compile_pattern(data.broken, where=f"{INTL_GUARDS_FILE}: broken"),
+    )
+
+
 @cache
 def guards() -> Guards:
     """The guards of guards_en.toml, read and checked once."""
@@ -153,6 +231,12 @@ def guards() -> Guards:
         board_objects=frozenset(data.board_objects),
         glue_words=frozenset(data.glue_words),
         tracking_verbs=frozenset(data.tracking_verbs),
+        page_nouns=frozenset(data.page_nouns),
+        broken=compile_pattern(data.broken_page, where=f"{GUARDS_FILE}: broken_page"),
+        troubleshooting_margin=data.troubleshooting_margin,
+        troubleshooting=compile_pattern(
+            data.troubleshooting_question, where=f"{GUARDS_FILE}: troubleshooting_question"
+        ),
     )
 
 
@@ -167,6 +251,7 @@ class Rule:
     guards: tuple[Guard, ...]
     reads_quoted_text: bool
     examples: tuple[str, ...]
+    language: RuleLanguage = "en"
 
     def first_hit(self, text: str) -> str | None:
         """The words of the first match no guard discards, whitespace collapsed."""
@@ -181,6 +266,7 @@ class ToneRule:
     id: str
     pattern: re.Pattern[str]
     active_below: float
+    language: RuleLanguage = "en"
 
 
 @dataclass(frozen=True)
@@ -189,68 +275,88 @@ class RuleBook:
     tone_rules: tuple[ToneRule, ...]
 
 
-def _entries(raw: object, key: str) -> list[tuple[str, object]]:
+def _entries(raw: object, key: str, file: str) -> list[tuple[str, object]]:
     if not isinstance(raw, list):
-        raise GuardrailDataError(f"{RULES_FILE}: [[{key}]] must be a list of tables")
-    return [(f"{RULES_FILE}: {key} {item.get('id', f'#{n + 1}')!r}", item) for n, item in enumerate(raw)]
+        raise GuardrailDataError(f"{file}: [[{key}]] must be a list of tables")
+    return [(f"{file}: {key} {item.get('id', f'#{n + 1}')!r}", item) for n, item in enumerate(raw)]
 
 
 @cache
 def rule_book() -> RuleBook:
-    """The rules of rules_en.toml, read, checked and compiled once."""
-    raw = read(RULES_FILE)
-    unknown = set(raw) - {"fragments", "rule", "tone_rule"}
-    if unknown:
-        raise GuardrailDataError(f"{RULES_FILE}: unknown top-level keys {sorted(unknown)}")
-    fragments = fragments_of(raw, where=RULES_FILE)
+    """The rules of every rules_<lang>.toml, read, checked and compiled once."""
     g = guards()
     by_name: dict[GuardName, Guard] = {
         "negation": g.negated,
         "board_object": g.board_object,
         "how_to": g.how_to,
         "on_board": g.on_board,
+        "broken_page": g.broken_page,
+        "board_object_intl": intl_guards().board_object,
+        "broken_page_intl": intl_guards().broken_page,
     }
     rules: list[Rule] = []
-    for where, item in _entries(raw.get("rule", []), "rule"):
-        entry = validate(RuleEntry, item, where=where)
-        rules.append(
-            Rule(
-                id=entry.id,
-                reason=entry.reason,
-                pattern=compile_any(entry.patterns, where=where, fragments=fragments),
-                guards=tuple(by_name[name] for name in entry.guards),
-                reads_quoted_text=entry.reads_quoted_text,
-                examples=tuple(entry.examples),
-            )
-        )
     tone_rules: list[ToneRule] = []
-    for where, item in _entries(raw.get("tone_rule", []), "tone_rule"):
-        tone = validate(ToneRuleEntry, item, where=where)
-        pattern = compile_any(tone.patterns, where=where, fragments=fragments)
-        tone_rules.append(ToneRule(id=tone.id, pattern=pattern, active_below=tone.active_below))
-    ids = [r.id for r in rules] + [t.id for t in tone_rules]
+    for language, file in RULES_FILES.items():
+        raw = read(file)
+        unknown = set(raw) - {"fragments", "rule", "tone_rule"}
+        if unknown:
+            raise GuardrailDataError(f"{file}: unknown top-level keys {sorted(unknown)}")
+        fragments = fragments_of(raw, where=file)
+        for where, item in _entries(raw.get("rule", []), "rule", file):
+            entry = validate(RuleEntry, item, where=where)
+            if entry.language != language:
+                raise GuardrailDataError(f"{where}: language {entry.language!r} in the {language!r} file")
+            rules.append(
+                Rule(
+                    id=entry.id,
+                    reason=entry.reason,
+                    pattern=compile_any(entry.patterns, where=where, fragments=fragments),
+                    guards=tuple(by_name[name] for name in entry.guards),
+                    reads_quoted_text=entry.reads_quoted_text,
+                    examples=tuple(entry.examples),
+                    language=language,
+                )
+            )
+        for where, item in _entries(raw.get("tone_rule", []), "tone_rule", file):
+            tone = validate(ToneRuleEntry, item, where=where)
+            pattern = compile_any(tone.patterns, where=where, fragments=fragments)
+            tone_rules.append(ToneRule(id=tone.id, pattern=pattern, active_below=tone.active_below, language=language))
+    ids = [r.id if r.language == "en" else f"{r.language}:{r.id}" for r in rules]
+    ids += [t.id if t.language == "en" else f"{t.language}:{t.id}" for t in tone_rules]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise GuardrailDataError(f"{RULES_FILE}: duplicate rule ids {duplicates}")
+        raise GuardrailDataError(f"rules files: duplicate rule ids {duplicates}")
     return RuleBook(rules=tuple(rules), tone_rules=tuple(tone_rules))
 
 
 # ---------------------------------------------------------------------------------- the decision
-def _negative_sentiment_hits(text: str, lowered: str, sentiment: float, threshold: float) -> list[str]:
+def _negative_sentiment_hits(
+    text: str, lowered: str, folded: str, sentiment: float, threshold: float, sure: str | None
+) -> list[str]:
     hits: list[str] = []
     if sentiment < threshold:
         hits.append(f"negative_sentiment.score:{sentiment:.2f}")
     # Tone words are gated on the overall tone so "not the worst, honestly great" or "damn that was
     # fast, thanks!" do not escalate.
     for tone in rule_book().tone_rules:
+        if sure is not None and tone.language not in ("en", sure):
+            continue
         if sentiment < tone.active_below:
-            found = tone.pattern.search(lowered)
+            found = tone.pattern.search(lowered if tone.language == "en" else folded)
             if found:
                 hits.append(f"{tone.id}:{found.group(0)}")
     # A polite ALL-CAPS message ("HI SUPPORT TEAM, HOW DO I ADD A MEMBER? THANKS") is not shouting:
     # caps only count when the message is also negative or carries exclamation marks.
     if is_shouting(text) and (sentiment < 0 or "!" in text or "??" in text):
         hits.append("negative_sentiment.shouting")
+    g = guards()
+    if (
+        len(hits) == 1
+        and hits[0].startswith("negative_sentiment.score:")
+        and sentiment >= threshold - g.troubleshooting_margin
+        and g.troubleshooting.search(folded)
+    ):
+        return []  # frustrated but asking how to fix it: the agent can help
     return hits
 
 
@@ -260,25 +366,46 @@ def evaluate_inbound(
     """Decide whether the agent may answer an inbound message or must escalate it, and why.
 
     When several reasons fire, the first of `GUARDRAIL_REASONS` names the escalation; every hit
-    stays in `matched`, highest reason first, for the audit.
+    stays in `matched`, highest reason first, for the audit. A message confidently written in a
+    language outside SUPPORTED_LANGUAGES escalates with reason "language" whatever it says: the
+    rules cannot read it, so nothing may vouch that the model can answer it.
     """
     prepared = prepare(text, channel)
     sentiment = score_sentiment(prepared)
+    guess = detect_language(prepared)
+    if guess.unsupported:
+        return GuardrailDecision(
+            action="escalate",
+            reason="language",
+            sentiment=sentiment,
+            matched=[f"language.unsupported:{guess.language}:{guess.confidence:.2f}"],
+            language=guess.language,
+        )
     lowered = prepared.lower()
+    folded = fold_accents(lowered)
+    # English rules always run (customers write "refund" or "GDPR" in any language); another
+    # language's rules are skipped only when the detector is sure the message is in a different one.
+    sure = guess.language if guess.confidence >= SURE_OF_LANGUAGE else None
     # Only email loses text to prepare(); elsewhere the full view is the prepared text itself.
     full_lowered = full_text(text).lower() if channel in (None, "email") else lowered
     hits: dict[GuardrailReason, list[str]] = {}
     for rule in rule_book().rules:
-        phrase = rule.first_hit(lowered)
+        if sure is not None and rule.language not in ("en", sure):
+            continue
+        phrase = rule.first_hit(lowered if rule.language == "en" else folded)
         if phrase is None and rule.reads_quoted_text and full_lowered != lowered:
             phrase = rule.first_hit(full_lowered)
         if phrase is not None:
             hits.setdefault(rule.reason, []).append(f"{rule.id}:{phrase}")
-    sentiment_hits = _negative_sentiment_hits(prepared, lowered, sentiment, negative_threshold)
+    sentiment_hits = _negative_sentiment_hits(prepared, lowered, folded, sentiment, negative_threshold, sure)
     if sentiment_hits:
         hits.setdefault("negative_sentiment", []).extend(sentiment_hits)
     matched = [entry for reason in GUARDRAIL_REASONS for entry in hits.get(reason, [])]
     reason = next((r for r in GUARDRAIL_REASONS if r in hits), None)
     return GuardrailDecision(
-        action="answer" if reason is None else "escalate", reason=reason, sentiment=sentiment, matched=matched
+        action="answer" if reason is None else "escalate",
+        reason=reason,
+        sentiment=sentiment,
+        matched=matched,
+        language=guess.language,
     )

@@ -6,6 +6,7 @@ primary (first) expected article; every must_contain fact occurs (case-insensiti
 below) in the primary expected article's text, and in the named section; per-kind field rules.
 Exit status 1 on any error.
 """
+
 import json
 import re
 import sys
@@ -36,15 +37,15 @@ def load_kb():
     for p in KB.glob("*.md"):
         lines = p.read_text(encoding="utf-8").splitlines()
         heads, code = [], False
-        for i, l in enumerate(lines):
-            if l.startswith("```"):
+        for i, line in enumerate(lines):
+            if line.startswith("```"):
                 code = not code
-            m = None if code else re.match(r"^(#{2,3}) (.+?)\s*$", l)
+            m = None if code else re.match(r"^(#{2,3}) (.+?)\s*$", line)
             if m:
                 heads.append((len(m.group(1)), m.group(2), i))
         secs = {}
         for j, (lvl, h, ln) in enumerate(heads):
-            end = next((ln2 for lvl2, _, ln2 in heads[j + 1:] if lvl2 <= lvl), len(lines))
+            end = next((ln2 for lvl2, _, ln2 in heads[j + 1 :] if lvl2 <= lvl), len(lines))
             secs[h] = "\n".join(lines[ln:end])
         arts[p.stem] = dict(text="\n".join(lines), sections=secs)
     return arts
@@ -84,7 +85,7 @@ def check_expected(rid, exp, section, arts, errors, need_section=True):
 
 def table(rows, key, parts):
     keys = sorted({key(r) for p in parts for r in rows[p]})
-    out = ["| " + " | ".join(["value"] + parts + ["total"]) + " |", "|" + "---|" * (len(parts) + 2)]
+    out = ["| " + " | ".join(["value", *parts, "total"]) + " |", "|" + "---|" * (len(parts) + 2)]
     for k in keys:
         c = [sum(key(r) == k for r in rows[p]) for p in parts]
         out.append("| " + " | ".join([str(k)] + [str(x) for x in c] + [str(sum(c))]) + " |")
@@ -123,15 +124,30 @@ def main():
 
         for a in sets["answers"][p]:
             aid = a.get("id")
-            need = {"id", "message", "channel", "kind", "expected", "section", "must_contain", "must_not_contain",
-                    "escalation_reason", "style", "language"}
+            need = {
+                "id",
+                "message",
+                "channel",
+                "kind",
+                "expected",
+                "section",
+                "must_contain",
+                "must_not_contain",
+                "escalation_reason",
+                "style",
+                "language",
+            }
             if set(a) != need:
                 errors.append(f"{aid}: fields {sorted(set(a) ^ need)}")
                 continue
             if not re.fullmatch(r"a-\d{4}", aid):
                 errors.append(f"{aid}: bad id")
-            if a["kind"] not in KINDS or a["channel"] not in CHANNELS or a["language"] not in LANGS \
-                    or a["escalation_reason"] not in REASONS:
+            if (
+                a["kind"] not in KINDS
+                or a["channel"] not in CHANNELS
+                or a["language"] not in LANGS
+                or a["escalation_reason"] not in REASONS
+            ):
                 errors.append(f"{aid}: bad kind/channel/language/reason")
             if (a["kind"] == "must_escalate") != (a["escalation_reason"] is not None):
                 errors.append(f"{aid}: escalation_reason must be set exactly for must_escalate")
@@ -163,22 +179,27 @@ def main():
         print(f"{name}: " + ", ".join(f"{p}={len(sets[name][p])}" for p in parts))
     if "--tables" in sys.argv:
         R, A = sets["retrieval"], sets["answers"]
-        print("\n### Retrieval: style × split\n")
+        print("\n### Retrieval: style x split\n")
         print(table(R, lambda r: r["style"], parts))
-        print("\n### Retrieval: language × split\n")
+        print("\n### Retrieval: language x split\n")
         print(table(R, lambda r: r["language"], parts))
-        print("\n### Retrieval: primary article × split\n")
+        print("\n### Retrieval: primary article x split\n")
         print(table(R, lambda r: r["expected"][0], parts))
-        print("\n### Answers: kind × split\n")
+        print("\n### Answers: kind x split\n")
         print(table(A, lambda a: a["kind"], parts))
-        print("\n### Answers: kind/style × split\n")
+        print("\n### Answers: kind/style x split\n")
         print(table(A, lambda a: f"{a['kind']} / {a['style']}", parts))
-        print("\n### Answers: escalation_reason × split (must_escalate)\n")
-        print(table({p: [a for a in A[p] if a["kind"] == "must_escalate"] for p in parts},
-                    lambda a: a["escalation_reason"], parts))
-        print("\n### Answers: channel × split\n")
+        print("\n### Answers: escalation_reason x split (must_escalate)\n")
+        print(
+            table(
+                {p: [a for a in A[p] if a["kind"] == "must_escalate"] for p in parts},
+                lambda a: a["escalation_reason"],
+                parts,
+            )
+        )
+        print("\n### Answers: channel x split\n")
         print(table(A, lambda a: a["channel"], parts))
-        print("\n### Answers: language × split\n")
+        print("\n### Answers: language x split\n")
         print(table(A, lambda a: a["language"], parts))
     for e in errors:
         print("ERROR", e)

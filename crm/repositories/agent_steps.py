@@ -19,6 +19,8 @@ class StoredSearchHit(TypedDict, total=False):
     title: str
     content: str
     score: float
+    section: str | None  # the heading path under the title ("Section > Subsection"), None for the introduction
+    url: str  # the help-centre page of the section, which a reply cites
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class StoredStep:
     role: str
     tool_call_id: str | None
     payload: dict[str, Any]
+    step: int = 0  # which step of the turn: a tool result belongs to the assistant message of its step
 
 
 _SEARCH_RESULTS = text(
@@ -120,12 +123,12 @@ async def steps_before(session: AsyncSession, *, conversation_id: str, turn: int
     """The turn's earlier steps, in the order the model sees them (each assistant step, then its tools)."""
     rows = await session.execute(
         text(
-            "SELECT role, tool_call_id, payload FROM agent_steps WHERE conversation_id = :c AND turn = :t "
+            "SELECT role, tool_call_id, payload, step FROM agent_steps WHERE conversation_id = :c AND turn = :t "
             "AND step < :s ORDER BY step, role, created_at"
         ),
         {"c": conversation_id, "t": turn, "s": step},
     )
-    return [StoredStep(role=r.role, tool_call_id=r.tool_call_id, payload=r.payload) for r in rows]
+    return [StoredStep(role=r.role, tool_call_id=r.tool_call_id, payload=r.payload, step=r.step) for r in rows]
 
 
 # --- used by gateway

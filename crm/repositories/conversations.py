@@ -188,3 +188,10 @@ async def conversations_of_customer(
         {"cu": customer_id, "c": always, "n": limit},
     )
     return [ConversationSummary(**r._mapping) for r in rows]
+
+
+# --- used by channels (issue 14: holding messages in the customer's language)
+async def language_of(session: AsyncSession, *, conversation_id: str) -> str | None:
+    """The conversation's detected language (ISO 639-1), or None when it was never told."""
+    value = await session.scalar(select(Conversation.language).where(Conversation.id == conversation_id))
+    return str(value) if value else None

@@ -71,7 +71,10 @@ async def open_escalation(
             priority=priority,
             sla_due_at=sla_due_at,
         )
-        .on_conflict_do_nothing(index_elements=[Escalation.conversation_id], index_where=Escalation.status == "open")
+        # The predicate is a literal, not a bind parameter: once asyncpg's prepared statement runs on
+        # a generic plan, PostgreSQL cannot match `status = $n` to the partial index and refuses
+        # the ON CONFLICT ("no unique or exclusion constraint matching").
+        .on_conflict_do_nothing(index_elements=[Escalation.conversation_id], index_where=text("status = 'open'"))
         .returning(Escalation.id)
     )
     return inserted is not None

@@ -1,7 +1,9 @@
 """Knowledge base: product-article chunks with their embeddings and full-text vectors.
 
 `search_candidates` is one statement returning each retriever's top chunks with their ranks
-(pgvector HNSW by cosine distance, PostgreSQL full text by `ts_rank`); `kb.search` fuses them.
+(pgvector HNSW by cosine distance; full text either ranked by BM25 in the process, whose chunk ids
+arrive as a parameter, or by PostgreSQL `ts_rank` for web-search syntax); `kb.search` fuses them.
+`corpus_version` and `lexical_documents` feed the in-process BM25 index (kb/lexical.py).
 The ingest functions read and write chunks keyed by (article_id, chunk_index).
 """
 
@@ -31,7 +33,7 @@ _FILTER = "(CAST(:category AS text) IS NULL OR kb.category = CAST(:category AS t
 
 _VECTOR_CTE = f"""
 vector_hits AS (
-    SELECT id, row_number() OVER (ORDER BY distance, article_id, chunk_index) AS rank
+    SELECT id, distance, row_number() OVER (ORDER BY distance, article_id, chunk_index) AS rank
     FROM (
         SELECT kb.id, kb.article_id, kb.chunk_index,
                kb.embedding <=> CAST(CAST(:embedding AS text) AS vector) AS distance
@@ -55,12 +57,23 @@ text_hits AS (
     ) AS matched
 )"""
 
-_EMPTY_VECTOR_CTE = "vector_hits AS (SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false)"
+# Chunks the in-process BM25 index ranked, passed as two parallel arrays (ids and 1-based ranks).
+_LEXICAL_CTE = f"""
+text_hits AS (
+    SELECT l.id, l.rank
+    FROM unnest(CAST(:lexical_ids AS uuid[]), CAST(:lexical_ranks AS bigint[])) AS l(id, rank)
+    JOIN knowledge_base AS kb ON kb.id = l.id
+    WHERE {_FILTER}
+)"""
+
+_EMPTY_VECTOR_CTE = (
+    "vector_hits AS (SELECT NULL::uuid AS id, NULL::float8 AS distance, NULL::bigint AS rank WHERE false)"
+)
 _EMPTY_TEXT_CTE = "text_hits AS (SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false)"
 
 _CANDIDATES = """
-SELECT kb.id, kb.article_id, kb.title, kb.category, kb.content,
-       v.rank AS vector_rank, t.rank AS text_rank
+SELECT kb.id, kb.article_id, kb.chunk_index, kb.title, kb.category, kb.content, kb.section, kb.heading_path,
+       v.rank AS vector_rank, t.rank AS text_rank, v.distance AS vector_distance
 FROM vector_hits AS v
 FULL OUTER JOIN text_hits AS t ON t.id = v.id
 JOIN knowledge_base AS kb ON kb.id = coalesce(v.id, t.id)
@@ -78,16 +91,23 @@ class ChunkCandidate:
     content: str
     vector_rank: int | None
     text_rank: int | None
+    chunk_index: int = 0
+    section: str | None = None
+    heading_path: tuple[str, ...] = ()
+    vector_distance: float | None = None
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
-def _statement(*, vector: bool, full_text: bool, web_syntax: bool) -> str:
+def _statement(*, vector: bool, full_text: bool, web_syntax: bool, lexical: bool = False) -> str:
     tsquery = _TSQUERY_WEB if web_syntax else _TSQUERY_ANY
     vector_cte = _VECTOR_CTE if vector else _EMPTY_VECTOR_CTE
-    text_cte = _TEXT_CTE.format(tsquery=tsquery) if full_text else _EMPTY_TEXT_CTE
+    if lexical:
+        text_cte = _LEXICAL_CTE
+    else:
+        text_cte = _TEXT_CTE.format(tsquery=tsquery) if full_text else _EMPTY_TEXT_CTE
     return f"WITH {vector_cte},\n{text_cte}\n{_CANDIDATES}"
 
 
@@ -103,12 +123,15 @@ async def search_candidates(
     ef_search: int,
     exact: bool = False,
     text_rank_normalization: int = 0,
+    lexical_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[ChunkCandidate]:
     """Each retriever's top `candidates` chunks for the query, with their ranks, in one round trip.
 
     The vector retriever runs when `embedding` is given, full text when `full_text` is set:
     `web_syntax` keeps `websearch_to_tsquery`'s semantics (phrases, `-word`, `or`), otherwise the
-    query's words are ORed. `exact` turns HNSW off (a sequential scan: exact nearest neighbours).
+    query's words are ORed. With `lexical_ids` (best first, already ranked by BM25 in the process)
+    those chunks are the full-text side instead, and `full_text`/`web_syntax` are not used.
+    `exact` turns HNSW off (a sequential scan: exact nearest neighbours).
     Sets transaction-local planner options: call it inside a transaction.
     """
     settings = {
@@ -136,7 +159,12 @@ async def search_candidates(
         "normalization": text_rank_normalization,
         "embedding": _vector_literal(embedding) if embedding is not None else None,
     }
-    statement = _statement(vector=embedding is not None, full_text=full_text, web_syntax=web_syntax)
+    if lexical_ids is not None:
+        params["lexical_ids"] = [str(i) for i in lexical_ids]
+        params["lexical_ranks"] = list(range(1, len(lexical_ids) + 1))
+    statement = _statement(
+        vector=embedding is not None, full_text=full_text, web_syntax=web_syntax, lexical=lexical_ids is not None
+    )
     rows = (await session.execute(text(statement), params)).mappings().all()
     return [
         ChunkCandidate(
@@ -147,9 +175,83 @@ async def search_candidates(
             content=row["content"],
             vector_rank=row["vector_rank"],
             text_rank=row["text_rank"],
+            chunk_index=row["chunk_index"],
+            section=row["section"],
+            heading_path=tuple(row["heading_path"] or ()),
+            vector_distance=row["vector_distance"],
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class LexicalRow:
+    """What the in-process BM25 index needs of one chunk."""
+
+    chunk_id: uuid.UUID
+    category: str
+    title: str
+    heading_path: tuple[str, ...]
+    content: str
+
+
+async def corpus_version(session: AsyncSession) -> int:
+    """The write counter of `knowledge_base` (bumped by a statement trigger; 0 without one)."""
+    version = await session.scalar(text("SELECT version FROM knowledge_base_version"))
+    return int(version) if version is not None else 0
+
+
+async def lexical_documents(session: AsyncSession) -> list[LexicalRow]:
+    """Every chunk's text and headings, in a stable order, for building the BM25 index."""
+    rows = await session.execute(
+        select(_kb.c.id, _kb.c.category, _kb.c.title, _kb.c.heading_path, _kb.c.content).order_by(
+            _kb.c.article_id, _kb.c.chunk_index
+        )
+    )
+    return [
+        LexicalRow(chunk_id=i, category=c, title=t, heading_path=tuple(h or ()), content=body)
+        for i, c, t, h, body in rows
+    ]
+
+
+async def section_chunks(
+    session: AsyncSession, *, article_id: str, heading_path: Sequence[str]
+) -> list[ChunkCandidate]:
+    """Every chunk of one article under a heading path (the section and its subsections), in order."""
+    depth = len(heading_path)
+    rows = await session.execute(
+        select(
+            _kb.c.id,
+            _kb.c.article_id,
+            _kb.c.chunk_index,
+            _kb.c.title,
+            _kb.c.category,
+            _kb.c.content,
+            _kb.c.section,
+            _kb.c.heading_path,
+        )
+        .where(_kb.c.article_id == article_id)
+        .order_by(_kb.c.chunk_index)
+    )
+    found: list[ChunkCandidate] = []
+    for row in rows.mappings():
+        path = tuple(row["heading_path"] or ())
+        if path[:depth] == tuple(heading_path):
+            found.append(
+                ChunkCandidate(
+                    chunk_id=row["id"],
+                    article_id=row["article_id"],
+                    title=row["title"],
+                    category=row["category"],
+                    content=row["content"],
+                    vector_rank=None,
+                    text_rank=None,
+                    chunk_index=row["chunk_index"],
+                    section=row["section"],
+                    heading_path=path,
+                )
+            )
+    return found
 
 
 # ----------------------------------------------------------------------------- ingest
@@ -167,6 +269,8 @@ class ChunkRow:
     content_hash: str
     embedding: list[float]
     embedding_model: str
+    section: str | None = None
+    heading_path: tuple[str, ...] = ()
 
 
 def _ids(values: list[str]) -> Any:
@@ -217,6 +321,8 @@ async def upsert_chunks(session: AsyncSession, *, chunks: Sequence[ChunkRow]) ->
                 "content_hash": c.content_hash,
                 "embedding": c.embedding,
                 "embedding_model": c.embedding_model,
+                "section": c.section,
+                "heading_path": list(c.heading_path),
             }
             for c in chunks
         ]
@@ -226,7 +332,16 @@ async def upsert_chunks(session: AsyncSession, *, chunks: Sequence[ChunkRow]) ->
             index_elements=[_kb.c.article_id, _kb.c.chunk_index],
             set_={
                 name: stmt.excluded[name]
-                for name in ("title", "category", "content", "content_hash", "embedding", "embedding_model")
+                for name in (
+                    "title",
+                    "category",
+                    "content",
+                    "content_hash",
+                    "embedding",
+                    "embedding_model",
+                    "section",
+                    "heading_path",
+                )
             },
         )
     )

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.vocabulary import DELIVERY_PROGRESS, Channel, DeliveryStatus, MessageDirection, MessageRole
-from crm.models import Message
+from crm.models import Conversation, Message
 
 
 @dataclass(frozen=True)
@@ -309,3 +309,17 @@ async def advance_delivery_status(
         },
     )
     return int(getattr(result, "rowcount", 0))
+
+
+# --- used by guardrails (issue 14)
+async def record_language(session: AsyncSession, *, message_ids: Sequence[str], language: str) -> None:
+    """The detected language (ISO 639-1) on these inbound messages and on their conversations."""
+    ids = [uuid.UUID(str(m)) for m in message_ids]
+    if not ids:
+        return
+    await session.execute(update(Message).where(Message.id.in_(ids)).values(language=language))
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id.in_(select(Message.conversation_id).where(Message.id.in_(ids))))
+        .values(language=language)
+    )

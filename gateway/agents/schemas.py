@@ -171,3 +171,11 @@ class ResolveResult(BaseModel):
     reply_sent: bool = Field(description="False when the workflow accepted the resolution but is still sending")
     conversation_status: ConversationStatus | None
     reply_message_ids: list[str]
+    delivery_status: DeliveryStatus | None = Field(
+        default=None,
+        description=(
+            "What happened to the reply, over all its parts: pending (still sending), queued, sent, "
+            "delivered, read, failed, undelivered, or not_configured (the channel has no credentials: "
+            "recorded, not sent); null while the workflow has not sent it yet"
+        ),
+    )

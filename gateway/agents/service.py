@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from core.logging import get_logger
-from core.vocabulary import ResolutionAction
+from core.vocabulary import DELIVERY_PROGRESS, DeliveryStatus, ResolutionAction
 from crm.db import transaction
 from crm.repositories import agent_steps, api_keys, conversations, customers, escalations, messages, tickets
 from gateway.agents.auth import HumanAgent
@@ -293,7 +293,8 @@ async def resolve_escalation(
         conversation_status=outcome.status if outcome else None,
         reply_message_ids=outcome.reply_message_ids if outcome else [],
     )
-    log.info("agents.escalation_resolved", ticket=number, agent=agent_name, action=action, via=via)
+    delivery = await reply_delivery_status(sessions, outcome.reply_message_ids) if outcome else None
+    log.info("agents.escalation_resolved", ticket=number, agent=agent_name, action=action, via=via, delivery=delivery)
     return ResolveResult(
         ticket_id=number,
         action=action,
@@ -301,4 +302,33 @@ async def resolve_escalation(
         reply_sent=outcome is not None,
         conversation_status=outcome.status if outcome else None,
         reply_message_ids=outcome.reply_message_ids if outcome else [],
+        delivery_status=delivery,
     )
+
+
+# A reply in several parts is as far as its least-advanced part; a part that failed, or could not
+# be sent at all, decides what the agent is told.
+_DELIVERY_SEVERITY: tuple[DeliveryStatus, ...] = ("failed", "undelivered", "not_configured")
+
+
+def combined_delivery_status(statuses: list[DeliveryStatus]) -> DeliveryStatus | None:
+    """One status for a reply's parts: a failure or not_configured wins, else the least progress."""
+    for status in _DELIVERY_SEVERITY:
+        if status in statuses:
+            return status
+    if not statuses:
+        return None
+    return min(statuses, key=lambda s: DELIVERY_PROGRESS.get(s, 0))
+
+
+async def reply_delivery_status(
+    sessions: async_sessionmaker[AsyncSession], message_ids: list[str]
+) -> DeliveryStatus | None:
+    """The delivery status of a reply (its outbound messages, by id), as recorded so far."""
+    statuses: list[DeliveryStatus] = []
+    async with sessions() as session:
+        for message_id in message_ids:
+            record = await messages.get_outbound(session, message_id=message_id)
+            if record is not None:
+                statuses.append(record.delivery_status)  # type: ignore[arg-type]  # a CHECKed column
+    return combined_delivery_status(statuses)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from activities.channels.formatting import ChannelStyle, escalation_message, format_reply, split_for_whatsapp
+from activities.channels.formatting import (
+    ChannelStyle,
+    email_html,
+    escalation_message,
+    format_reply,
+    split_for_whatsapp,
+)
+from core.markdown import render_html
 
 EMAIL = ChannelStyle("email", "formal", 4000, "Dear {name},", "Best regards,\nThe TechCorp Support Team")
 WHATSAPP = ChannelStyle("whatsapp", "concise", 1600, "Hi {name}!", None)
@@ -59,7 +66,63 @@ def test_escalation_message_is_honest_and_states_no_price() -> None:
         assert text.endswith("We usually answer within 2 business hours.")  # says what happens next
 
 
-def test_web_and_email_replies_carry_no_markdown_markers() -> None:
-    for style in (WEB, EMAIL):
-        [text] = format_reply("## Steps\n**Open** `Settings`.", style=style, customer_name="Ana", ticket_number=None)
-        assert "**" not in text and "##" not in text and "`" not in text and "Open Settings." in text
+def test_email_plain_text_carries_no_markdown_markers_and_its_html_has_real_lists() -> None:
+    body = "## Steps\n**Open** `Settings`, then *Integrations*.\n\n1. Click **Connect**.\n2. Sign in."
+    [text] = format_reply(body, style=EMAIL, customer_name="Ana", ticket_number=None)
+    assert "**" not in text and "##" not in text and "`" not in text and "*" not in text
+    assert "Open Settings, then Integrations." in text and "1. Click Connect.\n2. Sign in." in text
+    html = email_html(body, style=EMAIL, customer_name="Ana", ticket_number="TKT-1")
+    assert "<ol>" in html and "<li>Click <strong>Connect</strong>.</li>" in html and "TKT-1" in html
+
+
+def test_web_reply_is_markdown_that_renders_without_markers() -> None:
+    [text] = format_reply("## Steps\n**Open** `Settings`.", style=WEB, customer_name="Ana", ticket_number=None)
+    assert "##" not in text and "**Steps**" in text
+    html = render_html(text, breaks=True)
+    assert "<strong>Open</strong>" in html and "**" not in html and "<code>Settings</code>" in html
+
+
+def test_markdown_rendering_escapes_html_and_drops_script_links() -> None:
+    html = render_html("<img src=x onerror=alert(1)> [click](javascript:alert(1)) [ok](https://example.com)")
+    assert "<img" not in html and "&lt;img" in html
+    assert 'href="javascript' not in html and 'href="https://example.com"' in html
+
+
+def test_whatsapp_uses_its_own_bold_and_italic_and_lists_keep_their_lines() -> None:
+    body = "**Connect** *Google* calendar:\n1. Go to **Settings**.\n2. Click *Connect*.\n\n| Plan | Limit |\n|---|---|\n| Free | 60 |"
+    [text] = format_reply(body, style=WHATSAPP, customer_name=None, ticket_number=None)
+    assert text.startswith("*Connect* _Google_ calendar:\n1. Go to *Settings*.\n2. Click _Connect_.")
+    assert "|" not in text and "- Free — Limit: 60" in text
+
+
+def test_a_long_whatsapp_list_is_split_between_items_never_inside_one() -> None:
+    items = [f"{i}. Open the menu and choose option number {i} from the list of choices." for i in range(1, 40)]
+    parts = split_for_whatsapp("\n".join(items))
+    assert len(parts) > 1 and all(len(p) <= 1600 for p in parts)
+    assert [line for p in parts for line in p.split("\n")] == items
+
+
+def test_an_email_reply_goes_out_as_plain_text_with_an_html_alternative() -> None:
+    from activities.channels.gmail import GmailAdapter
+    from activities.channels.port import EmailThread, OutboundMessage
+    from core.settings import Settings
+
+    body = "**Connect**:\n\n1. Open *Settings*.\n2. Click **Connect**."
+    [plain] = format_reply(body, style=EMAIL, customer_name="Ana", ticket_number=None)
+    html = email_html(body, style=EMAIL, customer_name="Ana", ticket_number=None)
+    message = OutboundMessage(
+        message_id="m-1",
+        channel="email",
+        content=plain,
+        to_email="ana@example.com",
+        to_phone=None,
+        attributes={"html": html},
+    )
+    settings = Settings(_env_file=None, gmail_user_email="support@example.com")  # type: ignore[call-arg]
+    mime = GmailAdapter(settings)._compose(message, EmailThread(subject="Help"), "ana@example.com")
+    assert mime.get_content_type() == "multipart/alternative"
+    text_part = mime.get_body(preferencelist=("plain",))
+    html_part = mime.get_body(preferencelist=("html",))
+    assert text_part is not None and html_part is not None
+    assert "1. Open Settings.\n2. Click Connect." in text_part.get_content()
+    assert "<ol>" in html_part.get_content() and "<strong>Connect</strong>" in html_part.get_content()

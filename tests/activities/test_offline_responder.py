@@ -1,42 +1,102 @@
-"""The offline responder answers from the passage the hybrid search ranks first, or hands off."""
+"""The offline responder: one whole help-article section or an honest hand-off; small talk answered."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.agent import compose_grounded_answer
+from activities.agent.offline import (
+    CANDIDATE_PASSAGES,
+    bundled_index,
+    compose_grounded_answer,
+    small_talk_kind,
+)
 from core.settings import Settings
 from kb.embeddings import create_embedder
 from kb.search import search
 
 
 @pytest.mark.parametrize(
-    ("question", "article_title_word"),
+    ("message", "kind"),
     [
-        ("How do I archive a project?", "Project"),
-        ("How do I connect Slack to a channel?", "Slack"),
-        ("how to turn on two-factor authentication", "Two-Factor"),
+        ("hello", "greeting"),
+        ("Hi there 👋", "greeting"),
+        ("Bonjour !", "greeting"),
+        ("thanks!", "thanks"),
+        ("Just wanted to say your help articles are great.", "thanks"),
+        ("Thank you so much, the invoice download worked perfectly. Have a great weekend!\n\nAnna", "resolved"),
+        ("Danke, hat funktioniert!", "resolved"),
+        ("all sorted now, you can close the ticket", "resolved"),
+        ("are you a bot?", "bot"),
+        ("bye!", "goodbye"),
+        # Not small talk: a question, a problem, a complaint, words that merely contain a greeting.
+        ("Thanks. Can I also set a due date on each checklist item?", None),
+        ("hello, my CSV export fails with an error", None),
+        ("thanks, but it still doesn't work", None),
+        ("hell", None),
+        ("party", None),
+        ("it's broken again", None),
     ],
 )
-async def test_answers_come_from_the_best_ranked_relevant_article(
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    kb_ingested: None,
-    question: str,
-    article_title_word: str,
+def test_small_talk_is_told_apart_from_requests(message: str, kind: str | None) -> None:
+    assert small_talk_kind(message) == kind
+
+
+def test_a_section_is_kept_whole_with_its_steps_in_order() -> None:
+    sections = bundled_index().by_article["google-calendar-integration"]
+    connect = next(s for s in sections if s.path[-1:] == ("Connect your Google account",))
+    steps = [
+        line.split(".", 1)[0] for line in connect.markdown.splitlines() if line[:2] in {"1.", "2.", "3.", "4.", "5."}
+    ]
+    assert steps == ["1", "2", "3", "4", "5"]
+    # A section made of bold-titled problems is answered one problem at a time.
+    problems = [s.path[-1] for s in sections if s.path[:1] == ("Common problems",)]
+    assert "Duplicate events" in problems and "Events don't appear" in problems
+    # Internal policy articles are never answer material.
+    assert not {"escalation-rules", "brand-voice"} & set(bundled_index().by_article)
+
+
+async def _sections(settings: Settings, sessions: async_sessionmaker[AsyncSession], question: str) -> list[dict]:
+    hits = await search(
+        question,
+        sessions=sessions,
+        embedder=create_embedder(settings),
+        limit=CANDIDATE_PASSAGES,
+        per_article=None,
+    )
+    return [h.model_dump(mode="json") for h in hits]
+
+
+async def test_the_answer_is_the_whole_section_with_its_title_and_help_link(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
 ) -> None:
-    hits = await search(question, sessions=sessions, embedder=create_embedder(settings), limit=5)
-    answer = compose_grounded_answer(question, [h.model_dump() for h in hits])
+    question = "How do I connect my Google Calendar account?"
+    answer = compose_grounded_answer(
+        question, await _sections(settings, sessions, question), help_url="https://help.example.com"
+    )
     assert answer is not None
-    # The search's ranking decides; the responder does not re-rank.
-    assert answer.startswith(f"Here is what our documentation says ({hits[0].title}):"), answer[:200]
-    assert article_title_word.lower() in hits[0].title.lower()
+    assert answer.startswith("**Google Calendar Integration: Connect your Google account**")
+    positions = [answer.index(f"\n{n}. ") for n in range(1, 6)]
+    assert positions == sorted(positions)  # every step, in order
+    assert "Click **Start sync**." in answer
+    assert answer.rstrip().endswith(
+        "https://help.example.com/help/google-calendar-integration#connect-your-google-account"
+    )
 
 
 async def test_nothing_grounded_means_no_answer(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
 ) -> None:
-    question = "What is the airspeed velocity of an unladen swallow?"
-    hits = await search(question, sessions=sessions, embedder=create_embedder(settings), limit=5)
-    assert compose_grounded_answer(question, [h.model_dump() for h in hits]) is None
+    for question in ("What is the airspeed velocity of an unladen swallow?", "zoom integration?"):
+        hits = await _sections(settings, sessions, question)
+        assert compose_grounded_answer(question, hits) is None, question
+
+
+def test_a_passage_from_an_internal_article_is_never_quoted() -> None:
+    hit = {
+        "article_id": "escalation-rules",
+        "title": "Escalation Rules for the AI Support Agent",
+        "category": "policies",
+        "content": "# Escalation Rules\n## Reason codes\n\nEscalate pricing questions with reason code pricing.",
+    }
+    assert compose_grounded_answer("what reason code do you use for pricing questions", [hit]) is None

@@ -6,6 +6,8 @@
    agent signs into the console with a key made by `crm-fte agents create`, reads the queue and the
    cross-channel history with the KB articles the AI used, and resolves; the customer sees the
    human reply on the ticket status page.
+3. An agent answers an email on a server where Gmail is not configured: the console says the reply
+   was recorded but not sent, and shows each message's delivery status.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from twilio.request_validator import RequestValidator
 from typer.testing import CliRunner
 
 from core.settings import Settings, reset_settings_cache
-from tests.workflows.helpers import eventually
+from tests.workflows.helpers import eventually, inbound
 from workers.agents_cli import agents_app
+from workers.bridge import signal_with_start
 
 try:
     from playwright.async_api import expect
@@ -85,9 +88,8 @@ async def test_support_form_validates_then_shows_the_ticket_and_the_ai_reply(
     await page.get_by_label("Phone number").fill("")
     await page.get_by_label("Category").select_option("how_to")
     await page.get_by_label("High").check()
-    await page.get_by_label("How can we help?").fill(
-        "How do I connect Slack so my channel gets notified when a card moves?"
-    )
+    # A question the offline responder answers with confidence (it hands off below its threshold).
+    await page.get_by_label("How can we help?").fill("How do I connect Slack to my workspace?")
     subject = page.get_by_label("Subject")
     await subject.fill("Slack notifications")
     await subject.press("Enter")  # submits the form from the keyboard
@@ -207,12 +209,15 @@ async def test_agent_resolves_in_the_console_and_the_customer_sees_the_reply(
     await page.get_by_label("Reply to the customer").fill(reply)
     await page.screenshot(path=str(screenshot_dir / "agent-console.png"), full_page=True)
     await page.get_by_role("button", name="Send and hand back to the AI").click()
-    await expect(page.locator("#reply-status")).to_contain_text("Reply sent to the customer", timeout=30_000)
+    # Worded by what happened: the web channel recorded the reply as delivered.
+    await expect(page.locator("#reply-status")).to_contain_text("Reply delivered to the customer", timeout=30_000)
     await expect(page.locator("#reply-status")).to_be_focused()
     await expect(item).to_have_count(0)
     await expect(page.locator("#escalation-line")).to_contain_text(f"Resolved by {agent_name}")
     await expect(page.locator("#audit")).to_contain_text("escalation.resolve (resume_ai, completed)")
     await expect(page.locator('#thread li[data-role="human_agent"]')).to_contain_text(reply)
+    # Every reply shows its delivery status to the agent.
+    await expect(page.locator('#thread li[data-role="human_agent"] [data-delivery-status]')).to_have_text("Delivered")
 
     # The key lives in this tab's sessionStorage: a reload keeps the agent signed in.
     await page.reload()
@@ -243,6 +248,52 @@ async def test_agent_resolves_in_the_console_and_the_customer_sees_the_reply(
         (agent_name, "conversation.viewed"),
         (agent_name, "escalation.resolve"),
     ]
+
+
+async def test_the_console_says_when_a_reply_was_not_sent(
+    stack: Any, new_page: Any, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # An email conversation on a server without Gmail credentials: replies are recorded, not sent.
+    assert not stack.settings.gmail_configured
+    message = inbound("email", "How much does the Pro plan cost for 40 users? Can you give us a discount?")
+    workflow_id = await signal_with_start(stack.client, stack.settings, message)
+
+    async def escalated_ticket() -> str | None:
+        async with sessions() as session:
+            return await session.scalar(
+                text(
+                    "SELECT t.ticket_number FROM escalations e JOIN conversations c ON c.id = e.conversation_id "
+                    "JOIN tickets t ON t.conversation_id = c.id WHERE c.workflow_id = :w AND e.status = 'open'"
+                ),
+                {"w": workflow_id},
+            )
+
+    ticket = await eventually(escalated_ticket, timeout=45)
+    agent_name = f"Robin {uuid.uuid4().hex[:6]}"
+    key = await asyncio.to_thread(_cli_create_key, stack.settings, agent_name)
+
+    page = await new_page(1440, 1000)
+    await page.goto(f"{stack.url}/agent")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_label("API key").press("Enter")
+    item = page.locator(f'.queue-item[data-ticket="{ticket}"]')
+    await expect(item).to_contain_text("Email")
+    await item.click()
+    await expect(page.locator("#conversation-title")).to_contain_text(ticket)
+    # The AI's holding reply could not be sent either, and the thread says so.
+    holding = page.locator('#thread li[data-role="agent"] [data-delivery-status]')
+    await expect(holding).to_have_text("Not sent: channel not configured", timeout=30_000)
+
+    await page.get_by_label("Reply to the customer").fill("Our sales team will send you a quote today.")
+    await page.get_by_role("button", name="Send and hand back to the AI").click()
+    status = page.locator("#reply-status")
+    await expect(status).to_contain_text(
+        "The reply was recorded but NOT sent: the Email channel is not configured on this server.", timeout=30_000
+    )
+    await expect(status).not_to_contain_text("Reply sent")
+    await expect(status).to_have_class(re.compile(r"\bbad\b"))
+    human = page.locator('#thread li[data-role="human_agent"] [data-delivery-status]')
+    await expect(human).to_have_attribute("data-delivery-status", "not_configured")
 
 
 async def _sent_to(stack: Any, phone: str) -> bool:

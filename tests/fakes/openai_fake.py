@@ -22,8 +22,11 @@ Endpoints (wire format of api.openai.com):
 
 Like the real API, requests are validated: missing ``model``/``messages``, and ``tool``
 messages that do not answer the preceding assistant ``tool_calls`` (or unanswered tool
-calls) get a 400 ``invalid_request_error`` (disable with ``strict=False``).  Every
-request body is recorded (``chat_requests``, ``embedding_requests``, ``requests``).
+calls) get a 400 ``invalid_request_error`` (disable with ``strict=False``).  With
+``compat_checks=True`` it also rejects what some OpenAI-compatible servers reject: an assistant
+message with ``content: null`` (llama.cpp) and replayed tool-call arguments that are not JSON
+(vLLM parses them).  Every request body is recorded (``chat_requests``, ``embedding_requests``,
+``requests``).
 """
 
 from __future__ import annotations
@@ -91,11 +94,21 @@ def estimate_tokens(value: Any) -> int:
 # ---------------------------------------------------------------------------- script items
 @dataclass
 class ToolCall:
-    """One function call the fake model makes; ``arguments`` may be a dict or a raw JSON string."""
+    """One function call the fake model makes; ``arguments`` may be a dict or a raw JSON string
+    (a string that does not parse is how a real model's malformed call looks on the wire).
+
+    The ``compat_*`` switches reproduce what OpenAI-compatible servers send: llama.cpp has sent
+    calls with an empty id, some servers leave out ``type`` or the id, and some send the arguments
+    as a JSON object instead of JSON text.
+    """
 
     name: str
     arguments: dict[str, Any] | str = field(default_factory=dict)
     id: str | None = None
+    compat_id: str | None = None  # sent verbatim as the id ("" for an empty one)
+    compat_omit_id: bool = False
+    compat_omit_type: bool = False
+    compat_arguments_as_object: bool = False
 
     def arguments_json(self) -> str:
         if isinstance(self.arguments, str):
@@ -103,11 +116,19 @@ class ToolCall:
         return json.dumps(self.arguments, ensure_ascii=False)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id or _random_id("call_"),
+        arguments: Any = self.arguments_json()
+        if self.compat_arguments_as_object and isinstance(self.arguments, dict):
+            arguments = self.arguments
+        wire: dict[str, Any] = {
+            "id": self.compat_id if self.compat_id is not None else self.id or _random_id("call_"),
             "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments_json()},
+            "function": {"name": self.name, "arguments": arguments},
         }
+        if self.compat_omit_id:
+            del wire["id"]
+        if self.compat_omit_type:
+            del wire["type"]
+        return wire
 
 
 @dataclass
@@ -123,6 +144,7 @@ class ChatReply:
     refusal: str | None = None
     delay: float = 0.0  # seconds to wait before answering (to exercise client timeouts)
     headers: dict[str, str] = field(default_factory=dict)
+    omit_usage: bool = False  # some OpenAI-compatible servers send no `usage`
 
 
 @dataclass
@@ -233,6 +255,15 @@ def _encode_base64_floats(vector: Sequence[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
+# Default answers to structured-output requests (response_format json_schema), by schema name: the
+# project's inbound classifier reads every message the rules let through before the agent step, so a
+# test that scripts the agent's replies gets a benign classification without scripting it (and the
+# classifier path runs in every model-path test). `push_classification` scripts a different one.
+DEFAULT_STRUCTURED: dict[str, dict[str, Any]] = {
+    "inbound_classification": {"reason": "none", "confidence": 0.9, "language": "en"},
+}
+
+
 # ---------------------------------------------------------------------------- the fake
 class OpenAIFake(FakeServer):
     def __init__(
@@ -243,17 +274,24 @@ class OpenAIFake(FakeServer):
         models: Iterable[str] = DEFAULT_MODELS,
         reject_unknown_models: bool = False,
         strict: bool = True,
+        compat_checks: bool = False,
         responder: Responder | None = None,
         default_embedding_dimensions: int = 1536,
+        structured_defaults: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(tls=tls)
         self.api_key = api_key  # None: any bearer token is accepted (but one is required)
         self.models = list(models)
         self.reject_unknown_models = reject_unknown_models
         self.strict = strict
+        self.compat_checks = compat_checks
         self.responder = responder
         self.default_embedding_dimensions = default_embedding_dimensions
         self._script: collections.deque[ChatReply | ChatError] = collections.deque()
+        # Structured-output requests are answered from their own queue, then by schema-name defaults,
+        # so they never consume the replies scripted for the agent's tool loop.
+        self._structured_script: collections.deque[ChatReply | ChatError] = collections.deque()
+        self.structured_defaults = dict(DEFAULT_STRUCTURED if structured_defaults is None else structured_defaults)
         self._embedding_errors: collections.deque[ChatError] = collections.deque()
         self._lock = threading.Lock()
         self.chat_requests: list[dict[str, Any]] = []
@@ -283,6 +321,37 @@ class OpenAIFake(FakeServer):
     def push_error(self, error: ChatError) -> None:
         self.push(error)
 
+    def push_refusal(self, refusal: str = "I'm sorry, but I can't help with that.", **kwargs: Any) -> None:
+        """The model declines: ``message.refusal`` set, no content, no tool call."""
+        self.push(ChatReply(refusal=refusal, **kwargs))
+
+    def push_malformed_tool_call(self, name: str, raw_arguments: str = '{"query": "export', **kwargs: Any) -> None:
+        """A tool call whose arguments are not valid JSON (a model cut off or confused mid-call)."""
+        self.push(ChatReply(tool_calls=[ToolCall(name, raw_arguments)], **kwargs))
+
+    # ---- guardrails: the inbound classifier (issue 14; activities/guardrails/classifier.py) ----
+    def push_classification(
+        self, reason: str, confidence: float, language: str, *, prompt_tokens: int = 150, completion_tokens: int = 12
+    ) -> None:
+        """Script the classifier's structured-output answer: the JSON object its schema asks for."""
+        content = json.dumps({"reason": reason, "confidence": confidence, "language": language})
+        with self._lock:
+            self._structured_script.append(
+                ChatReply(content=content, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            )
+
+    def push_structured_reply(self, content: str) -> None:
+        """The next structured-output request gets `content` as it is (e.g. JSON outside the schema)."""
+        with self._lock:
+            self._structured_script.append(ChatReply(content=content))
+
+    def push_structured_error(self, error: ChatError) -> None:
+        """The next structured-output request (e.g. the classifier) fails with `error`."""
+        with self._lock:
+            self._structured_script.append(error)
+
+    # ---- end of the guardrails section ----
+
     def push_rate_limit(self, retry_after: float = 1.0) -> None:
         self.push(ChatError.rate_limit(retry_after))
 
@@ -299,6 +368,7 @@ class OpenAIFake(FakeServer):
     def reset(self) -> None:
         with self._lock:
             self._script.clear()
+            self._structured_script.clear()
             self._embedding_errors.clear()
             self.chat_requests.clear()
             self.chat_responses.clear()
@@ -413,6 +483,10 @@ class OpenAIFake(FakeServer):
                     + ", ".join(pending),
                     param=f"messages.[{pending_index}].role",
                 )
+            if role == "assistant" and self.compat_checks:
+                compat_error = self._compat_error(message, index)
+                if compat_error:
+                    return compat_error
             if role == "assistant" and message.get("tool_calls"):
                 pending = [call.get("id") for call in message["tool_calls"]]
                 pending_index = index
@@ -425,7 +499,32 @@ class OpenAIFake(FakeServer):
             )
         return None
 
+    @staticmethod
+    def _compat_error(message: dict[str, Any], index: int) -> ChatError | None:
+        if message.get("content", None) is None:
+            return ChatError.bad_request(
+                "Expected 'content' to be a string or an array", param=f"messages.[{index}].content"
+            )
+        for call in message.get("tool_calls") or []:
+            try:
+                json.loads((call.get("function") or {}).get("arguments", ""))
+            except (TypeError, ValueError):
+                return ChatError.bad_request(
+                    "tool call arguments are not valid JSON", param=f"messages.[{index}].tool_calls"
+                )
+        return None
+
     def _next_item(self, body: dict[str, Any]) -> ChatReply | ChatError | dict[str, Any]:
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            name = str((response_format.get("json_schema") or {}).get("name", ""))
+            with self._lock:
+                if self._structured_script:
+                    return self._structured_script.popleft()
+            if name in self.structured_defaults:
+                return ChatReply(
+                    content=json.dumps(self.structured_defaults[name]), prompt_tokens=120, completion_tokens=10
+                )
         with self._lock:
             if self._script:
                 return self._script.popleft()
@@ -464,7 +563,7 @@ class OpenAIFake(FakeServer):
             if reply.completion_tokens is not None
             else estimate_tokens(reply.content or "") + sum(estimate_tokens(c["function"]) for c in tool_calls)
         )
-        return {
+        completion: dict[str, Any] = {
             "id": _random_id("chatcmpl-", 29),
             "object": "chat.completion",
             "created": int(time.time()),
@@ -492,6 +591,9 @@ class OpenAIFake(FakeServer):
             "service_tier": "default",
             "system_fingerprint": "fp_fake0001",
         }
+        if reply.omit_usage:
+            del completion["usage"]
+        return completion
 
     @staticmethod
     def _chunks(text: str, size: int) -> Iterator[str]:
@@ -528,7 +630,7 @@ class OpenAIFake(FakeServer):
                     "tool_calls": [
                         {
                             "index": index,
-                            "id": call["id"],
+                            "id": call.get("id"),
                             "type": "function",
                             "function": {"name": call["function"]["name"], "arguments": ""},
                         }
@@ -539,7 +641,7 @@ class OpenAIFake(FakeServer):
                 yield event({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         yield event({}, choice["finish_reason"])
         if include_usage:
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': completion['usage']})}\n\n".encode()
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': completion.get('usage')})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
     async def _chat_completions(self, request: Request) -> Response:

@@ -388,6 +388,10 @@ class Traffic:
         self._db_totals: Counter[tuple[str, str]] = Counter()
         self.status_seen: Counter[str] = Counter()
         self.two_xx_while_broker_down = 0
+        # Every 5xx but a 503 (an outage must be a 503 with Retry-After): (when, turn, status, body).
+        self.server_errors: list[tuple[float, str, int, str]] = []
+        # Every 503 that came without a Retry-After header, by turn.
+        self.unavailable_without_retry_after: list[str] = []
         self.broker_down = False
         self.closing = False
 
@@ -430,6 +434,8 @@ class Traffic:
                 async with self.through_kafka():
                     broker_down = self.broker_down and produces_every_time
                     status, payload = await attempt()
+                    if status >= 500:
+                        self._note_server_error(turn, status, payload)
             except Exception as exc:  # connection refused/reset, timeouts, Temporal RPC errors
                 turn.failures[type(exc).__name__] += 1
                 self.status_seen[type(exc).__name__] += 1
@@ -450,6 +456,12 @@ class Traffic:
             await asyncio.sleep(max(retry_after, delay * self.rng.uniform(0.8, 1.2)))
             delay = min(delay * 2, 3.0)
         return None
+
+    def _note_server_error(self, turn: Turn, status: int, payload: Any) -> None:
+        if status != 503:
+            self.server_errors.append((time.monotonic(), turn.ref, status, str(payload)[:200]))
+        elif not (isinstance(payload, dict) and payload.get("retry_after_header")):
+            self.unavailable_without_retry_after.append(turn.ref)
 
     async def wait_reply(self, conv: Conversation, turn: Turn) -> bool:
         assert conv.address is not None
@@ -614,6 +626,8 @@ def _payload(response: httpx.Response) -> Any:
         body = {"text": response.text[:200]}
     if response.status_code == 429 and isinstance(body, dict):
         body["retry_after"] = response.headers.get("retry-after", "1")
+    if response.status_code == 503 and isinstance(body, dict):
+        body["retry_after_header"] = response.headers.get("retry-after")
     return body
 
 
@@ -943,9 +957,15 @@ async def test_nothing_acknowledged_is_lost_or_answered_twice_while_every_servic
                 + f" | startup {traffic_started - started:.0f}s, traffic {traffic_seconds:.0f}s, "
                 f"drain {drain_seconds:.0f}s, total before teardown {time.monotonic() - started:.0f}s"
             )
+            server_errors = [
+                f"{ref} HTTP {status} at +{at - traffic_started:.1f}s"
+                + "".join(f" during {f.name}" for f in faults if f.started_at - 1 <= at <= f.started_at + f.seconds + 1)
+                + f": {body}"
+                for at, ref, status, body in traffic.server_errors
+            ]
             with capsys.disabled():
                 print(f"\n{summary}")
-                for line in notes + outcome.delivered_without_2xx[:10]:
+                for line in notes + outcome.delivered_without_2xx[:10] + server_errors[:10]:
                     print(f"  {line}")
 
             rejected = [
@@ -953,6 +973,11 @@ async def test_nothing_acknowledged_is_lost_or_answered_twice_while_every_servic
             ]
             assert not rejected, f"requests refused with a 4xx: {rejected[:10]}"
             assert traffic.two_xx_while_broker_down == 0, "the gateway acknowledged messages with the broker down"
+            # An outage is a 503 with Retry-After (providers retry), never a 500.
+            assert not server_errors, f"5xx other than 503: {server_errors[:10]}"
+            assert not traffic.unavailable_without_retry_after, (
+                f"503 without Retry-After: {traffic.unavailable_without_retry_after[:10]}"
+            )
             assert not outcome.lost, f"lost: {outcome.lost[:20]}"
             assert not outcome.duplicated, f"duplicated: {outcome.duplicated[:20]}"
             assert outcome.acknowledged >= 0.9 * outcome.sent, "most messages should get through eventually"

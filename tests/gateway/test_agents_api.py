@@ -53,9 +53,15 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def escalate(client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], **kw: Any) -> str:
+async def escalate(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    channel: str = "web_form",
+    **kw: Any,
+) -> str:
     """Start a real conversation that escalates (pricing) and return its ticket number."""
-    message = inbound("web_form", PRICING, **kw)
+    message = inbound(channel, PRICING, **kw)
     workflow_id = await signal_with_start(client, settings, message)
 
     async def escalated() -> str | None:
@@ -217,6 +223,8 @@ async def test_queue_history_resolve_then_409_and_every_action_audited(
     assert web["ticket"]["ticket_id"] == ticket and web["ticket"]["status"] == "escalated"
     assert [e["status"] for e in web["escalations"]] == ["open"]
     assert [m["role"] for m in web["messages"]] == ["customer", "agent"]
+    # Every message carries its delivery status: the customer's as received, the holding reply as sent.
+    assert [m["delivery_status"] for m in web["messages"]] == ["received", "delivered"]
     whatsapp = by_channel["whatsapp"]
     assert [m["direction"] for m in whatsapp["messages"]] == ["inbound", "outbound"]
     assert whatsapp["kb_articles"], "the KB articles the AI retrieved are listed"
@@ -232,6 +240,7 @@ async def test_queue_history_resolve_then_409_and_every_action_audited(
     outcome = resolved.json()
     assert outcome["ticket_id"] == ticket and outcome["resolved_by"] == name and outcome["reply_sent"] is True
     assert outcome["conversation_status"] == "active" and outcome["reply_message_ids"]
+    assert outcome["delivery_status"] == "delivered"  # what the web channel recorded for the reply
     async with sessions() as session:
         sent = (
             await session.execute(
@@ -379,7 +388,8 @@ async def test_cli_creates_lists_and_revokes_keys_and_resolves_from_the_queue(
     ]
     done = await asyncio.to_thread(_cli, settings, escalations_app, args)
     assert done.exit_code == 0, done.output
-    assert f"{ticket}: reply sent by Sam Rivera; conversation closed" in done.stdout
+    # The web channel records the reply as delivered: the CLI says what happened, not just "sent".
+    assert f"{ticket}: reply delivered by Sam Rivera; conversation closed" in done.stdout
     twice = await asyncio.to_thread(_cli, settings, escalations_app, args)
     assert twice.exit_code == 3 and "no open escalation" in twice.output
     unknown = await asyncio.to_thread(
@@ -408,3 +418,42 @@ async def _messages_by_ticket(sessions: async_sessionmaker[AsyncSession], ticket
             {"t": ticket},
         )
         return [dict(r._mapping) for r in rows]
+
+
+async def test_a_reply_on_an_unconfigured_channel_is_reported_as_not_sent(
+    worker,  # type: ignore[no-untyped-def]
+    http: httpx.AsyncClient,
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The session's settings have no Twilio credentials: WhatsApp replies are recorded, not sent.
+    assert not settings.twilio_configured
+    _, key = await new_key(sessions)
+    ticket = await escalate(client, settings, sessions, channel="whatsapp")
+    resolved = await http.post(
+        f"/api/v1/escalations/{ticket}/resolve",
+        headers=bearer(key),
+        json={"reply": "Our sales team will call you today.", "action": "resume_ai"},
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["delivery_status"] == "not_configured"
+    conversation_id = await _conversation_of(sessions, ticket)
+    history = (await http.get(f"/api/v1/conversations/{conversation_id}", headers=bearer(key))).json()
+    outbound = [m for c in history["conversations"] for m in c["messages"] if m["direction"] == "outbound"]
+    assert outbound and {m["delivery_status"] for m in outbound} == {"not_configured"}
+
+    # The CLI says so too, and exits non-zero: the customer did not get the reply.
+    second = await escalate(client, settings, sessions, channel="whatsapp")
+    args = ["resolve", second, "--reply", "Calling you now.", "--action", "close", "--agent", "Sam Rivera"]
+    done = await asyncio.to_thread(_cli, settings, escalations_app, args)
+    assert done.exit_code == 4, done.output
+    assert f"{second}: the reply was recorded but NOT sent: the channel is not configured" in done.stdout
+
+
+async def _conversation_of(sessions: async_sessionmaker[AsyncSession], ticket: str) -> str:
+    async with sessions() as session:
+        found = await session.scalar(
+            text("SELECT conversation_id FROM tickets WHERE ticket_number = :t"), {"t": ticket}
+        )
+    return str(found)

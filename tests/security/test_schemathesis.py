@@ -301,8 +301,11 @@ def test_every_error_the_gateway_gives_is_documented(gateway_app: FastAPI) -> No
 
 def test_stateful_form_then_ticket(gateway_app: FastAPI, agent_headers: dict[str, str]) -> None:
     """Submit forms, then follow the link to each ticket: it must exist for the email that filed it."""
-    schema.app = gateway_app
-    machine = schema.as_state_machine()
+    # Only the two linked operations: the stateless tests above fuzz every endpoint, and with all of them
+    # in the machine its fixed-seed walk may never take the form → ticket link.
+    linked = schema.include(path_regex=r"^/api/v1/(support/form|tickets/\{ticket_id\})$")
+    linked.app = gateway_app
+    machine = linked.as_state_machine()
     tickets_found: list[str] = []
 
     class FormThenTicket(machine):  # type: ignore[misc, valid-type]

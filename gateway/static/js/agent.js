@@ -4,7 +4,7 @@
 
 (function () {
   const { el, api, badge, label, formatDateTime, formatRelative, renderThread, setFieldError } = window.CRM;
-  const { CHANNELS, PRIORITIES, REASONS, vocabulary } = window.CRM;
+  const { CHANNELS, DELIVERY, PRIORITIES, REASONS, vocabulary } = window.CRM;
 
   const KEY_STORAGE = "crmfte.agentKey";
   const QUEUE_INTERVAL_MS = 5000;
@@ -227,6 +227,7 @@
 
   function renderConversation(data) {
     const current = data.conversations.find((c) => c.id === data.conversation_id);
+    if (current && selected) selected.channel = current.channel; // for the reply's outcome wording
     const others = data.conversations.filter((c) => c.id !== data.conversation_id);
     const ticket = current.ticket;
     const open = current.escalations.filter((e) => e.status === "open").pop();
@@ -330,6 +331,32 @@
 
   /* ------------------------------------------------------------------ replying */
 
+  /** What to tell the agent after a resolution, from what actually happened to the reply. */
+  function replyOutcome(httpStatus, delivery) {
+    const channel = selected && selected.channel ? label(CHANNELS, selected.channel) : "this";
+    if (httpStatus === 202 || !delivery || delivery === "pending") {
+      return { tone: "warn", text: "Accepted; the reply is still being sent (its status shows in the thread)." };
+    }
+    if (delivery === "delivered" || delivery === "read") {
+      return { tone: "ok", text: "Reply delivered to the customer." };
+    }
+    if (delivery === "sent" || delivery === "queued") {
+      return { tone: "ok", text: "Reply sent to the customer." };
+    }
+    if (delivery === "not_configured") {
+      return {
+        tone: "bad",
+        text:
+          "The reply was recorded but NOT sent: the " + channel +
+          " channel is not configured on this server. Reach the customer another way.",
+      };
+    }
+    return {
+      tone: "bad",
+      text: "The reply could not be delivered (" + label(DELIVERY, delivery).toLowerCase() + "). Reach the customer another way.",
+    };
+  }
+
   let pendingAction = "resume_ai";
   for (const id of ["resume-ai", "close"]) {
     $(id).addEventListener("click", (event) => {
@@ -357,9 +384,10 @@
       const { status, data } = await call(path, { method: "POST", body: { reply: text, action } });
       if (status === 200 || status === 202) {
         reply.value = "";
-        replyStatus.className = "notice ok";
+        const outcome = replyOutcome(status, data && data.delivery_status);
+        replyStatus.className = "notice " + outcome.tone;
         replyStatus.textContent =
-          (status === 200 ? "Reply sent to the customer. " : "Accepted; the reply is being sent. ") +
+          outcome.text + " " +
           (action === "close" ? "The conversation is closed." : "The AI is handling the conversation again.");
       } else if (status === 409) {
         replyStatus.className = "notice bad";

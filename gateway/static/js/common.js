@@ -73,6 +73,7 @@
   const PRIORITIES = {};
   const STATUS_FOR_CUSTOMER = {};
   const REASONS = {};
+  const DELIVERY = {};
 
   function fill(map, terms) {
     for (const term of terms || []) map[term.value] = term.label;
@@ -89,6 +90,7 @@
           fill(PRIORITIES, data.priorities);
           fill(STATUS_FOR_CUSTOMER, data.ticket_statuses);
           fill(REASONS, data.escalation_reasons);
+          fill(DELIVERY, data.delivery_statuses);
           return data;
         }
       } catch (_) {
@@ -118,11 +120,29 @@
   function messageItem(message, audience) {
     const when = el("time", { datetime: message.created_at }, formatDateTime(message.created_at));
     const head = el("div", { class: "who" }, el("span", {}, author(message, audience)), when);
+    // Agents see what became of each reply (a customer only sees the replies themselves).
+    if (audience === "agent" && message.direction === "outbound" && message.delivery_status) {
+      const status = message.delivery_status;
+      head.append(
+        el(
+          "span",
+          { class: "badge d-" + status, "data-delivery-status": status, title: "Delivery status" },
+          label(DELIVERY, status)
+        )
+      );
+    }
+    const body = el("div", { class: "body" }, message.content);
+    if (message.html) {
+      // Our replies arrive as HTML the server rendered from Markdown with raw HTML escaped and
+      // script links dropped (core/markdown.py); a customer's own words are always text.
+      body.classList.add("rich");
+      body.innerHTML = message.html;
+    }
     return el(
       "li",
       { class: "msg " + message.role, "data-message-id": message.id, "data-role": message.role },
       head,
-      el("div", { class: "body" }, message.content)
+      body
     );
   }
 
@@ -345,6 +365,7 @@
     normalisePhone,
     CATEGORIES,
     CHANNELS,
+    DELIVERY,
     PRIORITIES,
     REASONS,
     TICKET,

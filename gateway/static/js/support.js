@@ -187,6 +187,7 @@
   let panel = null;
 
   function showTicket(ticketId, email) {
+    document.dispatchEvent(new CustomEvent("crm:ticket-created", { detail: { ticket: ticketId } }));
     try {
       sessionStorage.setItem("crmfte.lastTicket", JSON.stringify({ ticket: ticketId, email }));
     } catch (_) {

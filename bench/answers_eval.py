@@ -1,0 +1,243 @@
+"""Answer-level evaluation: the labelled customer messages through the real conversation workflow.
+
+Starts real PostgreSQL (+pgvector, migrated), the Temporal dev server and the tansu broker in a
+temporary directory, loads the bundled knowledge base, runs a worker with the production workflow
+and activities in this process, and sends every case of bench/data/answers/{tuning,held_out}.jsonl
+into its own conversation by signal-with-start (as the bridge does). Each outcome is read back
+from the CRM and scored (tests/evaluation/answers.py): answerable correct / partial / wrong /
+handed off, escalations right per reason, unanswerable handled safely, small talk handled,
+garbled replies, latency from signal to reply.
+
+Two responders: `offline` (no model key: the extractive responder) and `model` (the OpenAI fake,
+scripted as a grounded model that searches, then answers with the best passage or hands off).
+
+    .venv/bin/python bench/answers_eval.py                       # offline, both parts
+    .venv/bin/python bench/answers_eval.py --responder model
+    .venv/bin/python bench/answers_eval.py --part tuning --calibrate --json bench/results/answers_eval.json
+
+`--calibrate` (tuning only) also prints, for the offline responder, each confidence threshold's
+answerable correct / wrong / handed-off shares, from the same searches, so CONFIDENCE_THRESHOLD in
+activities/agent/offline.py is chosen on tuning data only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from common import REPO_ROOT, Children, Services, percentile
+
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.evaluation.answers import (
+    Case,
+    Outcome,
+    Part,
+    describe,
+    judge,
+    load_cases,
+    run_cases,
+    summarise,
+)
+
+PARTS: tuple[Part, ...] = ("tuning", "held_out")
+
+
+def grounded_model(body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI fake as a grounded model: search with the customer's words, then answer from the top
+    passage (its section, with the article's title) or hand off when the search found nothing."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") != "tool":
+        question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "") or ""
+        return _tool_call("search_knowledge_base", {"query": str(question)[:500]})
+    try:
+        hits = (json.loads(last.get("content") or "{}") or {}).get("hits", [])
+    except json.JSONDecodeError:
+        hits = []
+    if not hits:
+        return _tool_call("escalate_to_human", {"reason": "no_answer"})
+    top = hits[0]
+    body_lines = [line for line in str(top.get("content", "")).splitlines() if not line.startswith("#")]
+    answer = f"From our help article **{top.get('title', '')}**:\n\n" + "\n".join(body_lines).strip()
+    return _tool_call("send_response", {"message": answer})
+
+
+def _tool_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    from tests.fakes.openai_fake import ChatReply, ToolCall
+
+    return ChatReply(tool_calls=[ToolCall(name, arguments)])  # type: ignore[return-value]
+
+
+def print_summary(label: str, outcomes: list[Outcome]) -> dict[str, Any]:
+    """The figures of one part, printed and returned."""
+    s = summarise(outcomes)
+    answerable = s.counts.get("answerable", Counter())
+    n_ans = sum(answerable.values())
+    lines = [f"== {label}: {len(outcomes)} cases"]
+
+    def pct(count: int, total: int) -> str:
+        return f"{count}/{total} ({100 * count / total:.1f} %)" if total else "0/0"
+
+    for verdict in ("correct", "partial", "wrong", "handed_off"):
+        lines.append(f"  answerable {verdict:<11} {pct(answerable[verdict], n_ans)}")
+    unans = s.counts.get("unanswerable", Counter())
+    lines.append(f"  unanswerable handled safely {pct(unans['safe'], sum(unans.values()))}")
+    small = s.counts.get("small_talk", Counter())
+    lines.append(f"  small talk handled          {pct(small['handled'], sum(small.values()))}")
+    esc = s.counts.get("must_escalate", Counter())
+    lines.append(f"  escalations right           {pct(esc['escalated_right'], sum(esc.values()))}")
+    for reason, got in sorted(s.per_reason.items()):
+        lines.append(f"    {reason:<19} right {got[reason]}/{sum(got.values())}  got {dict(got)}")
+    lines.append(f"  garbled replies             {len(s.garbled)}" + (f"  {s.garbled[:8]}" if s.garbled else ""))
+    if s.latencies:
+        lines.append(
+            f"  latency signal→reply        p50 {percentile(s.latencies, 50) * 1000:.0f} ms, "
+            f"p95 {percentile(s.latencies, 95) * 1000:.0f} ms, max {s.latencies[-1] * 1000:.0f} ms"
+        )
+    if s.timed_out:
+        lines.append(f"  TIMED OUT                   {s.timed_out}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return {
+        "cases": len(outcomes),
+        "counts": {k: dict(v) for k, v in s.counts.items()},
+        "per_reason": {k: dict(v) for k, v in s.per_reason.items()},
+        "garbled": s.garbled,
+        "latency_ms": {
+            "p50": percentile(s.latencies, 50) * 1000 if s.latencies else None,
+            "p95": percentile(s.latencies, 95) * 1000 if s.latencies else None,
+        },
+        "timed_out": s.timed_out,
+    }
+
+
+async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Case]) -> None:
+    """Each threshold's shares on the answerable and unanswerable tuning cases (offline responder)."""
+    from activities.agent.offline import (
+        CANDIDATE_PASSAGES,
+        best_section,
+        bundled_index,
+        compose_answer,
+        small_talk_kind,
+    )
+    from kb.search import search
+
+    index = bundled_index()
+    scored: list[tuple[Case, float, str]] = []
+    for case in cases:
+        if case.kind not in ("answerable", "unanswerable") or small_talk_kind(case.message):
+            continue
+        # The same section-level search the responder runs after its search tool call.
+        hits = await search(
+            case.message[:500], sessions=sessions, embedder=embedder, limit=CANDIDATE_PASSAGES, per_article=None
+        )
+        candidate = best_section(case.message, [h.model_dump(mode="json") for h in hits], index)
+        reply = compose_answer(candidate, help_url="http://x") if candidate else ""
+        scored.append((case, candidate.confidence if candidate else 0.0, reply))
+    sys.stdout.write("threshold  correct  partial  wrong  handed_off | unanswerable safe\n")
+    for step in range(0, 19):
+        threshold = step * 0.05
+        verdicts: Counter[str] = Counter()
+        safe = total_un = 0
+        for case, confidence, reply in scored:
+            answered = confidence >= threshold and bool(reply)
+            outcome = Outcome(case=case, reply=reply if answered else "", escalation=None if answered else "no_answer")
+            verdict = judge(outcome).verdict
+            if case.kind == "answerable":
+                verdicts[verdict] += 1
+            else:
+                total_un += 1
+                safe += verdict == "safe"
+        n = sum(verdicts.values())
+        sys.stdout.write(
+            f"  {threshold:4.2f}    {verdicts['correct'] / n:6.1%}  {verdicts['partial'] / n:6.1%}  "
+            f"{verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  | {safe}/{total_un}\n"
+        )
+
+
+async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    from temporalio.worker import Worker
+
+    from activities.deps import ActivityDeps
+    from core.logging import configure_logging
+    from core.temporal import connect_temporal
+    from kb.embeddings import create_embedder
+    from kb.ingest import default_docs_path, ingest_path
+    from workers.registry import activity_callables, workflow_classes, workflow_runner
+
+    configure_logging(level="WARNING", log_format="console")
+    extra: dict[str, Any] = {"temporal_task_queue": f"answers-eval-{uuid.uuid4().hex[:6]}"}
+    fake = None
+    if args.responder == "model":
+        from tests.fakes.openai_fake import OpenAIFake
+
+        fake = OpenAIFake(responder=grounded_model)  # type: ignore[arg-type]
+        fake.start()
+        extra |= {"openai_api_key": "sk-eval", "openai_base_url": fake.api_base}
+    settings = services.settings(**extra)
+    deps = ActivityDeps.create(settings)
+    embedder = create_embedder(settings)
+    await ingest_path(default_docs_path(), sessions=deps.sessions, embedder=embedder)
+    client = await connect_temporal(settings)
+    results: dict[str, Any] = {"responder": args.responder}
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=workflow_classes(),
+        workflow_runner=workflow_runner(),
+        activities=activity_callables(deps),
+    )
+    try:
+        async with worker:
+            for part in args.part:
+                cases = load_cases(part)
+                if args.limit:
+                    cases = cases[: args.limit]
+                if args.calibrate and part == "tuning" and args.responder == "offline":
+                    await calibrate(settings, deps.sessions, embedder, cases)
+                outcomes = await run_cases(client, settings, deps.sessions, cases, concurrency=args.concurrency)
+                results[part] = print_summary(f"{args.responder} responder, {part}", outcomes)
+                results[part]["outcomes"] = [describe(o) for o in outcomes]
+                if args.show:
+                    for o in outcomes:
+                        if o.verdict in args.show:
+                            sys.stdout.write(json.dumps(describe(o), ensure_ascii=False) + "\n")
+    finally:
+        await deps.close()
+        if fake is not None:
+            fake.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=PARTS, action="append", help="default: both parts")
+    parser.add_argument("--responder", choices=("offline", "model"), default="offline")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N cases of each part")
+    parser.add_argument("--calibrate", action="store_true", help="print the threshold sweep (tuning, offline)")
+    parser.add_argument("--show", nargs="*", default=[], help="print the outcomes with these verdicts")
+    parser.add_argument("--json", type=Path, help="write the figures and every outcome here")
+    args = parser.parse_args()
+    args.part = args.part or list(PARTS)
+    children = Children()
+    services = Services(children=children)
+    try:
+        services.start()
+        results = asyncio.run(evaluate(args, services))
+    finally:
+        children.stop_all()
+        services.cleanup()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Guardrails in the customer's language (issue 14): detection, rules in five languages, the reply
+check, holding messages, and a regression gate on the tuning half of bench/data/guardrails.
+
+Pure functions over text: no services needed. The held-out half is never read here except to make
+sure no rule example was copied from it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities.channels.formatting import HOLDING_MESSAGES, escalation_message, holding_message
+from activities.guardrails import check_output, detect_language, evaluate_inbound
+from activities.guardrails import rules as guardrail_rules
+from activities.guardrails.datafiles import GuardrailDataError
+from activities.guardrails.language import SUPPORTED_LANGUAGES
+from activities.guardrails.normalise import fold_accents
+from activities.guardrails.rules import rule_book
+
+TUNING = Path(__file__).resolve().parents[2] / "bench" / "data" / "guardrails" / "tuning.jsonl"
+HARD_REASONS = ("pricing", "refund", "legal", "security")
+
+
+def _tuning() -> list[dict[str, Any]]:
+    with TUNING.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# ---------------------------------------------------------------------------------- language
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Hola, ¿cómo exporto un tablero a CSV? Gracias de antemano.", "es"),
+        ("Olá, como faço para exportar um quadro em CSV? Obrigado.", "pt"),
+        ("Bonjour, comment puis-je exporter un tableau en CSV ? Merci.", "fr"),
+        ("Hallo, wie kann ich ein Board als CSV exportieren? Danke.", "de"),
+        ("Hi, how do I export a board to CSV? Thanks a lot.", "en"),
+    ],
+)
+def test_supported_languages_are_detected_and_answered(text: str, language: str) -> None:
+    assert detect_language(text).language == language
+    decision = evaluate_inbound(text, "web_form")
+    assert (decision.action, decision.language) == ("answer", language)
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Buongiorno, come posso esportare una bacheca in formato CSV? Grazie mille.", "it"),
+        ("ボードをCSVにエクスポートする方法を教えてください。", "ja"),
+        ("Dzień dobry, jak mogę wyeksportować tablicę do pliku CSV? Dziękuję.", "pl"),
+    ],
+)
+def test_an_unsupported_language_escalates_with_reason_language(text: str, language: str) -> None:
+    decision = evaluate_inbound(text, "email")
+    assert (decision.action, decision.reason, decision.language) == ("escalate", "language", language)
+    assert decision.matched[0].startswith(f"language.unsupported:{language}:")
+
+
+@pytest.mark.parametrize(
+    "text", ["ok thanks, bye!", "talk to agent", "do u guys do student pricing", "what does SYNC-409 mean"]
+)
+def test_short_english_is_never_handed_over_as_a_foreign_language(text: str) -> None:
+    guess = detect_language(text)
+    assert not guess.unsupported, guess
+    assert evaluate_inbound(text, "whatsapp").reason != "language"
+
+
+def test_only_two_letter_codes_are_reported() -> None:
+    # py3langid also knows languages with longer codes ("pcm"); the database stores ISO 639-1 only.
+    codes = {detect_language(row["text"]).language for row in _tuning()}
+    codes |= {detect_language("i want my money back").language}
+    assert all(code is None or (len(code) == 2 and code.isalpha() and code.islower()) for code in codes), codes
+
+
+def test_nothing_to_detect_gives_no_language() -> None:
+    assert detect_language("👍👍").language is None
+    assert detect_language("https://techcorp.io/x SYNC-409").language is None
+
+
+def test_accents_are_folded_for_the_non_english_rules() -> None:
+    assert fold_accents("devolución reembolsó zurück") == "devolucion reembolso zuruck"
+    assert evaluate_inbound("quiero la devolución de mi dinero", "whatsapp").reason == "refund"
+    assert evaluate_inbound("quiero la devolucion de mi dinero", "whatsapp").reason == "refund"
+
+
+# ---------------------------------------------------------------------------------- rules
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("¿Cuánto cuesta el plan Business para 30 personas?", "pricing"),
+        ("Me cobraron dos veces este mes, quiero que me devuelvan el dinero.", "refund"),
+        ("Mi abogado se pondrá en contacto con ustedes.", "legal"),
+        ("Alguien entró a mi cuenta y cambió la contraseña.", "security"),
+        ("Quero falar com um atendente humano, por favor.", "human_request"),
+        ("Solicito o estorno da mensalidade cobrada em duplicidade.", "refund"),
+        ("Vous pouvez m'envoyer un devis pour 50 utilisateurs ?", "pricing"),
+        ("Je vais saisir la CNIL, vous ne répondez jamais.", "legal"),
+        ("Unser API-Token wurde versehentlich auf GitHub veröffentlicht.", "security"),
+        ("Bitte löschen Sie alle meine Daten gemäß DSGVO.", "legal"),
+    ],
+)
+def test_rules_in_other_languages(text: str, reason: str) -> None:
+    decision = evaluate_inbound(text, "web_form")
+    assert decision.reason == reason, decision.matched
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "La página de precios de su web no carga desde ayer, solo aviso.",
+        "A página de planos e preços não abre no celular.",
+        "La page des tarifs ne s'affiche pas, je vous le signale.",
+        "Die Preisseite lädt bei mir nicht.",
+        "¿Cómo creo una automatización para mover tarjetas a la lista 'Devolución aprobada'?",
+        "Wie kann ich alle Daten unseres Workspaces exportieren?",
+        "Comment ajouter une formule dans la colonne Remise de notre tableau ?",
+        "O link da política de reembolso no rodapé do site está quebrado.",
+        "Wie summiere ich das Feld Rabatt über alle Karten?",
+        "Hi, is there a human-readable export format?",
+        "our team had a hackathon last week, how do i merge boards?",
+    ],
+)
+def test_benign_messages_full_of_trigger_words_are_answered(text: str) -> None:
+    decision = evaluate_inbound(text, "web_form")
+    assert decision.action == "answer", decision.matched
+
+
+def test_a_rule_in_the_wrong_language_file_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = guardrail_rules.read
+
+    def mislabelled(name: str) -> dict[str, Any]:
+        raw = original(name)
+        if name == "rules_es.toml":
+            raw = {**raw, "rule": [{**raw["rule"][0], "language": "pt"}, *raw["rule"][1:]]}
+        return raw
+
+    monkeypatch.setattr(guardrail_rules, "read", mislabelled)
+    rule_book.cache_clear()
+    try:
+        with pytest.raises(GuardrailDataError, match=r"rules_es\.toml: rule 'security\.account_takeover'.*'pt'"):
+            rule_book()
+    finally:
+        monkeypatch.undo()
+        rule_book.cache_clear()
+
+
+# ---------------------------------------------------------------------------------- reply check
+@pytest.mark.parametrize(
+    ("reply", "violation"),
+    [
+        ("El plan Pro cuesta 12 dólares por usuario al mes.", "states_price"),
+        ("O plano Pro custa R$ 49,90 por mês.", "states_price"),
+        ("Le plan Pro est à 12 € par utilisateur.", "states_price"),
+        ("Der Pro-Plan kostet zwölf Euro pro Monat.", "states_price"),
+        ("Le ofrecemos un 20 % de descuento.", "states_price"),
+        ("Le reembolsaremos el importe esta semana.", "promises_refund"),
+        ("Vamos estornar a cobrança duplicada hoje.", "promises_refund"),
+        ("Vous serez remboursé sous cinq jours.", "promises_refund"),
+        ("Wir erstatten Ihnen den Betrag umgehend.", "promises_refund"),
+    ],
+)
+def test_reply_check_reads_other_languages(reply: str, violation: str) -> None:
+    assert violation in check_output(reply, kb_passages=[]).violations
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "No puedo prometer un reembolso; un compañero de facturación le escribirá.",
+        "Je ne peux pas vous promettre un remboursement, un collègue vous répondra.",
+        "Puede exportar el tablero a CSV desde el menú del tablero.",
+        "Im Free-Plan können Sie 2 Boards anlegen.",
+        "We have 12 real users on the board.",
+    ],
+)
+def test_reply_check_lets_honest_replies_through(reply: str) -> None:
+    assert check_output(reply, kb_passages=[]).violations == []
+
+
+# ---------------------------------------------------------------------------------- holding messages
+def test_holding_messages_exist_for_every_supported_language_but_english() -> None:
+    assert set(SUPPORTED_LANGUAGES) - {"en"} <= set(HOLDING_MESSAGES)
+
+
+def test_holding_message_in_the_customers_language_keeps_the_english_terms() -> None:
+    text = holding_message("language", "it", business_hours="Monday to Friday")
+    assert text.startswith(HOLDING_MESSAGES["it"])
+    assert text.endswith(escalation_message("language", business_hours="Monday to Friday"))
+    assert holding_message("pricing", None) == escalation_message("pricing")
+    assert holding_message("pricing", "xx") == escalation_message("pricing")
+
+
+@pytest.mark.parametrize(
+    ("text", "action"),
+    [
+        ("ugh, the calendar sync failed again this week. how do i fix it", "answer"),
+        ("otra vez falló la sincronización, ¿cómo lo arreglo?", "answer"),
+        ("this is garbage and you are useless idiots, how do i fix it", "escalate"),
+        ("ugh, the calendar sync failed again this week and i hate it", "escalate"),
+    ],
+)
+def test_frustration_that_asks_for_a_fix_is_not_anger(text: str, action: str) -> None:
+    assert evaluate_inbound(text, "whatsapp").action == action
+
+
+# ---------------------------------------------------------------------------------- regression gate
+def test_regression_gate_on_the_tuning_set() -> None:
+    """Counts on bench/data/guardrails/tuning.jsonl (python bench/guardrails_eval.py prints the same)."""
+    rows = _tuning()
+    missed: Counter[str] = Counter()
+    false_escalations = action_errors = 0
+    for row in rows:
+        decision = evaluate_inbound(row["text"], row["channel"])
+        action_errors += decision.action != row["expected_action"]
+        if row["expected_action"] == "answer" and decision.action == "escalate":
+            false_escalations += 1
+        if row["expected_action"] == "escalate" and decision.action == "answer":
+            missed[row["expected_reason"]] += 1
+    assert len(rows) == 207
+    assert sum(missed[r] for r in HARD_REASONS) == 0, missed
+    assert sum(missed.values()) == 0, missed
+    assert false_escalations <= 1, false_escalations
+    assert action_errors <= 1, action_errors
