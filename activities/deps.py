@@ -14,6 +14,8 @@ from crm.repositories import agent_steps
 from workflows.contracts import ToolInput
 
 if TYPE_CHECKING:
+    import openai
+
     from kb.embeddings import Embedder
 
 
@@ -23,6 +25,7 @@ class ActivityDeps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     _embedder: Embedder | None = field(default=None, init=False)
+    _openai: openai.AsyncOpenAI | None = field(default=None, init=False)
 
     @classmethod
     def create(cls, settings: Settings) -> ActivityDeps:
@@ -38,7 +41,25 @@ class ActivityDeps:
             self._embedder = create_embedder(self.settings)
         return self._embedder
 
+    def openai(self) -> openai.AsyncOpenAI:
+        """The model client shared by the agent step and the inbound classifier (one connection pool)."""
+        if self._openai is None:
+            import openai
+
+            key = self.settings.openai_api_key
+            if key is None:  # callers check settings.openai_configured first
+                raise RuntimeError("OPENAI_API_KEY is not set")
+            self._openai = openai.AsyncOpenAI(
+                api_key=key.get_secret_value(),
+                base_url=self.settings.openai_base_url,
+                max_retries=0,  # Temporal owns retries
+                timeout=self.settings.openai_timeout_seconds,
+            )
+        return self._openai
+
     async def close(self) -> None:
+        if self._openai is not None:
+            await self._openai.close()
         await self.engine.dispose()
 
     async def tool_arguments(self, inp: ToolInput) -> dict[str, Any]:

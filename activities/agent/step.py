@@ -67,7 +67,6 @@ class AgentActivities:
 
     def __init__(self, deps: ActivityDeps) -> None:
         self.deps = deps
-        self._client: openai.AsyncOpenAI | None = None
 
     # ------------------------------------------------------------------ tools
     @activity.defn(name="search_knowledge_base")
@@ -214,19 +213,6 @@ class AgentActivities:
             return str(s.public_base_url).rstrip("/")
         return f"http://{s.gateway_host}:{s.gateway_port}"
 
-    def _openai(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            s = self.deps.settings
-            if s.openai_api_key is None:  # agent_step checks openai_configured first
-                raise RuntimeError("OPENAI_API_KEY is not set")
-            self._client = openai.AsyncOpenAI(
-                api_key=s.openai_api_key.get_secret_value(),
-                base_url=s.openai_base_url,
-                max_retries=0,  # Temporal owns retries
-                timeout=s.openai_timeout_seconds,
-            )
-        return self._client
-
     async def _openai_step(self, inp: AgentStepInput) -> tuple[ModelTurn, tuple[int, int], str]:
         """Ask the model for the next step of this turn and interpret its answer."""
         s = self.deps.settings
@@ -258,7 +244,7 @@ class AgentActivities:
         try:
             # No `tool_choice`: "auto" is the default wherever tools are given, and some servers
             # reject the explicit value unless started with extra flags (vLLM --enable-auto-tool-choice).
-            response = await self._openai().chat.completions.create(
+            response = await self.deps.openai().chat.completions.create(
                 model=s.openai_model,
                 messages=request,
                 tools=TOOLS,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import openai
 from temporalio import activity
 
 from activities.agent.prompt import SYSTEM_PROMPT
@@ -33,7 +32,6 @@ class GuardrailActivities:
 
     def __init__(self, deps: ActivityDeps) -> None:
         self.deps = deps
-        self._client: openai.AsyncOpenAI | None = None
 
     @activity.defn(name="check_inbound_guardrails")
     async def check_inbound_guardrails(self, inp: GuardrailInput) -> GuardrailResult:
@@ -70,7 +68,7 @@ class GuardrailActivities:
         if limit_field == "auto":
             limit_field = "max_completion_tokens" if s.openai_base_url is None else "max_tokens"
         result = await classify(
-            self._openai(),
+            self.deps.openai(),
             model=s.openai_model,
             text="\n".join(texts),
             min_confidence=s.inbound_classifier_min_confidence,
@@ -79,18 +77,6 @@ class GuardrailActivities:
         if result.escalate:
             log.info("guardrails.classifier_escalate", reason=result.reason, confidence=round(result.confidence, 2))
         return result
-
-    def _openai(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            s = self.deps.settings
-            assert s.openai_api_key is not None  # checked by openai_configured
-            self._client = openai.AsyncOpenAI(
-                api_key=s.openai_api_key.get_secret_value(),
-                base_url=s.openai_base_url,
-                max_retries=0,  # Temporal owns retries
-                timeout=s.openai_timeout_seconds,
-            )
-        return self._client
 
     @activity.defn(name="check_reply_guardrails")
     async def check_reply_guardrails(self, inp: ToolInput) -> OutputCheckResult:
