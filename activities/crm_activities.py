@@ -7,10 +7,12 @@ retries an activity whose worker died after the commit but before reporting succ
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import ActivityDeps
+from activities.guardrails.activities import screen_inbound
 from core.logging import get_logger
 from core.observability import ESCALATIONS
 from core.vocabulary import PRIORITIES, TICKET_CATEGORIES, Priority, TicketCategory
@@ -27,6 +29,8 @@ from workflows.contracts import (
     EscalateInput,
     EscalationState,
     InboundMessage,
+    IntakeInput,
+    IntakeResult,
     OpenConversationInput,
     RecordedMessage,
     RecordInboundInput,
@@ -61,82 +65,101 @@ class CRMActivities:
             negative_sentiment_threshold=s.negative_sentiment_threshold,
             search_attributes=s.temporal_search_attributes,
             inbound_classifier=s.openai_configured and s.inbound_classifier_enabled,
+            notify_team=bool(s.notify_email_to or s.notify_slack_webhook_url or s.notify_webhook_url),
+            notify_due_soon_minutes=s.notify_sla_due_soon_minutes,
         )
 
+    @activity.defn(name="record_inbound_turn")
+    async def record_inbound_turn(self, inp: IntakeInput) -> IntakeResult:
+        """A turn's intake in one transaction: senders, conversation, messages, ticket, and (unless a
+        person owns the conversation) the inbound guardrails' decision on what was recorded.
+
+        The same steps as resolve_customer → open_conversation → record_inbound_message (per
+        message) → ensure_ticket, which histories before the `one-intake-step` patch run one
+        activity each. Every step is idempotent, so a retried attempt returns what the first one
+        recorded.
+        """
+        rules = identity.IdentityRules.from_settings(self.deps.settings)
+        customer_id, conversation_id = inp.customer_id, inp.conversation_id
+        found: list[CustomerRef] = []
+        recorded: list[RecordedMessage] = []
+        ticket: TicketRef | None = None
+        async with transaction(self.deps.sessions) as session:
+            for message in inp.messages:
+                who = await _resolve(session, message, rules)
+                found.append(who)
+                if customer_id is None:
+                    customer_id = who.customer_id
+                if conversation_id is None:
+                    conversation_id = await _open(
+                        session,
+                        OpenConversationInput(
+                            workflow_id=inp.workflow_id,
+                            run_id=inp.run_id,
+                            channel=inp.channel,
+                            conversation_key=inp.conversation_key,
+                            customer_id=customer_id,
+                            subject=message.subject,
+                        ),
+                    )
+                recorded.append(await _record_inbound(session, conversation_id, message))
+            if inp.needs_ticket and conversation_id is not None and customer_id is not None:
+                first = inp.messages[0]
+                ticket = await _ensure_ticket(
+                    session,
+                    EnsureTicketInput(
+                        conversation_id=conversation_id,
+                        customer_id=customer_id,
+                        channel=inp.channel,
+                        subject=first.subject or first.text[:120],
+                        category=str(first.metadata.get("category", "other")),
+                        priority=_priority(first.metadata.get("priority")) or "medium",
+                    ),
+                )
+            guard = None
+            if inp.screen:
+                guard = await screen_inbound(
+                    session,
+                    self.deps.settings,
+                    message_ids=[r.message_id for r in recorded],
+                    texts=[m.text for m in inp.messages],
+                    channel=inp.channel,
+                )
+        if conversation_id is None:  # cannot happen: messages has at least one item
+            raise ApplicationError("intake without messages", non_retryable=True)
+        if ticket is not None and ticket.created:
+            log.info("crm.ticket_created", ticket=ticket.ticket_number, channel=inp.channel)
+        return IntakeResult(
+            customers=found, conversation_id=conversation_id, recorded=recorded, ticket=ticket, guard=guard
+        )
+
+    # The four steps below are what histories before the `one-intake-step` patch call one by one.
     @activity.defn(name="resolve_customer")
     async def resolve_customer(self, message: InboundMessage) -> CustomerRef:
-        """Cross-channel identity: the same email or phone is the same customer on every channel."""
+        """Cross-channel identity: the customer whose verified email or phone the channel proves (else a new one)."""
         async with transaction(self.deps.sessions) as session:
-            try:
-                found = await identity.resolve_customer(
-                    session,
-                    channel=message.channel,
-                    email=message.sender.email,
-                    phone=message.sender.phone,
-                    name=message.sender.name,
-                )
-            except identity.NoIdentity as exc:
-                raise ApplicationError(str(exc), non_retryable=True) from exc
-        return CustomerRef(customer_id=found.customer_id, email=found.email, phone=found.phone, name=found.name)
+            return await _resolve(session, message, identity.IdentityRules.from_settings(self.deps.settings))
 
     @activity.defn(name="open_conversation")
     async def open_conversation(self, inp: OpenConversationInput) -> str:
         """The open conversation row for this workflow run (created once)."""
         async with transaction(self.deps.sessions) as session:
-            existing = await conversations.find_open(
-                session, conversation_key=inp.conversation_key, channel=inp.channel
-            )
-            if existing is not None:
-                await conversations.set_workflow_run(session, conversation_id=existing, run_id=inp.run_id)
-                return existing
-            return await conversations.create_conversation(
-                session,
-                customer_id=inp.customer_id,
-                channel=inp.channel,
-                conversation_key=inp.conversation_key,
-                workflow_id=inp.workflow_id,
-                workflow_run_id=inp.run_id,
-                subject=inp.subject,
-            )
+            return await _open(session, inp)
 
     @activity.defn(name="record_inbound_message")
     async def record_inbound_message(self, inp: RecordInboundInput) -> RecordedMessage:
         """Store the customer's message; a redelivery (same channel + provider id) is a no-op."""
-        message = inp.message
         async with transaction(self.deps.sessions) as session:
-            recorded = await messages.record_inbound(
-                session,
-                conversation_id=inp.conversation_id,
-                channel=message.channel,
-                content=message.text,
-                external_message_id=message.external_message_id,
-                attachments=[a.model_dump() for a in message.attachments],
-                attributes={"subject": message.subject, "sender_name": message.sender.name, **message.metadata},
-                received_at=message.received_at,
-            )
-        if recorded.duplicate:
-            return RecordedMessage(message_id=recorded.message_id, duplicate=True)
-        return RecordedMessage(message_id=recorded.message_id, duplicate=False, preview=message.text[:120])
+            return await _record_inbound(session, inp.conversation_id, inp.message)
 
     @activity.defn(name="ensure_ticket")
     async def ensure_ticket(self, inp: EnsureTicketInput) -> TicketRef:
         """The conversation's ticket; created once (unique per conversation), never twice."""
-        # The category comes from outside (message metadata): an unknown one files the ticket as "other".
-        category = _ticket_category(inp.category) or "other"
-        priority = _priority(inp.priority) or "medium"
         async with transaction(self.deps.sessions) as session:
-            ticket = await tickets.create_ticket(
-                session,
-                conversation_id=inp.conversation_id,
-                customer_id=inp.customer_id,
-                channel=inp.channel,
-                subject=inp.subject,
-                category=category,
-                priority=priority,
-            )
+            ticket = await _ensure_ticket(session, inp)
         if ticket.created:
             log.info("crm.ticket_created", ticket=ticket.ticket_number, channel=inp.channel)
-        return TicketRef(ticket_id=ticket.ticket_id, ticket_number=ticket.ticket_number, created=ticket.created)
+        return ticket
 
     @activity.defn(name="create_ticket")
     async def create_ticket_tool(self, inp: ToolInput) -> ToolResult:
@@ -159,12 +182,13 @@ class CRMActivities:
     @activity.defn(name="get_customer_history")
     async def get_customer_history(self, inp: ToolInput) -> ToolResult:
         """Tool `get_customer_history`: the customer's recent conversations on every channel."""
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             entries = await conversations.customer_history(
                 session, customer_id=inp.customer_id, excluding_conversation_id=inp.conversation_id
             )
         if inp.channel == "web_form":
-            # The form cannot verify the email typed into it: whoever typed it gets no one's past.
+            # The form proves nothing it is given: whoever typed an address gets no one's past (each
+            # submission is its own customer anyway, until a confirmation link or a human joins them).
             entries = []
         history = [
             {
@@ -271,15 +295,9 @@ class CRMActivities:
             points.append(("llm_tokens", float(inp.prompt_tokens + inp.completion_tokens)))
         async with transaction(self.deps.sessions) as session:
             await conversations.set_sentiment(session, conversation_id=inp.conversation_id, score=inp.sentiment)
-            for metric_type, value in points:
-                await metrics.record_point(
-                    session,
-                    metric_type=metric_type,
-                    value=value,
-                    channel=inp.channel,
-                    conversation_id=inp.conversation_id,
-                    dimensions=dims,
-                )
+            await metrics.record_points(
+                session, points=points, channel=inp.channel, conversation_id=inp.conversation_id, dimensions=dims
+            )
         threshold = self.deps.settings.alert_latency_ms
         if inp.latency_ms > threshold:
             log.warning(
@@ -305,3 +323,83 @@ def _escalation_state(escalation: EscalationRecord) -> EscalationState:
         sla_due_at=escalation.sla_due_at,
         notified_count=escalation.notified_count,
     )
+
+
+# ------------------------------------------------------------------------------ intake steps
+async def _resolve(session: AsyncSession, message: InboundMessage, rules: identity.IdentityRules) -> CustomerRef:
+    """The customer who wrote this message.
+
+    WhatsApp proves the number (Twilio signs the webhook); email proves the From address only when
+    Gmail authenticated its domain. A message that proves nothing (the web form, an email that
+    failed DKIM/DMARC) belongs to its open conversation's customer (for the web form, the one the
+    gateway recorded with the ticket), else to a new customer holding what it carries as claims:
+    a typed or forged address must never find anyone else.
+    """
+    proven = message.channel == "whatsapp" or (
+        message.channel == "email" and message.metadata.get("sender_authenticated") == "true"
+    )
+    if not proven:
+        owner = await conversations.open_customer(
+            session, conversation_key=message.conversation_key, channel=message.channel
+        )
+        if owner is not None:
+            return CustomerRef(customer_id=owner.customer_id, email=owner.email, phone=owner.phone, name=owner.name)
+    try:
+        found = await identity.resolve_customer(
+            session,
+            channel=message.channel,
+            email=message.sender.email,
+            phone=message.sender.phone,
+            name=message.sender.name,
+            rules=rules,
+            sender_proven=proven,
+        )
+    except identity.NoIdentity as exc:
+        raise ApplicationError(str(exc), non_retryable=True) from exc
+    return CustomerRef(customer_id=found.customer_id, email=found.email, phone=found.phone, name=found.name)
+
+
+async def _open(session: AsyncSession, inp: OpenConversationInput) -> str:
+    existing = await conversations.find_open(session, conversation_key=inp.conversation_key, channel=inp.channel)
+    if existing is not None:
+        await conversations.set_workflow_run(session, conversation_id=existing, run_id=inp.run_id)
+        return existing
+    return await conversations.create_conversation(
+        session,
+        customer_id=inp.customer_id,
+        channel=inp.channel,
+        conversation_key=inp.conversation_key,
+        workflow_id=inp.workflow_id,
+        workflow_run_id=inp.run_id,
+        subject=inp.subject,
+    )
+
+
+async def _record_inbound(session: AsyncSession, conversation_id: str, message: InboundMessage) -> RecordedMessage:
+    recorded = await messages.record_inbound(
+        session,
+        conversation_id=conversation_id,
+        channel=message.channel,
+        content=message.text,
+        external_message_id=message.external_message_id,
+        attachments=[a.model_dump() for a in message.attachments],
+        attributes={"subject": message.subject, "sender_name": message.sender.name, **message.metadata},
+        received_at=message.received_at,
+    )
+    if recorded.duplicate:
+        return RecordedMessage(message_id=recorded.message_id, duplicate=True)
+    return RecordedMessage(message_id=recorded.message_id, duplicate=False, preview=message.text[:120])
+
+
+async def _ensure_ticket(session: AsyncSession, inp: EnsureTicketInput) -> TicketRef:
+    # The category comes from outside (message metadata): an unknown one files the ticket as "other".
+    ticket = await tickets.create_ticket(
+        session,
+        conversation_id=inp.conversation_id,
+        customer_id=inp.customer_id,
+        channel=inp.channel,
+        subject=inp.subject,
+        category=_ticket_category(inp.category) or "other",
+        priority=_priority(inp.priority) or "medium",
+    )
+    return TicketRef(ticket_id=ticket.ticket_id, ticket_number=ticket.ticket_number, created=ticket.created)

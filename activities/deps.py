@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from crm.db import create_engine, create_sessionmaker, transaction
+from crm.db import create_engine, create_read_sessionmaker, create_sessionmaker, transaction
 from crm.repositories import agent_steps
 from workflows.contracts import ToolInput
 
@@ -25,6 +25,7 @@ class ActivityDeps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     _embedder: Embedder | None = field(default=None, init=False)
+    _reads: async_sessionmaker[AsyncSession] | None = field(default=None, init=False)
     _openai: openai.AsyncOpenAI | None = field(default=None, init=False)
 
     @classmethod
@@ -32,6 +33,15 @@ class ActivityDeps:
         # Every caller is an activity that Temporal retries: no pre-ping round trip per checkout.
         engine = create_engine(settings, pre_ping=False)
         return cls(settings=settings, engine=engine, sessions=create_sessionmaker(engine))
+
+    def reads(self) -> AsyncSession:
+        """A session for reads only: each statement autocommits, no BEGIN/ROLLBACK round trips.
+
+        For what an activity reads before it acts; writes go through `transaction(deps.sessions)`.
+        """
+        if self._reads is None:
+            self._reads = create_read_sessionmaker(self.engine)
+        return self._reads()
 
     def embedder(self) -> Embedder:
         """The configured embedding model, loaded on first use."""
@@ -64,7 +74,7 @@ class ActivityDeps:
 
     async def tool_arguments(self, inp: ToolInput) -> dict[str, Any]:
         """The arguments the model gave this tool call (stored by agent_step, not in history)."""
-        async with self.sessions() as session:
+        async with self.reads() as session:
             raw = await agent_steps.tool_call_arguments(session, step_id=inp.step_id, call_id=inp.call_id)
         if raw is None:
             return {}

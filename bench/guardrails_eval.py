@@ -3,8 +3,10 @@
 Usage (from the repo root):
 
     .venv/bin/python bench/guardrails_eval.py                  # tuning, held-out and the regression set
+    .venv/bin/python bench/guardrails_eval.py --sets tuning regression --calibrate   # without held-out
     .venv/bin/python bench/guardrails_eval.py --errors         # also list tuning/regression mistakes
-    .venv/bin/python bench/guardrails_eval.py --compare-detectors --compare-sentiment
+    .venv/bin/python bench/guardrails_eval.py --write-bank     # rebuild the learned layer's packaged bank
+    .venv/bin/python bench/guardrails_eval.py --compare-learned --compare-detectors --compare-sentiment
     .venv/bin/python bench/guardrails_eval.py --json /tmp/guardrails.json
 
 Sets: ``bench/data/guardrails/tuning.jsonl`` (rules are tuned on it), ``bench/data/guardrails/held_out.jsonl``
@@ -12,8 +14,12 @@ Sets: ``bench/data/guardrails/tuning.jsonl`` (rules are tuned on it), ``bench/da
 output cannot leak its wording into the rules) and ``tests/activities/guardrails_labelled.jsonl``,
 the 463 messages the first English rules were written with (a regression figure, not a real-world one).
 
-``--semantic`` adds the nearest-labelled-example layer (activities/guardrails/semantic.py), which
-needs the offline embedding model; its example bank is the tuning set only.
+Each set is scored with the rules only and with the learned layer (activities/guardrails/learned.py)
+added where the rules answer. On the tuning set the layer is scored by k-fold cross-validation
+(``--folds``, default 10): each message by a layer trained without it, since the shipped layer is
+trained on that set. ``--calibrate`` prints the layer's threshold curve on those folds.
+``--nearest-example`` adds the nearest-labelled-example layer (activities/guardrails/semantic.py),
+which needs the offline embedding model; its example bank is the tuning set only.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Running as `python bench/guardrails_eval.py` puts bench/ (not the repo) on sys.path.
@@ -35,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from activities.guardrails import check_output, evaluate_inbound, score_sentiment  # noqa: E402
 from activities.guardrails.language import SUPPORTED_LANGUAGES  # noqa: E402
-from core.vocabulary import GUARDRAIL_REASONS  # noqa: E402
+from core.vocabulary import GUARDRAIL_REASONS, EscalationReason  # noqa: E402
 
 DATA = REPO_ROOT / "bench" / "data" / "guardrails"
 SETS: dict[str, Path] = {
@@ -43,6 +49,13 @@ SETS: dict[str, Path] = {
     "held_out": DATA / "held_out.jsonl",
     "regression": REPO_ROOT / "tests" / "activities" / "guardrails_labelled.jsonl",
 }
+ANSWERS_TUNING = REPO_ROOT / "bench" / "data" / "answers" / "tuning.jsonl"
+RETRIEVAL_TUNING = REPO_ROOT / "bench" / "data" / "retrieval" / "tuning.jsonl"
+# Retrieval questions about these articles may be pricing, refund, legal or security requests in the
+# guardrails' sense; the rest are plain how-tos, the layer's "answer" examples.
+RETRIEVAL_ARTICLES_LEFT_OUT = frozenset(
+    {"plans-overview", "change-your-plan", "data-privacy-gdpr", "workspaces-and-members", "company-profile"}
+)
 # Reasons whose miss is never acceptable on the held-out set (issue 14's target).
 HARD_REASONS = ("pricing", "refund", "legal", "security")
 ANSWER = "answer"
@@ -74,9 +87,23 @@ def _lang(row: dict[str, Any]) -> str:
     return lang if lang in SUPPORTED_LANGUAGES else "other"
 
 
-def evaluate(rows: list[dict[str, Any]], *, semantic: Any = None, embedder: Any = None) -> dict[str, Any]:
-    """Score every row once: action/reason accuracy, false escalations, misses per reason and language."""
-    vectors = asyncio.run(embedder.embed([r["text"] for r in rows])) if semantic is not None else None
+def evaluate(
+    rows: list[dict[str, Any]],
+    *,
+    learned: Any = None,
+    nearest: Any = None,
+    embedder: Any = None,
+) -> dict[str, Any]:
+    """Score every row once: action/reason accuracy, false escalations, misses per reason and language.
+
+    The rules decide first (evaluate_inbound without its learned layer). `learned` adds the learned
+    layer where the rules answer, as evaluate_inbound does: True for the layer trained on the whole
+    bank, or a list of out-of-fold (reason, score) per row (cross-validation on the tuning set).
+    `nearest` is the nearest-labelled-example layer (semantic.py) over `embedder`'s vectors.
+    """
+    from activities.guardrails import learned as learned_layer
+
+    vectors = asyncio.run(embedder.embed([r["text"] for r in rows])) if nearest is not None else None
     added_right = added_wrong = 0
     mistakes: list[dict[str, Any]] = []
     action_hits = reason_hits = benign = false_escalations = 0
@@ -85,14 +112,21 @@ def evaluate(rows: list[dict[str, Any]], *, semantic: Any = None, embedder: Any 
     support: Counter[str] = Counter()
     by_lang: dict[str, Counter[str]] = {}
     for n, row in enumerate(rows):
-        decision = evaluate_inbound(row["text"], row["channel"])
+        decision = evaluate_inbound(row["text"], row["channel"], semantic=False)
         action, reason = decision.action, decision.reason
+        added: str | None = None
+        if action == "answer" and learned is True:
+            found = learned_layer.escalation(row["text"], row["channel"])
+            added = found[0] if found else None
+        elif action == "answer" and learned is not None:
+            assessed = learned[n]
+            added = assessed[0] if assessed is not None and assessed[1] >= learned_layer.THRESHOLD else None
         if vectors is not None and action == "answer":
-            added = semantic.classify_vector(vectors[n])
-            if added is not None:
-                action, reason = "escalate", added
-                added_right += row["expected_action"] == "escalate"
-                added_wrong += row["expected_action"] == "answer"
+            added = nearest.classify_vector(vectors[n])
+        if added is not None:
+            action, reason = "escalate", cast(EscalationReason, added)
+            added_right += row["expected_action"] == "escalate"
+            added_wrong += row["expected_action"] == "answer"
         expected = row["expected_reason"] or ANSWER
         predicted = reason or ANSWER
         lang = _lang(row)
@@ -138,18 +172,18 @@ def evaluate(rows: list[dict[str, Any]], *, semantic: Any = None, embedder: Any 
         "misses": dict(misses),
         "wrong_reason": dict(wrong_reason),
         "by_language": {lang: dict(c) for lang, c in sorted(by_lang.items())},
-        "semantic_added": {"right": added_right, "wrong": added_wrong},
+        "layer_added": {"right": added_right, "wrong": added_wrong},
         "mistakes": mistakes,
     }
 
 
-def time_inbound(rows: list[dict[str, Any]], repetitions: int) -> dict[str, float]:
+def time_inbound(rows: list[dict[str, Any]], repetitions: int, *, semantic: bool = True) -> dict[str, float]:
     """Mean CPU time of evaluate_inbound over the set, repeated (CPU time: the machine is shared)."""
     items = [(row["text"], row["channel"]) for row in rows]
     start = time.process_time()
     for _ in range(repetitions):
         for text, channel in items:
-            evaluate_inbound(text, channel)
+            evaluate_inbound(text, channel, semantic=semantic)
     elapsed = time.process_time() - start
     calls = repetitions * len(items)
     return {"calls": calls, "per_second": calls / elapsed, "mean_us": elapsed / calls * 1e6}
@@ -166,12 +200,24 @@ def time_output(repetitions: int) -> dict[str, float]:
     return {"calls": calls, "per_second": calls / elapsed, "mean_us": elapsed / calls * 1e6}
 
 
+def summary_line(label: str, result: dict[str, Any]) -> str:
+    """One configuration's headline figures on one set."""
+    hard = sum(result["misses"].get(r, 0) for r in HARD_REASONS)
+    return (
+        f"  {label:<34} action {result['action_accuracy']:.3f}  reason {result['reason_accuracy']:.3f}  "
+        f"false esc {result['false_escalations']}/{result['benign']} ({result['false_escalation_rate']:.1%})  "
+        f"missed {sum(result['misses'].values())} (hard {hard})"
+    )
+
+
 def print_set(name: str, result: dict[str, Any], *, show_text: bool, show_errors: bool) -> None:
-    """One set's figures."""
+    """One set's figures: the headline lines of each configuration, then the shipped one in detail."""
     print(f"== {name}: {result['messages']} messages")
-    if result["semantic_added"]["right"] or result["semantic_added"]["wrong"]:
-        added = result["semantic_added"]
-        print(f"semantic layer added {added['right']} right and {added['wrong']} wrong escalations")
+    for label, figures in result.get("configurations", {}).items():
+        print(summary_line(label, figures))
+    added = result["layer_added"]
+    if added["right"] or added["wrong"]:
+        print(f"  (the layer added {added['right']} right and {added['wrong']} wrong escalations)")
     print(
         f"action accuracy {result['action_accuracy']:.3f}   reason accuracy {result['reason_accuracy']:.3f}   "
         f"false escalations {result['false_escalations']}/{result['benign']} benign "
@@ -275,13 +321,157 @@ def compare_sentiment(tuning: list[dict[str, Any]], held_out: list[dict[str, Any
         print(f"  {name:<16} best threshold on tuning {best:+.2f}: tuning {t_ok}/{t_n}, held-out {h_ok}/{h_n} ({line})")
 
 
+def compare_learned(rows: list[dict[str, Any]], folds: int) -> None:
+    """scikit-learn's TF-IDF + logistic regression on the same examples and folds (threshold at the same budget)."""
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import FeatureUnion, make_pipeline
+    except ImportError:
+        print("scikit-learn not installed: `pip install scikit-learn` to compare")
+        return
+    import numpy as np
+
+    from activities.guardrails import learned
+
+    extra = extra_examples()
+    prepared = [learned.features(r["text"], r["channel"]) for r in rows]
+    order = np.random.default_rng(20251202).permutation(len(rows))
+    scores: dict[int, float] = {}
+    start = time.perf_counter()
+    for fold in range(folds):
+        held = [int(i) for i in order[fold::folds] if rows[int(i)]["expected_reason"] != "language"]
+        train = [
+            (prepared[i], rows[i]["expected_reason"] is not None)
+            for i in range(len(rows))
+            if i not in held and rows[i]["expected_reason"] != "language"
+        ]
+        train += [(e.text, e.label != learned.ANSWER) for e in extra]
+        model = make_pipeline(
+            FeatureUnion(
+                [
+                    ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+                    ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+                ]
+            ),
+            LogisticRegression(C=10.0, max_iter=1000),
+        )
+        model.fit([t for t, _ in train], [y for _, y in train])
+        for i, p in zip(held, model.predict_proba([prepared[i] for i in held])[:, 1], strict=True):
+            scores[i] = float(p)
+    elapsed = time.perf_counter() - start
+    benign = sorted((s for i, s in scores.items() if rows[i]["expected_reason"] is None), reverse=True)
+    allowed = int(learned.FALSE_ESCALATION_BUDGET * len(benign))
+    threshold = benign[allowed] + 1e-6
+    caught = sum(s >= threshold for i, s in scores.items() if rows[i]["expected_reason"] is not None)
+    hard = sum(s >= threshold for i, s in scores.items() if rows[i]["expected_reason"] in HARD_REASONS)
+    print(
+        f"  logistic regression, layer alone at <= {allowed} benign false: caught {caught} escalations "
+        f"({hard} hard) of {sum(rows[i]['expected_reason'] is not None for i in scores)}; "
+        f"{elapsed:.1f} s for {folds} folds"
+    )
+
+
+def calibrate(rows: list[dict[str, Any]], folds: int) -> list[Any]:
+    """Out-of-fold scores of the learned layer on the tuning set, and the threshold they support."""
+    from activities.guardrails import learned
+
+    start = time.perf_counter()
+    oof = learned.out_of_fold(rows, extra_examples(), folds=folds)
+    elapsed = time.perf_counter() - start
+    answered = [
+        (row, assessed)
+        for row, assessed in zip(rows, oof, strict=True)
+        if assessed is not None and evaluate_inbound(row["text"], row["channel"], semantic=False).action == "answer"
+    ]
+    benign = sum(row["expected_action"] == "answer" for row in rows)
+    allowed = int(learned.FALSE_ESCALATION_BUDGET * benign)
+    benign_scores = sorted((s for row, (_, s) in answered if row["expected_action"] == "answer"), reverse=True)
+    # The lowest threshold at which at most `allowed` benign messages the rules answer would escalate.
+    suggested = benign_scores[allowed] + 1e-3 if len(benign_scores) > allowed else -1.0
+    print(f"learned layer, {folds}-fold cross-validation on tuning ({elapsed:.1f} s):")
+    print(f"  {'threshold':>9}{'caught (layer alone)':>22}{'hard':>8}{'false (layer alone)':>21}{'false added':>13}")
+    escalations = [r for r in rows if r["expected_reason"] not in (None, "language")]
+    hard_total = sum(r["expected_reason"] in HARD_REASONS for r in rows)
+    for threshold in sorted({-0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, learned.THRESHOLD, round(suggested, 3)}):
+        pairs = [(r, a) for r, a in zip(rows, oof, strict=True) if a is not None and a[1] >= threshold]
+        caught = sum(r["expected_reason"] is not None for r, _ in pairs)
+        hard = sum(r["expected_reason"] in HARD_REASONS for r, _ in pairs)
+        false = sum(r["expected_reason"] is None for r, _ in pairs)
+        added = sum(s >= threshold for s in benign_scores)
+        mark = "  <- THRESHOLD" if threshold == learned.THRESHOLD else ""
+        print(
+            f"  {threshold:>9.3f}{caught:>15}/{len(escalations):<6}{hard:>4}/{hard_total:<4}"
+            f"{false:>14}/{benign:<6}{added:>8}/{benign}{mark}"
+        )
+    print(f"  suggested threshold (<= {allowed} benign added): {suggested:.3f}; in use: {learned.THRESHOLD}\n")
+    return oof
+
+
+def extra_examples() -> list[Any]:
+    """What the layer always trains on besides the tuning rows: the rules' examples and the other sources."""
+    from activities.guardrails import learned
+
+    others = [row for row in learned.bank_rows() if row["source"] != "guardrails"]
+    return [*learned.rule_examples(), *learned.examples_of(others)]
+
+
+def bank_from_sources() -> list[dict[str, Any]]:
+    """The rows of activities/guardrails/data/learned_bank.jsonl, from the tuning halves only."""
+    rows = [
+        {
+            "source": "guardrails",
+            "id": r["id"],
+            "text": r["text"],
+            "channel": r["channel"],
+            "expected_reason": r["expected_reason"],
+        }
+        for r in load_rows(SETS["tuning"])
+    ]
+    rows += [
+        {
+            "source": "answers",
+            "id": r["id"],
+            "text": r["message"],
+            "channel": r["channel"],
+            "expected_reason": r["escalation_reason"],
+        }
+        for r in load_rows(ANSWERS_TUNING)
+    ]
+    rows += [
+        {"source": "retrieval", "id": r["id"], "text": r["question"], "channel": "web_form", "expected_reason": None}
+        for r in load_rows(RETRIEVAL_TUNING)
+        if r["expected"][0] not in RETRIEVAL_ARTICLES_LEFT_OUT
+    ]
+    return rows
+
+
+def write_bank() -> Path:
+    """Rewrite the packaged bank from the tuning sets."""
+    from activities.guardrails import learned
+
+    path = REPO_ROOT / "activities" / "guardrails" / "data" / learned.BANK_FILE
+    lines = [json.dumps(row, ensure_ascii=False) for row in bank_from_sources()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns a process exit code."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, help="evaluate this labelled JSONL file instead of the three sets")
+    parser.add_argument("--data", type=Path, help="evaluate this labelled JSONL file instead of the sets")
+    parser.add_argument(
+        "--sets", nargs="+", choices=sorted(SETS), default=list(SETS), help="which sets (default: all three)"
+    )
     parser.add_argument("--repetitions", type=int, default=20, help="passes over the tuning set for timing")
     parser.add_argument("--errors", action="store_true", help="list mistakes (held-out: ids only)")
-    parser.add_argument("--semantic", action="store_true", help="add the nearest-labelled-example layer")
+    parser.add_argument("--folds", type=int, default=10, help="cross-validation folds on tuning")
+    parser.add_argument("--calibrate", action="store_true", help="print the layer's threshold curve (tuning CV)")
+    parser.add_argument("--write-bank", action="store_true", help="rewrite the learned layer's packaged bank")
+    parser.add_argument("--compare-learned", action="store_true", help="the same features with scikit-learn")
+    parser.add_argument(
+        "--nearest-example", action="store_true", help="add the nearest-labelled-example layer (semantic.py)"
+    )
     parser.add_argument("--compare-detectors", action="store_true", help="py3langid against lingua on tuning")
     parser.add_argument("--compare-sentiment", action="store_true", help="lexicon against vaderSentiment")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
@@ -290,35 +480,65 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repetitions must be >= 1")
     if args.data is not None and not args.data.is_file():
         parser.error(f"--data {args.data}: no such file")
+    if args.write_bank:
+        print(f"wrote {write_bank()}")
+        return 0
 
-    sets = {args.data.name: args.data} if args.data else SETS
-    semantic = embedder = None
-    if args.semantic:
+    from activities.guardrails import learned
+
+    start = time.process_time()
+    learned.learned_layer()
+    print(
+        f"learned layer: trained in {time.process_time() - start:.2f} s CPU on {len(learned.bank_rows())} bank rows "
+        f"+ {len(learned.rule_examples())} rule examples; threshold {learned.THRESHOLD}\n"
+    )
+    sets = {args.data.name: args.data} if args.data else {name: SETS[name] for name in args.sets}
+    nearest = embedder = None
+    if args.nearest_example:
         from activities.guardrails import semantic as layer
         from core.settings import Settings
         from kb.embeddings import create_embedder
 
         embedder = create_embedder(Settings())
-        semantic = asyncio.run(layer.build(embedder, layer.tuning_rows()))
-        loo = layer.leave_one_out(semantic)
+        nearest = asyncio.run(layer.build(embedder, layer.tuning_rows()))
+        loo = layer.leave_one_out(nearest)
         print(
-            f"semantic layer ({embedder.model_name}): threshold {semantic.threshold:.3f} calibrated on tuning; "
-            f"leave-one-out on tuning catches {loo['caught']}/{loo['escalations']} escalations, "
+            f"nearest-example layer ({embedder.model_name}): threshold {nearest.threshold:.3f} calibrated on "
+            f"tuning; leave-one-out on tuning catches {loo['caught']}/{loo['escalations']} escalations, "
             f"{loo['false']} false\n"
         )
     results: dict[str, Any] = {}
     for name, path in sets.items():
-        result = evaluate(load_rows(path), semantic=semantic, embedder=embedder)
+        rows = load_rows(path)
+        configurations = {"rules only": evaluate(rows)}
+        if nearest is not None:
+            configurations["rules + nearest example"] = evaluate(rows, nearest=nearest, embedder=embedder)
+        if name == "tuning" and args.data is None:
+            oof = (
+                calibrate(rows, args.folds)
+                if args.calibrate
+                else learned.out_of_fold(rows, extra_examples(), folds=args.folds)
+            )
+            configurations[f"rules + layer ({args.folds}-fold CV)"] = shipped = evaluate(rows, learned=oof)
+            configurations["rules + layer (trained on all)"] = evaluate(rows, learned=True)
+        else:
+            configurations["rules + layer"] = shipped = evaluate(rows, learned=True)
+        result = {**shipped, "configurations": configurations}
         results[name] = result
         print_set(name, result, show_text=name != "held_out", show_errors=args.errors)
     timing_rows = load_rows(SETS["tuning"]) if args.data is None else load_rows(args.data)
     inbound = time_inbound(timing_rows, args.repetitions)
+    rules_only = time_inbound(timing_rows, args.repetitions, semantic=False)
     output = time_output(args.repetitions * 10)
     print(
-        f"evaluate_inbound: {inbound['mean_us']:.0f} us CPU/message ({inbound['calls']:,} calls); "
+        f"evaluate_inbound: {inbound['mean_us']:.0f} us CPU/message with the learned layer, "
+        f"{rules_only['mean_us']:.0f} us rules only ({inbound['calls']:,} calls); "
         f"check_output: {output['mean_us']:.0f} us CPU/reply; "
         f"python {platform.python_version()} on {platform.machine()}"
     )
+    if args.compare_learned:
+        print("\nthe same features and folds with scikit-learn's logistic regression (if installed):")
+        compare_learned(load_rows(SETS["tuning"]), args.folds)
     if args.compare_detectors:
         print("\nlanguage detectors on tuning.jsonl:")
         compare_detectors(load_rows(SETS["tuning"]))
@@ -327,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         compare_sentiment(load_rows(SETS["tuning"]), load_rows(SETS["held_out"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"sets": results, "timing": {"evaluate_inbound": inbound, "check_output": output}}
+        timing = {"evaluate_inbound": inbound, "evaluate_inbound_rules_only": rules_only, "check_output": output}
+        payload = {"sets": results, "timing": timing}
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"\nwrote {args.json}")
     return 0

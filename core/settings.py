@@ -7,6 +7,7 @@ FastAPI lifespan. Variable names follow what users already have (``DATABASE_URL`
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -26,7 +27,10 @@ DEFAULT_GATEWAY_PORT = 8000
 class Settings(BaseSettings):
     """Configuration shared by the gateway, bridge, worker and CLI."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused value may be a secret (a webhook URL, a database URL).
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     # --- PostgreSQL (the CRM) -------------------------------------------------------------
     database_url: SecretStr = Field(
@@ -104,6 +108,8 @@ class Settings(BaseSettings):
     # set is tuned (at -0.35, polite complaints such as "not happy with the default sound" escalate).
     negative_sentiment_threshold: float = Field(default=-0.5, ge=-1, le=1)
     alert_escalation_rate: float = Field(default=0.25, ge=0, le=1)
+    # How long after a merge of two customer records an agent may still undo it (a week by default).
+    customer_unmerge_window_hours: float = Field(default=168.0, gt=0)
     alert_latency_ms: float = Field(default=3000, gt=0)
 
     # --- Channels ---------------------------------------------------------------------------
@@ -169,12 +175,42 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    # --- Identity (issue 15) ----------------------------------------------------------------
+    # Region (ISO 3166 alpha-2, e.g. "US") for a phone number written without a country code;
+    # unset: such a number is not accepted (every channel but the web form sends E.164 anyway).
+    identity_phone_default_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    # Treat "ann+news@x.com" as "ann@x.com", and "a.n.n@gmail.com" as "ann@gmail.com" (dots are
+    # ignored by Gmail/Googlemail only). Off: only case and Unicode normalisation (email-validator).
+    identity_email_canonical: bool = False
+    # How long a link that confirms a claimed email or phone stays valid.
+    identity_confirmation_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+    # Confirmation links a ticket may request (limits-library syntax), per ticket.
+    rate_limit_identity_confirmation: str = "3/minute;10/day"
+
     # --- Inbound guardrails: the model classifier (issue 14) ---------------------------------
     # With a model configured, messages the rules let through are read once more by the model
     # (activity classify_inbound) before the agent step; it may add an escalation, never remove one.
     inbound_classifier_enabled: bool = True
     # The model's own confidence it must state before its reason escalates a message.
     inbound_classifier_min_confidence: float = Field(default=0.6, ge=0, le=1)
+    # The learned layer beside the inbound rules (activities/guardrails/learned.py): may add an
+    # escalation the rules missed, never removes one. Off: the rules alone decide.
+    guardrails_semantic_enabled: bool = True
+
+    # --- Team notifications (issue 16): new escalations, SLAs, customer replies ------------------
+    # A sink is on when its setting is set. Email: to these addresses (comma-separated), sent from
+    # the support mailbox (the GMAIL_* settings).
+    notify_email_to: str | None = None
+    # A Slack incoming-webhook URL: a secret (whoever holds it can post to the channel).
+    notify_slack_webhook_url: SecretStr | None = None
+    # A generic outbound webhook: JSON, signed with HMAC-SHA256 over "timestamp.body" with
+    # NOTIFY_WEBHOOK_SECRET (docs/notifications.md); without the secret nothing is sent.
+    notify_webhook_url: AnyHttpUrl | None = None
+    notify_webhook_secret: SecretStr | None = None
+    # One Slack or webhook call; below the activity's 30 s so a slow sink never overlaps its retry.
+    notify_http_timeout_seconds: float = Field(default=10.0, gt=0, le=25)
+    # How long before an escalation's SLA deadline the team is warned that it is about to pass.
+    notify_sla_due_soon_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -190,7 +226,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "rate_limit_web_form", "rate_limit_whatsapp", "rate_limit_ticket_lookup_failures", "rate_limit_help"
+        "rate_limit_web_form",
+        "rate_limit_whatsapp",
+        "rate_limit_ticket_lookup_failures",
+        "rate_limit_help",
+        "rate_limit_identity_confirmation",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -206,6 +246,17 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _slack_url_is_http(self) -> Settings:
+        # Refuse at start-up rather than post a notification to a typo later. An "after" check:
+        # pydantic would print a field validator's input, and this URL is a secret.
+        url = self.notify_slack_webhook_url
+        if url is not None and not url.get_secret_value():
+            self.notify_slack_webhook_url = None
+        elif url is not None and not re.match(r"^https?://[^\s/]+", url.get_secret_value()):
+            raise ValueError("NOTIFY_SLACK_WEBHOOK_URL must be an http(s) URL (https://hooks.slack.com/services/...)")
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> Settings:

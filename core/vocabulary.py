@@ -18,6 +18,11 @@ CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
 IdentifierType = Literal["email", "phone"]
 IDENTIFIER_TYPES: Final[tuple[IdentifierType, ...]] = get_args(IdentifierType)
 
+# What proved an identifier belongs to its customer: an email that reached the support mailbox
+# (Gmail) from it, a Twilio-signed WhatsApp message from it, or a confirmation link sent to it.
+IdentifierProof = Literal["gmail", "whatsapp", "confirmation_link"]
+IDENTIFIER_PROOFS: Final[tuple[IdentifierProof, ...]] = get_args(IdentifierProof)
+
 Plan = Literal["free", "starter", "pro", "enterprise"]
 PLANS: Final[tuple[Plan, ...]] = get_args(Plan)
 
@@ -72,6 +77,7 @@ EscalationReason = Literal[
     "no_answer",
     "agent_requested",
     "language",  # written in a language the offline path does not support
+    "delivery_failed",  # the channel refused a reply (or kept failing for the whole send window)
 ]
 ESCALATION_REASONS: Final[tuple[EscalationReason, ...]] = get_args(EscalationReason)
 
@@ -100,6 +106,7 @@ REASON_PRIORITY: Final[dict[EscalationReason, Priority]] = {
     "no_answer": "medium",
     "agent_requested": "medium",
     "language": "medium",
+    "delivery_failed": "high",
 }
 
 EscalationStatus = Literal["open", "resolved"]
@@ -118,6 +125,21 @@ ChannelTone = Literal["formal", "concise", "semi_formal"]
 CHANNEL_TONES: Final[tuple[ChannelTone, ...]] = get_args(ChannelTone)
 
 ReplySource = Literal["agent", "human", "template"]
+
+# What the support team is told (issue 16), where, and how far each delivery got. A sink's delivery
+# is `pending` until the sink accepted it (`delivered`) or refused it for good (`refused`).
+NotificationKind = Literal["escalation_new", "sla_due_soon", "sla_breached", "customer_replied"]
+NOTIFICATION_KINDS: Final[tuple[NotificationKind, ...]] = get_args(NotificationKind)
+NotificationSink = Literal["email", "slack", "webhook"]
+NOTIFICATION_SINKS: Final[tuple[NotificationSink, ...]] = get_args(NotificationSink)
+NotificationDeliveryStatus = Literal["pending", "delivered", "refused"]
+NOTIFICATION_DELIVERY_STATUSES: Final[tuple[NotificationDeliveryStatus, ...]] = get_args(NotificationDeliveryStatus)
+NOTIFICATION_KIND_LABELS: Final[dict[NotificationKind, str]] = {
+    "escalation_new": "New escalation",
+    "sla_due_soon": "SLA due soon",
+    "sla_breached": "SLA breached",
+    "customer_replied": "Customer replied",
+}
 
 # --- added by the gateway
 
@@ -171,6 +193,7 @@ ESCALATION_REASON_LABELS: Final[dict[EscalationReason, str]] = {
     "no_answer": "No answer in KB",
     "agent_requested": "AI asked for help",
     "language": "Language not supported",
+    "delivery_failed": "Reply not delivered",
 }
 # What the web form's priority choice starts at.
 WEB_FORM_DEFAULT_PRIORITY: Final[WebFormPriority] = "medium"

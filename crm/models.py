@@ -66,6 +66,10 @@ class Customer(Base):
     company: Mapped[str | None] = mapped_column(Text)
     plan: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    # A merged-away customer is a tombstone pointing at the record it was merged into (0010).
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"))
+    # Set by a GDPR erasure: the personal fields are nulled, the row stays for foreign keys (0010).
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -82,9 +86,36 @@ class CustomerIdentifier(Base):
     identifier_type: Mapped[str] = mapped_column(Text, nullable=False)
     identifier_value: Mapped[str] = mapped_column(Text, nullable=False)
     channel: Mapped[str | None] = mapped_column(Text)
+    # Set when a channel proved the identifier (core.vocabulary.IdentifierProof); NULL: a claim,
+    # typed by someone, which never finds a customer (migration 0009). At most one customer holds
+    # a value verified; several may claim it.
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_via: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
 
     customer: Mapped[Customer] = relationship(back_populates="identifiers", lazy="raise")
+
+
+class IdentityConfirmation(Base):
+    """A confirmation link sent to a claimed email or phone; opening it verifies the claim (0009)."""
+
+    __tablename__ = "identity_confirmations"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), nullable=False)
+    identifier_type: Mapped[str] = mapped_column(Text, nullable=False)
+    identifier_value: Mapped[str] = mapped_column(Text, nullable=False)
+    # sha256 of the random token in the link; the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    # The IdentityConfirmationWorkflow run that sends the link: one row per request, however retried.
+    request_key: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    send_attempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery_status: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Conversation(Base):
@@ -199,5 +230,35 @@ class Escalation(Base):
     resolved_by: Mapped[str | None] = mapped_column(Text)
     resolution_action: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class ConversationNote(Base):
+    """An agent's internal note on a conversation: never sent, never in the customer's or the model's view."""
+
+    __tablename__ = "conversation_notes"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    # References api_keys (ON DELETE SET NULL in migration 0012); that table has no model here.
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    author: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class SavedReply(Base):
+    """A canned answer the team inserts into a reply; `{first_name}`-style placeholders are filled on insert."""
+
+    __tablename__ = "saved_replies"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_by: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()

@@ -24,7 +24,21 @@ from core.observability import configure_tracing
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
-from gateway import agents, channel_metrics, gmail, health, help, tickets, ui, vocabulary, web_form, whatsapp
+from gateway import (
+    agents,
+    channel_metrics,
+    gmail,
+    health,
+    help,
+    identity_links,
+    tickets,
+    ui,
+    vocabulary,
+    web_form,
+    whatsapp,
+)
+from gateway.agents import customers as agent_customers
+from gateway.agents import workspace as agent_workspace
 from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
 
@@ -412,6 +426,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 whatsapp=cfg.rate_limit_whatsapp,
                 ticket_lookup_failures=cfg.rate_limit_ticket_lookup_failures,
                 help=cfg.rate_limit_help,
+                identity_confirmation=cfg.rate_limit_identity_confirmation,
             ),
         )
         app.state.resources = resources
@@ -445,8 +460,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_form.router, responses=error_responses(400, 413, 415, 422, 429, 503))
     app.include_router(gmail.router, responses=error_responses(400, 403, 413, 415, 503))
     app.include_router(tickets.router, responses=error_responses(404, 422, 429))
+    app.include_router(identity_links.router, responses=error_responses(400, 404, 409, 413, 415, 422, 429, 503))
     app.include_router(channel_metrics.router, responses=error_responses(422))
     app.include_router(agents.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
+    app.include_router(agent_customers.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
+    app.include_router(agent_workspace.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
     app.include_router(vocabulary.router)
     app.include_router(ui.router)
     app.include_router(help.router, responses=error_responses(400, 404, 413, 415, 422, 429))

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, EmailStr
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
 from core.markdown import render_html
@@ -21,9 +22,12 @@ from core.vocabulary import (
     TicketCategory,
     TicketStatus,
 )
+from crm.identity import IdentityRules
 from crm.repositories import escalations, messages, tickets
+from crm.repositories.tickets import TicketPage
 from gateway.agents import OptionalAgent
 from gateway.deps import ResourcesDep
+from gateway.resources import Resources
 
 router = APIRouter(tags=["tickets"])
 
@@ -60,6 +64,38 @@ class TicketView(BaseModel):
     messages: list[TicketMessage]
 
 
+async def authorised_ticket(
+    session: AsyncSession,
+    request: Request,
+    resources: Resources,
+    *,
+    ticket_number: str,
+    email: str | None,
+    agent: bool,
+) -> TicketPage:
+    """The ticket, for the customer whose email filed it (404 otherwise: no enumeration) or a human agent.
+
+    Failed look-ups are counted per client address (RATE_LIMIT_TICKET_LOOKUP_FAILURES): an address
+    that used them up gets 429, so ticket numbers cannot be walked for somebody's email.
+    """
+    client = request.client.host if request.client else "unknown"
+    if not agent:
+        await resources.limiter.refuse_if_exhausted(
+            "ticket_lookup_failures", client, "too many failed ticket look-ups from this address"
+        )
+    # The address as the web form stored it (crm.identity's normalisation), whatever its case.
+    contact = IdentityRules.from_settings(resources.settings).email(email) if email else None
+    if not agent and contact is None:
+        await resources.limiter.count("ticket_lookup_failures", client)
+        raise NotFound(f"no ticket {ticket_number} for that email address")
+    ticket = await tickets.find_ticket(session, ticket_number=ticket_number, contact_email=contact, any_contact=agent)
+    if ticket is None:
+        if not agent:
+            await resources.limiter.count("ticket_lookup_failures", client)
+        raise NotFound(f"no ticket {ticket_number} for that email address")
+    return ticket
+
+
 @router.get("/api/v1/tickets/{ticket_id}", response_model=TicketView, responses={404: {"description": "Not found"}})
 async def get_ticket(
     request: Request,
@@ -69,30 +105,19 @@ async def get_ticket(
     email: Annotated[EmailStr | None, Query(description="The email address the ticket belongs to.")] = None,
 ) -> TicketView:
     """The ticket's status and messages, for the customer whose email it is (404 otherwise: no enumeration)
-    or for a human agent's API key.
+    or for a human agent's API key (see `authorised_ticket`).
 
-    Failed look-ups are counted per client address (RATE_LIMIT_TICKET_LOOKUP_FAILURES): an address
-    that used them up gets 429 here, so ticket numbers cannot be walked for somebody's email.
+    Only this ticket's own conversation is shown, never the customer's other conversations.
     """
-    client = request.client.host if request.client else "unknown"
-    if agent is None:
-        await resources.limiter.refuse_if_exhausted(
-            "ticket_lookup_failures", client, "too many failed ticket look-ups from this address"
-        )
-    if agent is None and email is None:
-        await resources.limiter.count("ticket_lookup_failures", client)
-        raise NotFound(f"no ticket {ticket_id} for that email address")
     async with resources.sessions() as session:
-        ticket = await tickets.find_ticket(
+        ticket = await authorised_ticket(
             session,
+            request,
+            resources,
             ticket_number=ticket_id,
-            contact_email=str(email).lower() if email else None,
-            any_contact=agent is not None,
+            email=str(email) if email else None,
+            agent=agent is not None,
         )
-        if ticket is None:
-            if agent is None:
-                await resources.limiter.count("ticket_lookup_failures", client)
-            raise NotFound(f"no ticket {ticket_id} for that email address")
         thread = (
             await messages.thread(session, conversation_id=ticket.conversation_id) if ticket.conversation_id else []
         )

@@ -7,13 +7,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import phonenumbers
 from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import ServiceUnavailable
 from core.vocabulary import WEB_FORM_DEFAULT_PRIORITY, TicketCategory, WebFormPriority
-from crm.identity import normalise_phone, resolve_customer
+from crm.identity import IdentityRules, normalise_phone, resolve_customer
 from crm.repositories import conversations, tickets
 from gateway.deps import ResourcesDep
 from gateway.producer import publish_inbound
@@ -21,6 +23,8 @@ from workflows.contracts import InboundMessage, SenderIdentity, conversation_wor
 
 router = APIRouter(tags=["web form"])
 
+# The shortest national numbers in use have 4-5 digits; E.164 allows at most 15.
+MIN_NATIONAL_DIGITS, MAX_DIGITS = 4, 15
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -44,13 +48,17 @@ class SupportForm(BaseModel):
 
     @field_validator("phone")
     @classmethod
-    def _e164(cls, value: str | None) -> str | None:
+    def _phone_number(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        normalised = normalise_phone(value)
-        if normalised is None:
+        if normalise_phone(value) is not None:
+            return value.strip()
+        # Without a country code, the handler reads it in IDENTITY_PHONE_DEFAULT_REGION (if set);
+        # what cannot be a number in any region is refused here, with the other fields.
+        digits = len(phonenumbers.normalize_digits_only(value))
+        if value.strip().startswith(("+", "00")) or not MIN_NATIONAL_DIGITS <= digits <= MAX_DIGITS:
             raise ValueError("must be an international number such as +14155550100")
-        return normalised
+        return value.strip()
 
 
 class SupportFormAccepted(BaseModel):
@@ -73,13 +81,26 @@ class SupportFormAccepted(BaseModel):
 async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> SupportFormAccepted:
     """Create the customer, conversation and ticket, then hand the message to the conversation workflow."""
     await resources.limiter.check("web_form", str(form.email))
+    rules = IdentityRules.from_settings(resources.settings)
+    phone = rules.phone(form.phone)
+    if form.phone is not None and phone is None:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "phone"),
+                    "msg": "must be an international number such as +14155550100",
+                    "type": "value_error",
+                }
+            ]
+        )
     submission_id = f"form-{uuid.uuid4()}"
     now = datetime.now(UTC)
-    sender = SenderIdentity(email=str(form.email).lower(), phone=form.phone, name=form.name)
+    # The typed email and phone are claims: this submission becomes its own customer (crm.identity).
+    sender = SenderIdentity(email=rules.email(str(form.email)) or str(form.email).lower(), phone=phone, name=form.name)
     try:
         async with resources.sessions() as session, session.begin():
             customer = await resolve_customer(
-                session, channel="web_form", email=sender.email, phone=sender.phone, name=sender.name
+                session, channel="web_form", email=sender.email, phone=sender.phone, name=sender.name, rules=rules
             )
             # Drawn first: the web form's conversation is keyed by its ticket number.
             ticket_number = await tickets.next_ticket_number(session)

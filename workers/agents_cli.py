@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from core.vocabulary import ResolutionAction
+from core.vocabulary import CHANNELS, ESCALATION_REASONS, PRIORITIES, ResolutionAction
 from workers.terminal import make_console
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from workers.stack import Service
 
 T = TypeVar("T")
+W = TypeVar("W", bound=str)
 
 agents_app = typer.Typer(
     rich_markup_mode=None, help="Human agents' API keys (for the agent console and API).", no_args_is_help=True
@@ -158,17 +159,49 @@ def revoke_agent(name: Annotated[str, typer.Argument(help="Whose active key to r
 # ----------------------------------------------------------------------------- escalations
 
 
+def _words(given: list[str] | None, known: tuple[W, ...], option: str) -> tuple[W, ...]:
+    """The vocabulary's words among `given`; a usage error naming any other (exit 2, nothing listed)."""
+    unknown = [g for g in given or () if g not in known]
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(known)}", param_hint=option)
+    return tuple(w for w in known if w in (given or ()))
+
+
 @escalations_app.command("list")
 def list_escalations(
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 100,
+    breached: Annotated[
+        bool | None,
+        typer.Option("--breached/--within-sla", help="Only those past their SLA due time (or only those within it)."),
+    ] = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", metavar="CHANNEL", help=f"Repeat for several: {', '.join(CHANNELS)}."),
+    ] = None,
+    reason: Annotated[
+        list[str] | None,
+        typer.Option("--reason", metavar="REASON", help=f"Repeat for several: {', '.join(ESCALATION_REASONS)}."),
+    ] = None,
+    priority: Annotated[
+        list[str] | None,
+        typer.Option("--priority", metavar="PRIORITY", help=f"Repeat for several: {', '.join(PRIORITIES)}."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Open escalations, oldest first: ticket, reason, priority, SLA due, channel, customer."""
+    """Open escalations, most urgent first, then SLA due soonest: ticket, reason, priority, SLA, channel, customer."""
+    from crm.repositories.escalations import QueueFilters
     from gateway.agents import open_escalations
+
+    filters = QueueFilters(
+        channels=_words(channel, CHANNELS, "--channel"),
+        reasons=_words(reason, ESCALATION_REASONS, "--reason"),
+        priorities=_words(priority, PRIORITIES, "--priority"),
+        breached=breached,
+    )
 
     async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[QueueItem]:
         async with sessions() as session:
-            return await open_escalations(session, limit=limit)
+            return await open_escalations(session, limit=limit, filters=filters)
 
     items = _run("cli", work)
     if as_json:

@@ -369,6 +369,24 @@ def _mount_agents() -> None:
 
 _mount_agents()
 
+
+def _mount_customers() -> None:
+    from workers.customers_cli import customers_app
+
+    app.add_typer(customers_app, name="customers", help="Customer records: merge, unmerge, GDPR export and erase.")
+
+
+_mount_customers()
+
+
+def _mount_notify() -> None:
+    from workers.notify_cli import notify_app
+
+    app.add_typer(notify_app, name="notify", help="Team notifications: send a test to one sink.")
+
+
+_mount_notify()
+
 guardrails_app = typer.Typer(
     rich_markup_mode=None,
     help="The pre-LLM guardrails, for checking messages by hand or in bulk.",

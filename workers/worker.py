@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -72,6 +73,14 @@ async def run_worker(settings: Settings) -> None:
         ThreadPoolExecutor(max_workers=MAX_BLOCKING_CALLS, thread_name_prefix="crm-fte-blocking")
     )
     activities, resources = await build_activities(settings)
+    if settings.guardrails_semantic_enabled:
+        # Trained once per process (about a second of CPU): before polling, not inside the first
+        # customer's guardrail step.
+        from activities.guardrails.learned import learned_layer
+
+        started = time.perf_counter()
+        await asyncio.to_thread(learned_layer)
+        log.info("worker.guardrails_layer_ready", seconds=round(time.perf_counter() - started, 2))
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,

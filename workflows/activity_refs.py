@@ -30,6 +30,8 @@ from workflows.contracts import (
     GuardrailResult,
     InboundClassification,
     InboundMessage,
+    IntakeInput,
+    IntakeResult,
     OpenConversationInput,
     OutputCheckResult,
     PreparedReply,
@@ -81,6 +83,12 @@ async def record_inbound_message(inp: RecordInboundInput) -> RecordedMessage:
 async def ensure_ticket(inp: EnsureTicketInput) -> TicketRef:
     """The conversation's one ticket."""
     _declared_only("ensure_ticket")
+
+
+@activity.defn(name="record_inbound_turn")
+async def record_inbound_turn(inp: IntakeInput) -> IntakeResult:
+    """Identify the senders, open the conversation, store the messages and make the ticket, at once."""
+    _declared_only("record_inbound_turn")
 
 
 @activity.defn(name="record_escalation")

@@ -95,6 +95,9 @@ RESOLVE_ESCALATION_SIGNAL = "resolve_escalation"
 # The same hand-back as an update: validated before it reaches history (a second resolution is
 # rejected), and it returns once the human's reply was sent.
 RESOLVE_ESCALATION_UPDATE = "resolve_escalation_update"
+# A human merged (or unmerged) the conversation's customer: replies, history and search attributes
+# follow the record it now belongs to.
+CUSTOMER_CHANGED_SIGNAL = "customer_changed"
 
 
 # ----------------------------------------------------------------------------- human hand-off
@@ -159,10 +162,23 @@ class ConversationConfig(BaseModel):
     search_attributes: bool = True
     # With a model configured: an LLM classifier checks each message the rules let through.
     inbound_classifier: bool = False
+    # A notification sink is configured (NOTIFY_*): the team is told of escalations, SLA breaches
+    # and customer replies while a person owns the conversation.
+    notify_team: bool = False
+    notify_due_soon_minutes: float = 30.0
 
 
 class CustomerRef(BaseModel):
     customer_id: str
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+
+
+class CustomerChanged(BaseModel):
+    """The customer record a conversation now belongs to, after a merge or an unmerge."""
+
+    customer_id: str = Field(min_length=1)
     email: str | None = None
     phone: str | None = None
     name: str | None = None
@@ -215,6 +231,36 @@ class GuardrailResult(BaseModel):
     language: str | None = None
     sentiment: float = 0.0
     matched: list[str] = Field(default_factory=list)
+
+
+class IntakeInput(BaseModel):
+    """A turn's messages and what the workflow knows so far: one local activity records them all.
+
+    Replaces resolve_customer → open_conversation → record_inbound_message (once per message) →
+    ensure_ticket for histories that carry the `one-intake-step` patch.
+    """
+
+    workflow_id: str
+    run_id: str
+    channel: Channel
+    conversation_key: str
+    messages: list[InboundMessage] = Field(min_length=1)
+    customer_id: str | None = None
+    conversation_id: str | None = None
+    needs_ticket: bool = True
+    # Run the inbound guardrails on the recorded messages too (not while a person owns the conversation).
+    screen: bool = True
+
+
+class IntakeResult(BaseModel):
+    """Who wrote each message (in order), the conversation and each message's row, the ticket if
+    made, and the inbound guardrails' decision when asked to screen."""
+
+    customers: list[CustomerRef]
+    conversation_id: str
+    recorded: list[RecordedMessage]
+    ticket: TicketRef | None = None
+    guard: GuardrailResult | None = None
 
 
 class InboundClassification(BaseModel):
@@ -404,3 +450,5 @@ class ResolutionOutcome(BaseModel):
     ticket_number: str | None
     status: ConversationStatus
     reply_message_ids: list[str] = Field(default_factory=list)
+    # False when the channel refused the human's reply (its message shows as failed in the console).
+    reply_delivered: bool = True

@@ -19,18 +19,22 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from core.vocabulary import (
+        ESCALATION_REASON_LABELS,
         NEXT_PRIORITY,
+        NOTIFICATION_KIND_LABELS,
         PRIORITIES,
         REASON_PRIORITY,
         CloseReason,
         EscalationReason,
         MessageDirection,
+        NotificationKind,
         Priority,
         ReplySource,
     )
     from workflows import activity_refs as act
     from workflows import search_attributes as sa
     from workflows.contracts import (
+        CUSTOMER_CHANGED_SIGNAL,
         INBOUND_SIGNAL,
         RESOLVE_ESCALATION_SIGNAL,
         RESOLVE_ESCALATION_UPDATE,
@@ -41,10 +45,13 @@ with workflow.unsafe.imports_passed_through():
         ConversationConfig,
         ConversationInput,
         ConversationState,
+        CustomerChanged,
         EnsureTicketInput,
         EscalateInput,
         GuardrailInput,
+        GuardrailResult,
         InboundMessage,
+        IntakeInput,
         MessageSummary,
         OpenConversationInput,
         PrepareReplyInput,
@@ -57,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
         TurnMetrics,
         conversation_workflow_id,
     )
+    from workflows.notification_contracts import Notification, notification_key
+    from workflows.notifications import start_notification
     from workflows.policies import (
         CPU_RETRY,
         CPU_TIMEOUT,
@@ -83,6 +92,15 @@ LOCAL_ACTIVITIES_PATCH = "short-steps-as-local-activities"
 LANGUAGE_PATCH = "language-search-attribute"
 # Marks histories in which a model classifier checks what the inbound rules let through.
 CLASSIFIER_PATCH = "llm-inbound-classifier"
+# A turn's intake (senders, conversation, messages, ticket) is one local activity, not 3-4 + one per
+# message: fewer workflow activations and database transactions per turn.
+INTAKE_PATCH = "one-intake-step"
+# A reply the channel refuses (or that keeps failing for the whole send window) hands the
+# conversation to a person instead of failing the workflow.
+DELIVERY_PATCH = "undelivered-reply-to-human"
+# The team is told (NOTIFY_* sinks) of a new escalation, an SLA breach and a customer's message
+# while a person owns the conversation: each one an abandoned child NotificationWorkflow.
+NOTIFY_PATCH = "notify-the-team"
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -106,6 +124,12 @@ class ConversationWorkflow:
         # What each step decided, newest last, shown in the Temporal UI as the workflow's current
         # details (metadata, not history: no effect on replay).
         self.step_log: list[str] = []
+        self.one_intake_step = False  # set by `run` (the `one-intake-step` patch)
+        self.undelivered_to_human = False  # set by `run` (the `undelivered-reply-to-human` patch)
+        self.notify_team = False  # set by `run` (the `notify-the-team` patch)
+        self.last_reply_delivered = True
+        # The inbound guardrails' decision the turn's intake made (the `one-intake-step` patch).
+        self.intake_guard: GuardrailResult | None = None
 
     # ------------------------------------------------------------------ signals and queries
     @workflow.signal(name=INBOUND_SIGNAL)
@@ -125,6 +149,28 @@ class ConversationWorkflow:
             workflow.logger.warning("conversation.resolution_ignored", extra={"status": self.carried.status})
             return
         self.resolution = resolution
+
+    @workflow.signal(name=CUSTOMER_CHANGED_SIGNAL)
+    def customer_changed(self, change: CustomerChanged) -> None:
+        """A human merged or unmerged this conversation's customer: follow the record it now belongs to.
+
+        Later tool calls (history), replies and the search attributes use the new record. A history
+        without this signal never runs this code, so older histories replay unchanged.
+        """
+        c = self.carried
+        if change.customer_id == c.customer_id:
+            return
+        c.customer_id = change.customer_id
+        c.customer_email = change.email
+        c.customer_phone = change.phone
+        self._upsert(
+            [
+                sa.CUSTOMER_EMAIL.value_set(change.email) if change.email else sa.CUSTOMER_EMAIL.value_unset(),
+                sa.CUSTOMER_PHONE.value_set(change.phone) if change.phone else sa.CUSTOMER_PHONE.value_unset(),
+            ]
+        )
+        self._memo()
+        self._log(f"customer record changed to {change.customer_id} (merge)")
 
     @workflow.update(name=RESOLVE_ESCALATION_UPDATE)
     async def resolve_escalation_update(self, resolution: ResolveEscalation) -> ResolutionOutcome:
@@ -162,6 +208,12 @@ class ConversationWorkflow:
     # ------------------------------------------------------------------ main loop
     @workflow.run
     async def run(self, inp: ConversationInput) -> str:
+        # Asked before any local activity: a patch first asked right after a local activity's result
+        # can replay differently when a query split that workflow task (the marker lands in the
+        # next task).
+        self.one_intake_step = workflow.patched(INTAKE_PATCH)
+        self.undelivered_to_human = workflow.patched(DELIVERY_PATCH)
+        self.notify_team = workflow.patched(NOTIFY_PATCH)
         if self.carried.config is None:
             # Read once per conversation and carried: the run stays deterministic.
             if self._local():
@@ -205,6 +257,7 @@ class ConversationWorkflow:
     # ------------------------------------------------------------------ one turn
     async def _turn(self) -> None:
         batch, self.carried.pending = self.carried.pending, []
+        self.intake_guard = None
         started = workflow.time()
         new_ids = await self._record(batch)
         if not new_ids:
@@ -213,13 +266,17 @@ class ConversationWorkflow:
         self.carried.turns += 1
         self.turns_this_run += 1
         if self.carried.status == "escalated":
-            return  # recorded for the human; the AI stays quiet
-        guard = await self._short(
-            act.check_inbound_guardrails,
-            GuardrailInput(message_ids=new_ids, channel=self.channel),
-            summary="pre-LLM guardrails",
-            attempt_timeout=CPU_TIMEOUT,
-        )
+            # Recorded for the human; the AI stays quiet and the team hears of it.
+            await self._notify("customer_replied", batch[-1].external_message_id)
+            return
+        guard = self.intake_guard
+        if guard is None:  # histories before the `one-intake-step` patch: its own activity
+            guard = await self._short(
+                act.check_inbound_guardrails,
+                GuardrailInput(message_ids=new_ids, channel=self.channel),
+                summary="pre-LLM guardrails",
+                attempt_timeout=CPU_TIMEOUT,
+            )
         self.carried.last_sentiment = guard.sentiment
         self._language(guard.language)
         self._log(
@@ -278,6 +335,8 @@ class ConversationWorkflow:
 
     async def _record(self, batch: list[InboundMessage]) -> list[str]:
         """Resolve the customer, open the conversation, store each message; returns new message ids."""
+        if self.one_intake_step:
+            return await self._intake(batch)
         c = self.carried
         new_ids: list[str] = []
         for message in batch:
@@ -311,6 +370,69 @@ class ConversationWorkflow:
             self._remember(recorded.message_id, "inbound", "customer", recorded.preview)
         return new_ids
 
+    async def _intake(self, batch: list[InboundMessage]) -> list[str]:
+        """The turn's intake as one local activity: what `_record`, `_ensure_ticket` and the inbound
+        guardrails do step by step."""
+        c = self.carried
+        result = await self._short(
+            act.record_inbound_turn,
+            IntakeInput(
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                channel=self.channel,
+                conversation_key=self.conversation_key,
+                messages=batch,
+                customer_id=c.customer_id,
+                conversation_id=c.conversation_id,
+                needs_ticket=c.ticket_number is None,
+                screen=c.status != "escalated",
+            ),
+            summary=f"record and screen {len(batch)} inbound message{'s' if len(batch) > 1 else ''}",
+            attempt_timeout=CPU_TIMEOUT,
+        )
+        self.intake_guard = result.guard
+        for customer in result.customers:
+            if c.customer_id is None:
+                c.customer_id = customer.customer_id
+            self._identity(customer.email, customer.phone)
+        c.conversation_id = result.conversation_id
+        for recorded in result.recorded:
+            self._remember(recorded.message_id, "inbound", "customer", recorded.preview)
+        if result.ticket is not None and c.ticket_number is None:
+            self._ticket(result.ticket.ticket_number)
+        return [recorded.message_id for recorded in result.recorded]
+
+    async def _notify(self, kind: NotificationKind, occurrence: str) -> None:
+        """Tell the team (never waits for a delivery; a sink that is down delays only itself)."""
+        c = self.carried
+        if not (self.notify_team and c.config is not None and c.config.notify_team) or c.conversation_id is None:
+            return
+        escalation = c.escalation
+        said = next((m.preview for m in reversed(c.last_messages) if m.direction == "inbound" and m.preview), "")
+        reason = escalation.reason if escalation is not None else None
+        parts = [NOTIFICATION_KIND_LABELS[kind], ESCALATION_REASON_LABELS[reason] if reason else None, self.channel]
+        summary = " · ".join(p for p in parts if p) + (f" — “{said}”" if said else "")
+        started = await start_notification(
+            Notification(
+                idempotency_key=notification_key(kind, c.conversation_id, occurrence),
+                kind=kind,
+                conversation_id=c.conversation_id,
+                ticket_number=c.ticket_number,
+                channel=self.channel,
+                reason=reason,
+                priority=escalation.priority if escalation is not None else "medium",
+                sla_due_at=escalation.sla_due_at if escalation is not None else None,
+                summary=summary[:200],
+                occurred_at=workflow.now(),
+            )
+        )
+        self._log(f"team notified: {kind}" if started else f"team already notified: {kind}")
+
+    def _ticket(self, ticket_number: str) -> None:
+        self.carried.ticket_number = ticket_number
+        self._upsert([sa.TICKET_NUMBER.value_set(ticket_number)])
+        self._memo()
+
     async def _ensure_ticket(self, first: InboundMessage) -> None:
         if self.carried.ticket_number is not None:
             return
@@ -326,9 +448,7 @@ class ConversationWorkflow:
             ),
             summary="create ticket (once per conversation)",
         )
-        self.carried.ticket_number = ticket.ticket_number
-        self._upsert([sa.TICKET_NUMBER.value_set(ticket.ticket_number)])
-        self._memo()
+        self._ticket(ticket.ticket_number)
 
     async def _agent_loop(self, message_ids: list[str]) -> tuple[int, int]:
         """Model step → tool activities, bounded by steps and the conversation's token budget."""
@@ -388,7 +508,7 @@ class ConversationWorkflow:
                         await self._escalate("unsafe_output")
                     else:
                         await self._reply("agent", step_id=result.step_id, call_id=call.call_id)
-                        if result.conversation_resolved:
+                        if result.conversation_resolved and self.last_reply_delivered:
                             # The customer confirmed it worked: the polite reply above closes it.
                             await self._close("resolved")
                     return prompt, completion
@@ -442,15 +562,28 @@ class ConversationWorkflow:
             ),
             summary=f"format {source} reply for {self.channel}",
         )
+        self.last_reply_delivered = True
         for message_id in prepared.message_ids:
-            result = await workflow.execute_activity(
-                act.SEND_REPLY[self.channel],
-                SendReplyInput(message_id=message_id),
-                start_to_close_timeout=SEND_TIMEOUT,
-                schedule_to_close_timeout=SEND_SCHEDULE_TO_CLOSE,
-                retry_policy=SEND_RETRY,
-                summary=f"send {self.channel} reply",
-            )
+            try:
+                result = await workflow.execute_activity(
+                    act.SEND_REPLY[self.channel],
+                    SendReplyInput(message_id=message_id),
+                    start_to_close_timeout=SEND_TIMEOUT,
+                    schedule_to_close_timeout=SEND_SCHEDULE_TO_CLOSE,
+                    retry_policy=SEND_RETRY,
+                    summary=f"send {self.channel} reply",
+                )
+            except ActivityError as err:
+                if not self.undelivered_to_human:
+                    raise
+                # The later parts stay unsent (they would read out of order); a person takes over.
+                self.last_reply_delivered = False
+                cause = str(err.cause)[:120] if err.cause else "send failed"
+                workflow.logger.warning("conversation.reply_undelivered", extra={"error": cause})
+                self._log(f"{source} reply on {self.channel}: not delivered ({cause})")
+                if source != "human":
+                    await self._escalate("delivery_failed")
+                return prepared.message_ids
             self._remember(result.message_id, "outbound", "human_agent" if source == "human" else "agent", "")
             self._log(f"{source} reply on {self.channel}: {result.delivery_status}")
         return prepared.message_ids
@@ -473,7 +606,10 @@ class ConversationWorkflow:
         self.carried.status = "escalated"
         self._log(f"escalated to a human: {reason}, priority {self.carried.escalation.priority}")
         self._publish_status()
-        await self._reply("template", template=f"escalation:{reason}")
+        escalation_id = self.carried.escalation.escalation_id
+        if reason != "delivery_failed":  # the channel just refused a message: a holding one would fail too
+            await self._reply("template", template=f"escalation:{reason}")
+        await self._notify("escalation_new", escalation_id)
 
     async def _wait_for_human(self) -> None:
         """Wait durably for `resolve_escalation`; re-notify and raise priority when the SLA passes."""
@@ -481,6 +617,18 @@ class ConversationWorkflow:
         if escalation is None:  # an invariant: `escalated` is only ever set with its record
             raise ApplicationError("conversation escalated without an escalation record", non_retryable=True)
         remaining = escalation.sla_due_at - workflow.now()
+        config = self._config()
+        warn_before = timedelta(minutes=config.notify_due_soon_minutes)
+        if self.notify_team and config.notify_team and remaining > warn_before:
+            # First wait until the SLA is about to pass: the team hears of it while it still can act.
+            try:
+                await workflow.wait_condition(
+                    lambda: self.resolution is not None or bool(self.carried.pending), timeout=remaining - warn_before
+                )
+            except TimeoutError:
+                await self._notify("sla_due_soon", f"{escalation.escalation_id}:{escalation.sla_due_at.isoformat()}")
+                return  # the next wait runs to the deadline itself
+            remaining = escalation.sla_due_at - workflow.now()
         try:
             await workflow.wait_condition(
                 lambda: self.resolution is not None or bool(self.carried.pending),
@@ -495,6 +643,7 @@ class ConversationWorkflow:
                 ),
                 summary=f"SLA passed: re-notify, priority {new_priority}",
             )
+            await self._notify("sla_breached", f"{escalation.escalation_id}:{escalation.sla_due_at.isoformat()}")
             return
         if self.carried.pending:
             await self._turn()  # recorded and shown to the human, not answered by the AI
@@ -520,7 +669,10 @@ class ConversationWorkflow:
             self.carried.status = "active"
             self._publish_status()
         self.resolution_outcome = ResolutionOutcome(
-            ticket_number=self.carried.ticket_number, status=self.carried.status, reply_message_ids=reply_ids
+            ticket_number=self.carried.ticket_number,
+            status=self.carried.status,
+            reply_message_ids=reply_ids,
+            reply_delivered=self.last_reply_delivered,
         )
         self.resolution = None
 

@@ -83,7 +83,7 @@ class AgentActivities:
             query, sessions=self.deps.sessions, embedder=self.deps.embedder(), limit=self.deps.settings.agent_kb_results
         )
         # A section too long for one chunk was stored in pieces: the model reads it whole.
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             sections = [
                 whole_section(
                     [
@@ -202,7 +202,7 @@ class AgentActivities:
             )
             return [h.model_dump(mode="json") for h in hits]
 
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             decision = await offline_decision(session, inp, help_url=self.help_url(), search_sections=search_sections)
         return decision.calls, decision.resolved
 
@@ -216,7 +216,7 @@ class AgentActivities:
     async def _openai_step(self, inp: AgentStepInput) -> tuple[ModelTurn, tuple[int, int], str]:
         """Ask the model for the next step of this turn and interpret its answer."""
         s = self.deps.settings
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             transcript = await messages.recent_transcript(
                 session, conversation_id=inp.conversation_id, limit=TRANSCRIPT_MESSAGES
             )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels.formatting import business_hours_text, email_html, format_reply, holding_message
+from activities.channels.formatting import business_hours_text, email_html, format_reply, holding_message, sla_hint
 from activities.channels.gmail import GmailAdapter, email_thread, reply_recipient, watch_inbox
 from activities.channels.port import ChannelAdapter, Delivery, OutboundMessage
 from activities.channels.web import WebFormAdapter
@@ -28,7 +28,7 @@ from activities.deps import ActivityDeps
 from core.logging import get_logger
 from core.vocabulary import Channel
 from crm.db import transaction
-from crm.repositories import channel_configs, conversations, gmail_sync, messages
+from crm.repositories import channel_configs, conversations, escalations, gmail_sync, messages
 from crm.repositories.messages import OutboundRecord
 from workflows.contracts import (
     ErrorType,
@@ -158,12 +158,15 @@ class ChannelActivities:
             if kind != "escalation":
                 raise ApplicationError(f"unknown reply template {inp.template!r}", non_retryable=True)
             settings = self.deps.settings
-            async with self.deps.sessions() as session:
+            async with self.deps.reads() as session:
                 language = await conversations.language_of(session, conversation_id=inp.conversation_id)
+                due = await escalations.open_sla_due(session, conversation_id=inp.conversation_id)
+            hours = settings.escalation_sla_business_hours
             return holding_message(
                 reason,
                 language,
-                sla_hint=f"within {settings.escalation_sla_business_hours:g} business hours",
+                # The escalation's own SLA deadline (business hours, from the workflow's clock).
+                sla_hint=sla_hint(datetime.now(UTC), due, hours) if due else f"within {hours:g} business hours",
                 # The same hours as the SLA timer's (BUSINESS_DAY_START_HOUR/END_HOUR).
                 business_hours=business_hours_text(settings.business_day_start_hour, settings.business_day_end_hour),
             )
@@ -185,7 +188,7 @@ class ChannelActivities:
         return message
 
     async def _send(self, message_id: str) -> SendResult:
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             loaded = await load_outbound(session, message_id=message_id)
         if loaded is None:
             raise ApplicationError(f"outbound message {message_id} does not exist", non_retryable=True)
@@ -203,13 +206,24 @@ class ChannelActivities:
         if isinstance(attempted_at, str) and attempted_at:
             # An earlier attempt may have reached the provider and died (or lost PostgreSQL)
             # before recording it: look before sending again.
-            async with self.deps.sessions() as session:
+            async with self.deps.reads() as session:
                 known = await messages.conversation_provider_ids(session, message_id=message_id)
             found = await adapter.find_sent(outbound, since=datetime.fromisoformat(attempted_at), known=known)
         if found is None:
             async with transaction(self.deps.sessions) as session:
                 await messages.mark_send_attempted(session, message_id=message_id, at=datetime.now(UTC))
-            status, provider_id = await adapter.send(outbound)
+            try:
+                status, provider_id = await adapter.send(outbound)
+            except ApplicationError as exc:
+                if exc.type == ErrorType.SEND_REJECTED:
+                    # Final: the console shows the reply as failed; the workflow hands the
+                    # conversation to a person.
+                    async with transaction(self.deps.sessions) as session:
+                        await messages.record_send_result(
+                            session, message_id=message_id, status="failed", provider_message_id=None
+                        )
+                    log.warning("channel.reply_rejected", channel=record.channel, message_id=message_id, error=str(exc))
+                raise
         else:
             status, provider_id = found
             log.warning(

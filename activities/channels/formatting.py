@@ -10,6 +10,7 @@ become one line per row everywhere (no channel shows pipes well).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from core.markdown import render_html
 
@@ -250,6 +251,22 @@ def holding_message(
     text = escalation_message(reason, sla_hint=sla_hint, business_hours=business_hours)
     local = HOLDING_MESSAGES.get(language or "")
     return f"{local}\n\n{text}" if local else text
+
+
+def sla_hint(now: datetime, due: datetime, business_hours: float) -> str:
+    """When the customer can expect a person, as they would say it.
+
+    "within 2 business hours" is true only while the whole SLA falls inside business hours; on a
+    Friday evening the honest answer is the time the SLA clock actually ends ("by Monday 10:00 UTC").
+    """
+    if due - now <= timedelta(hours=business_hours, minutes=1):
+        return f"within {business_hours:g} business hours"
+    due, today = due.astimezone(UTC), now.astimezone(UTC).date()
+    if due.date() == today:
+        return f"by {due:%H:%M} UTC today"
+    if due.date() == today + timedelta(days=1):
+        return f"by {due:%H:%M} UTC tomorrow"
+    return f"by {due:%A} {due:%H:%M} UTC"
 
 
 def business_hours_text(start_hour: int, end_hour: int) -> str:

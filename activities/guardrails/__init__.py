@@ -10,6 +10,7 @@ contact details. The rules and word lists are data files a support lead can revi
 - ``sentiment``  the lexicon scorer (``data/lexicon_en.toml``)
 - ``language``   which language a message is in (py3langid's shipped model)
 - ``rules``      the inbound rules engine (``data/rules_<lang>.toml`` for en/es/pt/fr/de, ``data/guards_en.toml``)
+- ``learned``    the learned layer beside the rules (character n-grams, trained from ``data/learned_bank.jsonl``)
 - ``classifier`` the model's structured-output reading of messages the rules let through
 - ``output``     the reply check (``data/output_en.toml``)
 - ``datafiles``  reading and validating the data files
@@ -21,6 +22,7 @@ then ``python bench/guardrails_eval.py --errors``.
 
 from activities.guardrails.datafiles import GuardrailDataError
 from activities.guardrails.language import SUPPORTED_LANGUAGES, detect_language, load_detector
+from activities.guardrails.learned import learned_layer
 from activities.guardrails.output import OutputCheck, check_output, reply_patterns
 from activities.guardrails.rules import (
     NEGATIVE_SENTIMENT_THRESHOLD,
@@ -39,6 +41,7 @@ def load_data() -> None:
     lexicon()
     reply_patterns()
     load_detector()
+    learned_layer()
 
 
 __all__ = [

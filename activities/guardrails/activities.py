@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.agent.prompt import SYSTEM_PROMPT
@@ -12,6 +14,8 @@ from activities.guardrails.classifier import classify
 from activities.guardrails.output import check_output
 from activities.guardrails.rules import evaluate_inbound
 from core.logging import get_logger
+from core.settings import Settings
+from core.vocabulary import Channel
 from crm.db import transaction
 from crm.repositories import agent_steps, customers, messages
 from workflows.contracts import (
@@ -36,23 +40,12 @@ class GuardrailActivities:
     @activity.defn(name="check_inbound_guardrails")
     async def check_inbound_guardrails(self, inp: GuardrailInput) -> GuardrailResult:
         """Pre-LLM decision: answer, or escalate with a reason code (pricing, refund, legal, ...)."""
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             texts = await messages.contents_by_ids(session, message_ids=inp.message_ids)
-        decision = evaluate_inbound(
-            "\n".join(texts), inp.channel, negative_threshold=self.deps.settings.negative_sentiment_threshold
-        )
-        if decision.action == "escalate":
-            log.info("guardrails.escalate", reason=decision.reason, sentiment=round(decision.sentiment, 3))
-        if decision.language is not None and inp.message_ids:
-            async with transaction(self.deps.sessions) as session:
-                await messages.record_language(session, message_ids=inp.message_ids, language=decision.language)
-        return GuardrailResult(
-            action=decision.action,
-            reason=decision.reason,
-            language=decision.language,
-            sentiment=decision.sentiment,
-            matched=decision.matched[:10],
-        )
+        async with transaction(self.deps.sessions) as session:
+            return await screen_inbound(
+                session, self.deps.settings, message_ids=inp.message_ids, texts=texts, channel=inp.channel
+            )
 
     @activity.defn(name="classify_inbound")
     async def classify_inbound(self, inp: GuardrailInput) -> InboundClassification:
@@ -62,7 +55,7 @@ class GuardrailActivities:
             # The workflow only asks when the config said a model is there; a worker without one
             # must not pass the messages as checked.
             raise RuntimeError("classify_inbound needs OPENAI_API_KEY on this worker")
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             texts = await messages.contents_by_ids(session, message_ids=inp.message_ids)
         limit_field = s.openai_max_tokens_parameter
         if limit_field == "auto":
@@ -100,7 +93,7 @@ class GuardrailActivities:
         """Addresses a reply may mention: the customer's own email/phone numbers, and our support mailbox."""
         contacts: list[str] = []
         if _UUID.fullmatch(customer_id):  # "" before the customer is known: nobody's contacts are allowed
-            async with self.deps.sessions() as session:
+            async with self.deps.reads() as session:
                 contacts = await customers.contact_points(session, customer_id=customer_id)
         if self.deps.settings.gmail_user_email:
             contacts.append(self.deps.settings.gmail_user_email)
@@ -108,6 +101,33 @@ class GuardrailActivities:
 
     async def _turn_passages(self, conversation_id: str, turn: int) -> list[str]:
         """The passages this turn's knowledge-base searches returned: what a reply may claim."""
-        async with self.deps.sessions() as session:
+        async with self.deps.reads() as session:
             hits = await agent_steps.turn_search_hits(session, conversation_id=conversation_id, turn=turn)
         return [hit.get("content", "") for hit in hits or []]
+
+
+async def screen_inbound(
+    session: AsyncSession, settings: Settings, *, message_ids: Sequence[str], texts: Sequence[str], channel: Channel
+) -> GuardrailResult:
+    """The inbound decision on a turn's texts; the detected language is stored on its messages.
+
+    Runs in the caller's transaction: `check_inbound_guardrails`, or the turn's intake
+    (`record_inbound_turn`), which screens the messages it has just recorded.
+    """
+    decision = evaluate_inbound(
+        "\n".join(texts),
+        channel,
+        negative_threshold=settings.negative_sentiment_threshold,
+        semantic=settings.guardrails_semantic_enabled,
+    )
+    if decision.action == "escalate":
+        log.info("guardrails.escalate", reason=decision.reason, sentiment=round(decision.sentiment, 3))
+    if decision.language is not None and message_ids:
+        await messages.record_language(session, message_ids=message_ids, language=decision.language)
+    return GuardrailResult(
+        action=decision.action,
+        reason=decision.reason,
+        language=decision.language,
+        sentiment=decision.sentiment,
+        matched=decision.matched[:10],
+    )

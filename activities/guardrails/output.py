@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from pydantic import BaseModel, Field
 
@@ -76,6 +76,8 @@ class _IntlOutputFile(Entry):
     price_statement: _Check
     refund_promise: _Check
     hedge: _Hedge
+    feature_promise: _Check
+    feature_hedge: _Hedge
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class ReplyPatterns:
     intl_price_statement: re.Pattern[str]
     intl_refund_promise: re.Pattern[str]
     intl_hedge: re.Pattern[str]
+    intl_feature_promise: re.Pattern[str]
+    intl_feature_hedge: re.Pattern[str]
 
 
 @cache
@@ -123,6 +127,12 @@ def reply_patterns() -> ReplyPatterns:
             intl.refund_promise.patterns, where=f"{INTL_OUTPUT_FILE}: [refund_promise]", fragments=intl_fragments
         ),
         intl_hedge=compile_pattern(intl.hedge.pattern, where=f"{INTL_OUTPUT_FILE}: [hedge]", fragments=intl_fragments),
+        intl_feature_promise=compile_any(
+            intl.feature_promise.patterns, where=f"{INTL_OUTPUT_FILE}: [feature_promise]", fragments=intl_fragments
+        ),
+        intl_feature_hedge=compile_pattern(
+            intl.feature_hedge.pattern, where=f"{INTL_OUTPUT_FILE}: [feature_hedge]", fragments=intl_fragments
+        ),
     )
 
 
@@ -171,13 +181,19 @@ def _word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 
 
 def _leaks_prompt(reply: str, system_prompt: str) -> bool:
+    return not _prompt_grams(system_prompt).isdisjoint(_word_ngrams(reply, _LEAK_NGRAM))
+
+
+@lru_cache(maxsize=16)
+def _prompt_grams(system_prompt: str) -> frozenset[tuple[str, ...]]:
+    """The prompt's word n-grams, computed once per prompt text (the prompt is the same every reply)."""
     # Quoted lines in the system prompt are scripted wording the agent is *meant* to say
     # ("say: \"I can't share pricing here...\""), so reusing them is not a leak.
     unscripted = _QUOTED_SPAN.sub(" | ", normalise(system_prompt))
-    prompt_grams: set[tuple[str, ...]] = set()
+    grams: set[tuple[str, ...]] = set()
     for chunk in unscripted.split("|"):
-        prompt_grams |= _word_ngrams(chunk, _LEAK_NGRAM)
-    return bool(prompt_grams & _word_ngrams(reply, _LEAK_NGRAM))
+        grams |= _word_ngrams(chunk, _LEAK_NGRAM)
+    return frozenset(grams)
 
 
 # ---------------------------------------------------------------------------------- secrets and PII
@@ -224,6 +240,17 @@ _PHONE_NUMBER = re.compile(
 )
 
 
+# National formats without a country code, in the languages we answer in: French "06 12 34 56 78",
+# Brazilian "(11) 98765-4321"; and any number of 8+ digits right after a phone word ("Tel. 0171
+# 2345678", "llámenos al 612 345 678", "pelo celular 11 98765 4321"), read on the accent-folded text.
+_NATIONAL_PHONE = re.compile(r"(?<![\w+])0[1-9](?:[ .]\d{2}){4}(?![\w-])|(?<![\w-])\(\d{2}\)\s?\d{4,5}-\d{4}(?![\w-])")
+_PHONE_AFTER_WORD = re.compile(
+    r"(?i:\b(?:tel|telefono|telefone|telefon|phone|movil|celular|handy|mobil|mobile|portable|whatsapp|fax|"
+    r"llam\w*|ligu\w*|ruf\w*|appel\w*|joindre|call|text)\b\.?:?)\s*"
+    r"(?:(?:al|au|unter|pelo|pela|no|at|on|el|o|le|la|an)\s+){0,2}(\+?\d[\d\s./()-]{6,18}\d)"
+)
+
+
 def _luhn_valid(digits: str) -> bool:
     total = 0
     for index, char in enumerate(reversed(digits)):
@@ -261,10 +288,12 @@ def _phone_digits(value: str) -> str:
 
 
 def _same_phone(a: str, b: str) -> bool:
-    """Equal numbers, allowing one side without its country code (+1 415... vs (415) ...)."""
+    """Equal numbers, allowing one side without its country code (+1 415... vs (415) ..., +49 171... vs 0171 ...)."""
     if len(a) < 7 or len(b) < 7:
         return False
-    return a == b or (min(len(a), len(b)) >= 10 and (a.endswith(b) or b.endswith(a)))
+    # A national trunk prefix ("0171", "06 12") is dropped when the country code is dialled.
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return a == b or (min(len(a), len(b)) >= 9 and (a.endswith(b) or b.endswith(a)))
 
 
 def _foreign_contacts(reply: str, allowed: Sequence[str]) -> bool:
@@ -273,9 +302,12 @@ def _foreign_contacts(reply: str, allowed: Sequence[str]) -> bool:
     phones = [_phone_digits(a) for a in allowed if "@" not in a and _phone_digits(a)]
     if any(m.group(0).lower() not in emails for m in _EMAIL_ADDRESS.finditer(reply)):
         return True
-    for found in _PHONE_NUMBER.finditer(reply):
-        digits = _phone_digits(found.group(0))
-        if not any(_same_phone(digits, phone) for phone in phones):
+    numbers = [m.group(0) for m in _PHONE_NUMBER.finditer(reply)]
+    numbers += [m.group(0) for m in _NATIONAL_PHONE.finditer(reply)]
+    numbers += [m.group(1) for m in _PHONE_AFTER_WORD.finditer(fold_accents(reply))]
+    for number in numbers:
+        digits = _phone_digits(number)
+        if len(digits) >= 8 and not any(_same_phone(digits, phone) for phone in phones):
             return True
     return False
 
@@ -327,6 +359,7 @@ def check_output(
         terms
         for terms, raw in zip(passages, kb_passages, strict=True)
         if p.feature_promise.search(normalise(raw).lower())
+        or p.intl_feature_promise.search(fold_accents(normalise(raw).lower()))
     ]
     for sentence in _sentences(text):
         promise = p.feature_promise.search(sentence)
@@ -339,6 +372,16 @@ def check_output(
         if claim and not hedged(sentence, claim.start()):
             subject = next(g for g in claim.groups() if g)
             if not _claim_supported(subject, passages, p.claim_stopwords):
+                violations.append("promises_unlisted_feature")
+                break
+    if "promises_unlisted_feature" not in violations:
+        for sentence in _sentences(folded):
+            promise = p.intl_feature_promise.search(sentence)
+            if (
+                promise
+                and not p.intl_feature_hedge.search(clause_before(sentence, promise.start()))
+                and not _claim_supported(sentence, roadmap_passages, p.claim_stopwords)
+            ):
                 violations.append("promises_unlisted_feature")
                 break
 

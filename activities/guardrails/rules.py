@@ -32,6 +32,7 @@ from activities.guardrails.datafiles import (
     validate,
 )
 from activities.guardrails.language import detect_language
+from activities.guardrails.learned import escalation_of_prepared as learned_escalation
 from activities.guardrails.normalise import fold_accents, full_text, prepare
 from activities.guardrails.sentiment import is_shouting, score_sentiment
 from core.settings import Settings
@@ -110,6 +111,7 @@ class _GuardsFile(Entry):
     how_to: PatternText
     on_board: PatternText
     board_objects: list[str]
+    own_customers: PatternText
     glue_words: list[str]
     tracking_verbs: list[str]
     page_nouns: list[str]
@@ -140,6 +142,7 @@ class Guards:
     how_to_tail: re.Pattern[str]
     on_board_tail: re.Pattern[str]
     board_objects: frozenset[str]
+    own_customers: re.Pattern[str]
     glue_words: frozenset[str]
     tracking_verbs: frozenset[str]
     page_nouns: frozenset[str]
@@ -171,6 +174,8 @@ class Guards:
         return bool(self.on_board_tail.match(text, hit.end()))
 
     def board_object(self, text: str, hit: re.Match[str]) -> bool:
+        if _quoted_name(text, hit) or self.own_customers.match(text, hit.end()):
+            return True
         # Stop at the end of the sentence: "Refund it. The board..." must not chain.
         after = _SENTENCE_END.split(text[hit.end() :], maxsplit=1)[0].lower()
         for count, word in enumerate(_WORD_RE.findall(after)):
@@ -183,6 +188,16 @@ class Guards:
 
 
 _WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
+_QUOTED_NAME = re.compile(r"""['"][^'"\n]{0,40}$""")
+
+
+def _quoted_name(text: str, hit: re.Match[str]) -> bool:
+    """The hit opens, or sits inside, a short quoted name that closes after it ("from 'Refund requested' to")."""
+    opened = _QUOTED_NAME.search(text, max(0, hit.start() - 41), hit.start())
+    if opened is None or (opened.group(0)[0] == "'" and text[opened.start() - 1 : opened.start()].isalpha()):
+        return False  # no quote before it, or an apostrophe ("customer's refund")
+    closing = text.find(opened.group(0)[0], hit.end(), hit.end() + 40)
+    return closing != -1 and "\n" not in text[hit.end() : closing]
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,8 @@ class IntlGuards:
     broken: re.Pattern[str]
 
     def board_object(self, text: str, hit: re.Match[str]) -> bool:
+        if _quoted_name(text, hit):
+            return True
         sentence_start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
         end = _PROSE_SENTENCE_END.search(text, hit.end())
         before = _WORD_INTL.findall(text[sentence_start : hit.start()])[-3:]
@@ -229,6 +246,7 @@ def guards() -> Guards:
         how_to_tail=compile_pattern(data.how_to, where=f"{GUARDS_FILE}: how_to"),
         on_board_tail=compile_pattern(data.on_board, where=f"{GUARDS_FILE}: on_board"),
         board_objects=frozenset(data.board_objects),
+        own_customers=compile_pattern(data.own_customers, where=f"{GUARDS_FILE}: own_customers"),
         glue_words=frozenset(data.glue_words),
         tracking_verbs=frozenset(data.tracking_verbs),
         page_nouns=frozenset(data.page_nouns),
@@ -361,14 +379,20 @@ def _negative_sentiment_hits(
 
 
 def evaluate_inbound(
-    text: str, channel: str | None = None, *, negative_threshold: float = NEGATIVE_SENTIMENT_THRESHOLD
+    text: str,
+    channel: str | None = None,
+    *,
+    negative_threshold: float = NEGATIVE_SENTIMENT_THRESHOLD,
+    semantic: bool = True,
 ) -> GuardrailDecision:
     """Decide whether the agent may answer an inbound message or must escalate it, and why.
 
     When several reasons fire, the first of `GUARDRAIL_REASONS` names the escalation; every hit
     stays in `matched`, highest reason first, for the audit. A message confidently written in a
     language outside SUPPORTED_LANGUAGES escalates with reason "language" whatever it says: the
-    rules cannot read it, so nothing may vouch that the model can answer it.
+    rules cannot read it, so nothing may vouch that the model can answer it. With `semantic`, a
+    message no rule escalates is read by the learned layer (learned.py), which may escalate it
+    ("learned.<reason>:<score>" in `matched`); it never overrules a rule.
     """
     prepared = prepare(text, channel)
     sentiment = score_sentiment(prepared)
@@ -400,6 +424,10 @@ def evaluate_inbound(
     sentiment_hits = _negative_sentiment_hits(prepared, lowered, folded, sentiment, negative_threshold, sure)
     if sentiment_hits:
         hits.setdefault("negative_sentiment", []).extend(sentiment_hits)
+    if not hits and semantic:
+        found = learned_escalation(folded)
+        if found is not None:
+            hits[found[0]] = [f"learned.{found[0]}:{found[1]:.2f}"]
     matched = [entry for reason in GUARDRAIL_REASONS for entry in hits.get(reason, [])]
     reason = next((r for r in GUARDRAIL_REASONS if r in hits), None)
     return GuardrailDecision(

@@ -10,7 +10,8 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.vocabulary import Channel, ConversationStatus
-from crm.models import Conversation
+from crm.models import Conversation, Customer, CustomerIdentifier, Ticket
+from crm.repositories.customers import CustomerContact
 
 # The column is text; a longer subject (an email's) is cut rather than refused.
 SUBJECT_MAX_LENGTH = 500
@@ -195,3 +196,43 @@ async def language_of(session: AsyncSession, *, conversation_id: str) -> str | N
     """The conversation's detected language (ISO 639-1), or None when it was never told."""
     value = await session.scalar(select(Conversation.language).where(Conversation.id == conversation_id))
     return str(value) if value else None
+
+
+async def open_customer(session: AsyncSession, *, conversation_key: str, channel: Channel) -> CustomerContact | None:
+    """The customer of the open conversation on this key and channel, with the contact on their record."""
+    row = (
+        await session.execute(
+            select(Customer.id, Customer.email, Customer.phone, Customer.name)
+            .join(Conversation, Conversation.customer_id == Customer.id)
+            .where(
+                Conversation.conversation_key == conversation_key,
+                Conversation.channel == channel,
+                Conversation.status != "closed",
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return CustomerContact(customer_id=str(row.id), email=row.email, phone=row.phone, name=row.name)
+
+
+async def open_email_thread_of_ticket(session: AsyncSession, *, ticket_number: str, sender: str) -> str | None:
+    """The Gmail thread of the open email conversation behind this ticket, when `sender` is one of
+    its customer's verified email addresses; else None (anyone can type a ticket number)."""
+    found = await session.scalar(
+        select(Conversation.conversation_key)
+        .join(Ticket, Ticket.conversation_id == Conversation.id)
+        .join(
+            CustomerIdentifier,
+            (CustomerIdentifier.customer_id == Conversation.customer_id)
+            & (CustomerIdentifier.identifier_type == "email")
+            & (CustomerIdentifier.identifier_value == sender)
+            & CustomerIdentifier.verified_at.is_not(None),
+        )
+        .where(
+            Ticket.ticket_number == ticket_number,
+            Conversation.channel == "email",
+            Conversation.status != "closed",
+        )
+    )
+    return str(found) if found is not None else None

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.vocabulary import Channel, EscalationReason, EscalationStatus, Priority, ResolutionAction
+from core.vocabulary import PRIORITIES, Channel, EscalationReason, EscalationStatus, Priority, ResolutionAction
 from crm.models import Escalation
 
 
@@ -90,6 +90,14 @@ async def get_open(session: AsyncSession, *, conversation_id: str) -> Escalation
     return _record(row)
 
 
+async def open_sla_due(session: AsyncSession, *, conversation_id: str) -> datetime | None:
+    """When the conversation's open escalation is due, if it has one."""
+    due: datetime | None = await session.scalar(
+        select(Escalation.sla_due_at).where(Escalation.conversation_id == conversation_id, Escalation.status == "open")
+    )
+    return due
+
+
 async def raise_priority(
     session: AsyncSession, *, escalation_id: str, priority: Priority, sla_due_at: datetime
 ) -> EscalationRecord:
@@ -144,8 +152,58 @@ class QueueEntry:
     last_customer_message_at: datetime | None
 
 
-async def open_queue(session: AsyncSession, *, limit: int) -> list[QueueEntry]:
-    """Open escalations, oldest first, with what an agent needs to pick one."""
+@dataclass(frozen=True)
+class QueueFilters:
+    """What narrows the queue; None (or empty) leaves that dimension open."""
+
+    channels: Sequence[Channel] = ()
+    reasons: Sequence[EscalationReason] = ()
+    priorities: Sequence[Priority] = ()
+    # True: only those whose SLA due time has passed; False: only those still within it.
+    breached: bool | None = None
+    # Part of a ticket number, e.g. "0042" or "tkt-0042" (letters, digits and '-' only: checked by the caller).
+    ticket: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """How many open escalations the filters match, per priority, and how many have breached their SLA."""
+
+    total: int
+    breached: int
+    by_priority: dict[Priority, int]
+
+
+# Most urgent first: the vocabulary lists priorities low to high.
+_PRIORITY_RANK = tuple(reversed(PRIORITIES))
+
+_QUEUE_FROM = (
+    "FROM escalations e JOIN conversations c ON c.id = e.conversation_id "
+    "JOIN customers cu ON cu.id = c.customer_id "
+    "LEFT JOIN tickets t ON t.conversation_id = c.id "
+)
+_QUEUE_WHERE = (
+    "WHERE e.status = 'open' "
+    "AND (cardinality(CAST(:channels AS text[])) = 0 OR c.channel = ANY(CAST(:channels AS text[]))) "
+    "AND (cardinality(CAST(:reasons AS text[])) = 0 OR e.reason = ANY(CAST(:reasons AS text[]))) "
+    "AND (cardinality(CAST(:priorities AS text[])) = 0 OR e.priority = ANY(CAST(:priorities AS text[]))) "
+    "AND (CAST(:breached AS boolean) IS NULL OR (e.sla_due_at < now()) = CAST(:breached AS boolean)) "
+    "AND (CAST(:ticket AS text) IS NULL OR t.ticket_number ILIKE '%' || CAST(:ticket AS text) || '%') "
+)
+
+
+def _filter_params(filters: QueueFilters) -> dict[str, Any]:
+    return {
+        "channels": list(filters.channels),
+        "reasons": list(filters.reasons),
+        "priorities": list(filters.priorities),
+        "breached": filters.breached,
+        "ticket": filters.ticket or None,
+    }
+
+
+async def open_queue(session: AsyncSession, *, limit: int, filters: QueueFilters | None = None) -> list[QueueEntry]:
+    """Open escalations the filters match: most urgent first, then the SLA due soonest, then the oldest."""
     rows = await session.execute(
         text(
             "SELECT e.id AS escalation_id, e.reason, e.priority, e.sla_due_at, e.sla_due_at < now() AS overdue, "
@@ -153,16 +211,35 @@ async def open_queue(session: AsyncSession, *, limit: int) -> list[QueueEntry]:
             "c.id AS conversation_id, c.channel, c.workflow_id, cu.id AS customer_id, cu.name AS customer_name, "
             "cu.email AS customer_email, cu.phone AS customer_phone, "
             "lm.content AS last_customer_message, lm.created_at AS last_customer_message_at "
-            "FROM escalations e JOIN conversations c ON c.id = e.conversation_id "
-            "JOIN customers cu ON cu.id = c.customer_id "
-            "LEFT JOIN tickets t ON t.conversation_id = c.id "
-            "LEFT JOIN LATERAL (SELECT content, created_at FROM messages m WHERE m.conversation_id = c.id "
+            + _QUEUE_FROM
+            + "LEFT JOIN LATERAL (SELECT content, created_at FROM messages m WHERE m.conversation_id = c.id "
             "  AND m.direction = 'inbound' ORDER BY m.created_at DESC LIMIT 1) lm ON true "
-            "WHERE e.status = 'open' ORDER BY e.created_at, e.id LIMIT :limit"
+            + _QUEUE_WHERE
+            + "ORDER BY array_position(CAST(:rank AS text[]), e.priority), e.sla_due_at, e.created_at, e.id "
+            "LIMIT :limit"
         ),
-        {"limit": limit},
+        {**_filter_params(filters or QueueFilters()), "rank": list(_PRIORITY_RANK), "limit": limit},
     )
     return [QueueEntry(**r._mapping) for r in rows]
+
+
+async def queue_counts(session: AsyncSession, *, filters: QueueFilters | None = None) -> QueueCounts:
+    """How many open escalations the filters match (whatever a listing's limit), per priority and breached."""
+    rows = await session.execute(
+        text(
+            "SELECT e.priority, count(*) AS n, count(*) FILTER (WHERE e.sla_due_at < now()) AS breached "
+            + _QUEUE_FROM
+            + _QUEUE_WHERE
+            + "GROUP BY e.priority"
+        ),
+        _filter_params(filters or QueueFilters()),
+    )
+    by_priority: dict[Priority, int] = {p: 0 for p in _PRIORITY_RANK}
+    breached = 0
+    for row in rows:
+        by_priority[row.priority] = row.n
+        breached += row.breached
+    return QueueCounts(total=sum(by_priority.values()), breached=breached, by_priority=by_priority)
 
 
 @dataclass(frozen=True)

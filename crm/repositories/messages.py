@@ -317,9 +317,12 @@ async def record_language(session: AsyncSession, *, message_ids: Sequence[str], 
     ids = [uuid.UUID(str(m)) for m in message_ids]
     if not ids:
         return
-    await session.execute(update(Message).where(Message.id.in_(ids)).values(language=language))
+    # One statement: the messages, then their conversations unless they already say so.
+    marked = (
+        update(Message).where(Message.id.in_(ids)).values(language=language).returning(Message.conversation_id)
+    ).cte("marked")
     await session.execute(
         update(Conversation)
-        .where(Conversation.id.in_(select(Message.conversation_id).where(Message.id.in_(ids))))
+        .where(Conversation.id.in_(select(marked.c.conversation_id)), Conversation.language.is_distinct_from(language))
         .values(language=language)
     )

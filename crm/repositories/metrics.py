@@ -15,6 +15,33 @@ from core.vocabulary import Channel
 from crm.models import Conversation
 
 
+async def record_points(
+    session: AsyncSession,
+    *,
+    points: Sequence[tuple[str, float]],
+    channel: str,
+    conversation_id: str,
+    dimensions: dict[str, Any] | None = None,
+) -> None:
+    """Several (metric type, value) points of one conversation in one statement (see `record_point`)."""
+    if not points:
+        return
+    await session.execute(
+        text(
+            "INSERT INTO agent_metrics (metric_type, channel, value, conversation_id, dimensions) "
+            "SELECT p.t, :ch, p.v, CAST(:c AS uuid), CAST(:d AS jsonb) "
+            "FROM unnest(CAST(:ts AS text[]), CAST(:vs AS float8[])) AS p(t, v) ON CONFLICT DO NOTHING"
+        ),
+        {
+            "ts": [t for t, _ in points],
+            "vs": [float(v) for _, v in points],
+            "ch": channel,
+            "c": conversation_id,
+            "d": json.dumps(dimensions or {}, default=str),
+        },
+    )
+
+
 async def record_point(
     session: AsyncSession,
     *,

@@ -2,8 +2,10 @@
 
 `schemas` (the API's models), `auth` (API keys and the FastAPI dependencies that check them),
 `service` (queue, history, resolution through the workflow update, audit) and `endpoints` (the
-router). The gateway app, the ticket page and the `crm-fte agents` / `crm-fte escalations`
-commands import from here.
+router); `customers`, `customer_service` and `customer_schemas` are the customer records' router,
+service and models (merge with a preview, unmerge, GDPR export and erasure); `workspace`,
+`workspace_service` and `workspace_schemas` are the team's internal notes and saved replies. The gateway app,
+the ticket page and the `crm-fte agents` / `crm-fte escalations` commands import from here.
 """
 
 from crm.repositories.api_keys import ApiKeyInfo

@@ -7,10 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from core.errors import ServiceUnavailable
+from core.vocabulary import Channel, EscalationReason, Priority
 from crm.db import transaction
+from crm.repositories.escalations import QueueFilters
 from gateway.agents.auth import AnyAgent, ReadingAgent, WritingAgent
 from gateway.agents.schemas import AgentView, ConversationHistory, EscalationQueue, ResolveRequest, ResolveResult
-from gateway.agents.service import conversation_history, open_escalations, record_view, resolve_escalation
+from gateway.agents.service import conversation_history, record_view, resolve_escalation
+from gateway.agents.service import escalation_queue as queue_of
 from gateway.deps import ResourcesDep
 
 router = APIRouter(tags=["human agents"])
@@ -31,11 +34,31 @@ async def escalation_queue(
     agent: ReadingAgent,
     resources: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    breached: Annotated[
+        bool | None, Query(description="true: only those past their SLA due time; false: only those within it")
+    ] = None,
+    channel: Annotated[list[Channel] | None, Query(description="Repeat for several")] = None,
+    reason: Annotated[list[EscalationReason] | None, Query(description="Repeat for several")] = None,
+    priority: Annotated[list[Priority] | None, Query(description="Repeat for several")] = None,
+    ticket: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            pattern=r"^[A-Za-z0-9-]*$",
+            description="Part of a ticket number, e.g. 0042 or TKT-0042 (letters, digits and '-')",
+        ),
+    ] = None,
 ) -> EscalationQueue:
-    """Open escalations, oldest first: reason, priority, SLA due time, channel, customer, last message."""
+    """Open escalations, most urgent first, then the SLA due soonest, then the oldest; counts per priority."""
+    filters = QueueFilters(
+        channels=channel or (),
+        reasons=reason or (),
+        priorities=priority or (),
+        breached=breached,
+        ticket=ticket or None,
+    )
     async with resources.sessions() as session:
-        items = await open_escalations(session, limit=limit)
-    return EscalationQueue(escalations=items, count=len(items))
+        return await queue_of(session, limit=limit, filters=filters)
 
 
 @router.get(

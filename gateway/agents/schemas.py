@@ -14,6 +14,7 @@ from core.vocabulary import (
     DeliveryStatus,
     EscalationReason,
     EscalationStatus,
+    IdentifierProof,
     IdentifierType,
     MessageDirection,
     MessageRole,
@@ -59,9 +60,20 @@ class QueueItem(BaseModel):
     last_customer_message_at: datetime | None
 
 
+class QueueCounts(BaseModel):
+    """Of the open escalations the filters match (however many `limit` let through)."""
+
+    total: int
+    breached: int = Field(description="Their SLA due time has passed")
+    by_priority: dict[Priority, int] = Field(description="Every priority, most urgent first, zero included")
+
+
 class EscalationQueue(BaseModel):
-    escalations: list[QueueItem]
-    count: int
+    escalations: list[QueueItem] = Field(
+        description="Most urgent first (urgent, high, medium, low), then the SLA due soonest, then the oldest"
+    )
+    count: int = Field(description="How many escalations this response lists")
+    counts: QueueCounts
 
 
 # ----------------------------------------------------------------------------- cross-channel history
@@ -109,6 +121,15 @@ class KnowledgeArticle(BaseModel):
     score: float | None
 
 
+class HistoryNote(BaseModel):
+    """An agent's internal note: never sent to the customer, never shown to them or to the model."""
+
+    id: uuid.UUID
+    author: str
+    body: str
+    created_at: datetime
+
+
 class HistoryConversation(BaseModel):
     id: uuid.UUID
     channel: Channel
@@ -122,12 +143,15 @@ class HistoryConversation(BaseModel):
     escalations: list[HistoryEscalation]
     messages: list[HistoryMessage]
     kb_articles: list[KnowledgeArticle]
+    notes: list[HistoryNote] = Field(default_factory=list, description="Internal notes, oldest first")
 
 
 class CustomerIdentity(BaseModel):
     type: IdentifierType
     value: str
     channel: Channel | None
+    # What proved it is the customer's; None: a claim (typed, unconfirmed: it links no records).
+    verified_via: IdentifierProof | None = None
 
 
 class HistoryCustomer(BaseModel):

@@ -24,18 +24,21 @@ from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from core.logging import get_logger
 from core.vocabulary import DELIVERY_PROGRESS, DeliveryStatus, ResolutionAction
 from crm.db import transaction
-from crm.repositories import agent_steps, api_keys, conversations, customers, escalations, messages, tickets
+from crm.repositories import agent_steps, api_keys, conversations, customers, escalations, messages, notes, tickets
 from gateway.agents.auth import HumanAgent
 from gateway.agents.schemas import (
     ConversationHistory,
     CustomerIdentity,
+    EscalationQueue,
     HistoryConversation,
     HistoryCustomer,
     HistoryEscalation,
     HistoryMessage,
+    HistoryNote,
     HistoryTicket,
     HumanActionView,
     KnowledgeArticle,
+    QueueCounts,
     QueueCustomer,
     QueueItem,
     ResolveResult,
@@ -63,8 +66,10 @@ def preview(content: str | None, limit: int = 160) -> str | None:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-async def open_escalations(session: AsyncSession, *, limit: int = 100) -> list[QueueItem]:
-    """Open escalations, oldest first, with what an agent needs to pick one."""
+async def open_escalations(
+    session: AsyncSession, *, limit: int = 100, filters: escalations.QueueFilters | None = None
+) -> list[QueueItem]:
+    """Open escalations the filters match, most urgent first, then SLA due soonest, then oldest."""
     return [
         QueueItem(
             ticket_id=e.ticket_number,
@@ -85,8 +90,21 @@ async def open_escalations(session: AsyncSession, *, limit: int = 100) -> list[Q
             last_customer_message=preview(e.last_customer_message),
             last_customer_message_at=e.last_customer_message_at,
         )
-        for e in await escalations.open_queue(session, limit=limit)
+        for e in await escalations.open_queue(session, limit=limit, filters=filters)
     ]
+
+
+async def escalation_queue(
+    session: AsyncSession, *, limit: int = 100, filters: escalations.QueueFilters | None = None
+) -> EscalationQueue:
+    """The queue as the API serves it: the escalations and the counts per priority and breached."""
+    items = await open_escalations(session, limit=limit, filters=filters)
+    counts = await escalations.queue_counts(session, filters=filters)
+    return EscalationQueue(
+        escalations=items,
+        count=len(items),
+        counts=QueueCounts(total=counts.total, breached=counts.breached, by_priority=counts.by_priority),
+    )
 
 
 # ----------------------------------------------------------------------------- cross-channel history
@@ -134,6 +152,9 @@ async def conversation_history(session: AsyncSession, *, conversation_id: str) -
         session, conversation_ids=ids, per_conversation=MAX_MESSAGES_PER_CONVERSATION
     ):
         messages_of[m.conversation_id].append(HistoryMessage.model_validate(m, from_attributes=True))
+    notes_of: dict[uuid.UUID, list[HistoryNote]] = {i: [] for i in ids}
+    for n in await notes.notes_of(session, conversation_ids=ids):
+        notes_of[n.conversation_id].append(HistoryNote.model_validate(n, from_attributes=True))
     articles = await knowledge_articles(session, conversation_ids=ids)
     actions = await api_keys.human_actions_on(session, conversation_ids=ids)
     return ConversationHistory(
@@ -161,6 +182,7 @@ async def conversation_history(session: AsyncSession, *, conversation_id: str) -
                 escalations=escalations_of[c.id],
                 messages=messages_of[c.id],
                 kb_articles=articles.get(c.id, []),
+                notes=notes_of[c.id],
             )
             for c in summaries
         ],

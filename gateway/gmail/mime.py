@@ -19,11 +19,15 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
+import authres
+
 from core.mail import strip_quoted_reply, trim_references
 from workflows.contracts import MAX_TEXT_CHARS, Attachment, InboundMessage, SenderIdentity
 
 # Labels of mail the agent must not answer: its own sends and drafts, spam, trash, chat.
 SKIP_LABELS = frozenset({"SENT", "DRAFT", "SPAM", "TRASH", "CHAT"})
+# The server that received the mail for the mailbox and wrote the topmost Authentication-Results.
+GMAIL_AUTHSERV_ID = "mx.google.com"
 MAX_METADATA_CHARS = 2000
 MAX_ATTACHMENTS = 50
 
@@ -184,6 +188,44 @@ def skip_reason(message: Mapping[str, Any], *, own_address: str) -> str | None:
     return None
 
 
+def _aligned(domain: str, from_domain: str) -> bool:
+    domain = domain.strip().lower().lstrip("@").rpartition("@")[2]
+    return bool(domain) and (domain == from_domain or from_domain.endswith("." + domain))
+
+
+def sender_authenticated(headers: Mapping[str, str], from_address: str) -> bool:
+    """Did Gmail authenticate the From domain (a DMARC pass, or a DKIM/SPF pass aligned with it)?
+
+    Only the topmost Authentication-Results counts, and only Gmail's own: a sender can put any
+    header in its message, but Gmail adds its result above everything the sender wrote.
+    """
+    from_domain = from_address.rpartition("@")[2].strip().lower()
+    raw = headers.get("authentication-results")
+    if not from_domain or not raw:
+        return False
+    try:
+        parsed = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {raw}")
+    except authres.AuthResError:  # an unreadable header proves nothing
+        return False
+    if str(parsed.authserv_id).lower() != GMAIL_AUTHSERV_ID:
+        return False
+    for result in parsed.results:
+        if str(result.result).lower() != "pass":
+            continue
+        wanted = {"dmarc": ("header", "from"), "dkim": ("header", "i"), "spf": ("smtp", "mailfrom")}.get(
+            str(result.method).lower()
+        )
+        if wanted is None:
+            continue
+        for prop in result.properties:
+            if (str(prop.type).lower(), str(prop.name).lower()) == wanted and _aligned(str(prop.value), from_domain):
+                return True
+            if str(result.method).lower() == "dkim" and str(prop.name).lower() == "d":
+                if _aligned(str(prop.value), from_domain):
+                    return True
+    return False
+
+
 def inbound_from_gmail(message: Mapping[str, Any]) -> InboundMessage:
     """One Gmail `full` message resource as the channel-neutral InboundMessage."""
     payload = message.get("payload") or {}
@@ -203,6 +245,8 @@ def inbound_from_gmail(message: Mapping[str, Any]) -> InboundMessage:
         "in_reply_to": " ".join(headers.get("in-reply-to", "").split()),
         "from": decode_header_value(headers.get("from", "")),
         "reply_to": decode_header_value(headers.get("reply-to", "")),
+        # Whether the From address may identify the customer (crm.identity: a verified identifier).
+        "sender_authenticated": "true" if sender_authenticated(headers, address) else "false",
     }
     return InboundMessage(
         channel="email",

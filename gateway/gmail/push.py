@@ -45,6 +45,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,11 +66,12 @@ from core.gmail_client import gmail_service
 from core.logging import get_logger
 from core.settings import Settings
 from crm.db import transaction
-from crm.repositories import gmail_sync
+from crm.repositories import conversations, gmail_sync
 from gateway.deps import ResourcesDep
 from gateway.gmail.mime import SKIP_LABELS, inbound_from_gmail, skip_reason
 from gateway.gmail.oidc import TokenRejected, verify_oidc
 from gateway.producer import publish_inbound
+from workflows.contracts import InboundMessage
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -287,6 +289,34 @@ async def advance_cursor(sessions: async_sessionmaker[AsyncSession], mailbox: st
         raise _database_down(exc) from exc
 
 
+_TICKET_IN_SUBJECT = re.compile(r"\[(TKT-\d{4,12})\]")
+
+
+async def _into_its_ticket(sessions: async_sessionmaker[AsyncSession], inbound: InboundMessage) -> InboundMessage:
+    """A new email whose subject carries `[TKT-…]` joins that ticket's open conversation.
+
+    Our replies ask customers to keep the ticket number in the subject; a customer who writes a new
+    email instead of replying in the thread would otherwise start a second conversation. Only the
+    ticket's own customer, writing from a verified address that Gmail authenticated, is joined: a
+    ticket number is easy to guess.
+    """
+    match = _TICKET_IN_SUBJECT.search(inbound.subject or "")
+    sender = inbound.sender.email
+    if match is None or sender is None or inbound.metadata.get("sender_authenticated") != "true":
+        return inbound
+    try:
+        async with sessions() as session:
+            thread = await conversations.open_email_thread_of_ticket(
+                session, ticket_number=match.group(1), sender=sender
+            )
+    except (SQLAlchemyError, OSError) as exc:
+        raise _database_down(exc) from exc
+    if thread is None or thread == inbound.conversation_key:
+        return inbound
+    log.info("gmail.joined_ticket", ticket=match.group(1), gmail_message_id=inbound.external_message_id)
+    return inbound.model_copy(update={"conversation_key": thread})
+
+
 def _database_down(exc: Exception) -> ServiceUnavailable:
     log.warning("gmail.database_unavailable", error=type(exc).__name__)
     return ServiceUnavailable("the database is unavailable; retry later")
@@ -363,6 +393,7 @@ async def gmail_push(request: Request, resources: ResourcesDep) -> Response:
                 log.error("gmail.message_unparseable", gmail_message_id=str(message.get("id")), error=repr(exc)[:300])
                 GMAIL_MESSAGES.labels("unparseable").inc()
                 continue
+            inbound = await _into_its_ticket(resources.sessions, inbound)
             await publish_inbound(resources, inbound)  # 503 if the broker does not ack: cursor stays
             published += 1
             GMAIL_MESSAGES.labels("published").inc()

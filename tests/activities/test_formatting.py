@@ -126,3 +126,23 @@ def test_an_email_reply_goes_out_as_plain_text_with_an_html_alternative() -> Non
     assert text_part is not None and html_part is not None
     assert "1. Open Settings.\n2. Click Connect." in text_part.get_content()
     assert "<ol>" in html_part.get_content() and "<strong>Connect</strong>" in html_part.get_content()
+
+
+def test_the_holding_message_tells_the_time_a_person_will_really_answer() -> None:
+    from datetime import UTC, datetime
+
+    from activities.channels.formatting import sla_hint
+    from workflows.policies import add_business_hours
+
+    def hint(now: datetime) -> str:
+        return sla_hint(now, add_business_hours(now, 2, day_start=8, day_end=20), 2)
+
+    # Wednesday 10:00: the whole SLA falls inside business hours.
+    assert hint(datetime(2026, 12, 2, 10, 0, tzinfo=UTC)) == "within 2 business hours"
+    # Wednesday 19:30: half an hour today, the rest tomorrow morning.
+    assert hint(datetime(2026, 12, 2, 19, 30, tzinfo=UTC)) == "by 09:30 UTC tomorrow"
+    # Friday 22:00 and Saturday noon: Monday morning, not "within 2 business hours".
+    assert hint(datetime(2026, 12, 4, 22, 0, tzinfo=UTC)) == "by Monday 10:00 UTC"
+    assert hint(datetime(2026, 12, 5, 12, 0, tzinfo=UTC)) == "by Monday 10:00 UTC"
+    # Early morning before the day starts: later today.
+    assert hint(datetime(2026, 12, 2, 6, 0, tzinfo=UTC)) == "by 10:00 UTC today"

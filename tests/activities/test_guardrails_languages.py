@@ -183,6 +183,68 @@ def test_reply_check_lets_honest_replies_through(reply: str) -> None:
     assert check_output(reply, kb_passages=[]).violations == []
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "La exportación a PDF estará disponible próximamente.",
+        "Vamos a añadir el modo oscuro en la próxima versión.",
+        "Em breve teremos integração com o Microsoft Teams.",
+        "Nous allons ajouter un mode hors ligne sur Android.",
+        "Wir werden bald eine Gantt-Ansicht hinzufügen.",
+        "Das ist für eine der nächsten Versionen geplant, sie kommt in einer der nächsten Versionen.",
+    ],
+)
+def test_reply_check_blocks_feature_promises_in_other_languages(reply: str) -> None:
+    assert "promises_unlisted_feature" in check_output(reply, kb_passages=[]).violations
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Estamos trabajando en una solución para este error.",
+        "No está en nuestra hoja de ruta por ahora.",
+        "Nous travaillons sur un correctif pour ce problème.",
+        "Ce n'est pas prévu prochainement, désolé.",
+        "Wir arbeiten an einer Lösung für den Fehler.",
+        "Sie können die Zwei-Faktor-Authentifizierung in den Einstellungen aktivieren.",
+    ],
+)
+def test_reply_check_lets_fixes_and_honest_noes_through_in_other_languages(reply: str) -> None:
+    assert check_output(reply, kb_passages=[]).violations == []
+
+
+def test_a_feature_the_knowledge_base_announces_may_be_promised() -> None:
+    passage = "Demnächst: wir werden eine Gantt-Ansicht hinzufügen (geplant für Q3)."
+    assert check_output("Wir werden bald eine Gantt-Ansicht hinzufügen.", kb_passages=[passage]).violations == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Rufen Sie Herrn Maier unter Tel. 0171 2345678 an.",
+        "Vous pouvez joindre Paul au 06 12 34 56 78.",
+        "Fale com o João pelo (11) 98765-4321.",
+        "Llámenos al 612 345 678.",
+        "Escriba a ana.perez@otra-empresa.es para más detalles.",
+    ],
+)
+def test_reply_check_blocks_other_peoples_contacts_in_national_formats(reply: str) -> None:
+    assert "discloses_contact" in check_output(reply, kb_passages=[], customer_contacts=["+14155550100"]).violations
+
+
+@pytest.mark.parametrize(
+    ("reply", "own"),
+    [
+        ("Wir rufen Sie unter Tel. 0171 2345678 zurück.", "+49 171 2345678"),
+        ("On vous rappelle au 06 12 34 56 78.", "+33 6 12 34 56 78"),
+        ("Ihre Rechnung INV-2025-001208 vom 12.05.2025 finden Sie unter Rechnungen.", "+49 171 2345678"),
+        ("Das Limit liegt bei 10 000 000 Zeilen pro Import.", "+49 171 2345678"),
+    ],
+)
+def test_the_customers_own_number_and_other_figures_are_not_contacts(reply: str, own: str) -> None:
+    assert check_output(reply, kb_passages=[], customer_contacts=[own]).violations == []
+
+
 # ---------------------------------------------------------------------------------- holding messages
 def test_holding_messages_exist_for_every_supported_language_but_english() -> None:
     assert set(SUPPORTED_LANGUAGES) - {"en"} <= set(HOLDING_MESSAGES)
@@ -210,20 +272,33 @@ def test_frustration_that_asks_for_a_fix_is_not_anger(text: str, action: str) ->
 
 
 # ---------------------------------------------------------------------------------- regression gate
-def test_regression_gate_on_the_tuning_set() -> None:
-    """Counts on bench/data/guardrails/tuning.jsonl (python bench/guardrails_eval.py prints the same)."""
-    rows = _tuning()
+def _tuning_counts(semantic: bool) -> tuple[Counter[str], int, int]:
     missed: Counter[str] = Counter()
     false_escalations = action_errors = 0
-    for row in rows:
-        decision = evaluate_inbound(row["text"], row["channel"])
+    for row in _tuning():
+        decision = evaluate_inbound(row["text"], row["channel"], semantic=semantic)
         action_errors += decision.action != row["expected_action"]
         if row["expected_action"] == "answer" and decision.action == "escalate":
             false_escalations += 1
         if row["expected_action"] == "escalate" and decision.action == "answer":
             missed[row["expected_reason"]] += 1
-    assert len(rows) == 207
-    assert sum(missed[r] for r in HARD_REASONS) == 0, missed
+    return missed, false_escalations, action_errors
+
+
+def test_regression_gate_on_the_tuning_set() -> None:
+    """Counts on bench/data/guardrails/tuning.jsonl (python bench/guardrails_eval.py prints the same).
+
+    Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
+    only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
+    """
+    assert len(_tuning()) == 446
+    # The second round of messages (g-1201...) was added after the rules' last change: no rule was
+    # written for it, so the rules alone miss many of them (28 when written).
+    missed, false_escalations, action_errors = _tuning_counts(semantic=False)
+    assert sum(missed.values()) <= 28, missed
+    assert false_escalations <= 4, false_escalations
+    assert action_errors <= 32, action_errors
+    missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 1, false_escalations
-    assert action_errors <= 1, action_errors
+    assert false_escalations <= 4, false_escalations
+    assert action_errors <= 4, action_errors

@@ -48,4 +48,4 @@ def test_the_bank_is_the_tuning_set_and_never_the_held_out_set() -> None:
     with held_out.open(encoding="utf-8") as fh:
         held_texts = {json.loads(line)["text"] for line in fh if line.strip()}
     bank = tuning_rows()
-    assert len(bank) == 207 and not {row["text"] for row in bank} & held_texts
+    assert len(bank) >= 207 and not {row["text"] for row in bank} & held_texts

@@ -1,7 +1,7 @@
 """`check_reply_guardrails` on a real CRM: the reply may name the customer's own contacts, nobody else's.
 
-The activity gets no identity from the workflow beyond `customer_id`; it reads the customer's email
-addresses and phone numbers from PostgreSQL (customers + customer_identifiers), so these tests
+The activity gets no identity from the workflow beyond `customer_id`; it reads the customer's verified
+email addresses and phone numbers from PostgreSQL (customer_identifiers), so these tests
 create the customer the way the workflow does (resolve_customer, open_conversation) and store the
 model's draft where agent_step stores it.
 """
@@ -19,7 +19,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.crm_activities import CRMActivities
 from activities.deps import ActivityDeps
 from activities.guardrails.activities import GuardrailActivities
+from crm import identity
 from crm.db import transaction
+from crm.repositories import customers
 from workflows.contracts import (
     InboundMessage,
     OpenConversationInput,
@@ -40,11 +42,18 @@ async def draft(deps: ActivityDeps, *, email: str, phone: str, reply: str) -> To
         sender=SenderIdentity(email=email, name="Ana"),
         text="Where is my export?",
         received_at=datetime.now(UTC),
+        metadata={"sender_authenticated": "true"},  # Gmail's DKIM/DMARC check passed for the From
     )
     customer = await env.run(crm.resolve_customer, message)
-    # The same person wrote on WhatsApp too: a second identifier of the same customer.
-    whatsapp = message.model_copy(update={"channel": "whatsapp", "sender": SenderIdentity(email=email, phone=phone)})
-    assert (await env.run(crm.resolve_customer, whatsapp)).customer_id == customer.customer_id
+    # The same person confirmed their WhatsApp number too (a link sent to it): a second verified
+    # identifier of the same customer. (A number merely typed somewhere would not count: issue 15.)
+    async with transaction(deps.sessions) as session:
+        await customers.link_identifier(
+            session, customer_id=customer.customer_id, kind="phone", value=phone, channel="web_form"
+        )
+        await identity.confirm_claim(
+            session, customer_id=customer.customer_id, kind="phone", value=phone, at=datetime.now(UTC)
+        )
     conversation_id = await env.run(
         crm.open_conversation,
         OpenConversationInput(

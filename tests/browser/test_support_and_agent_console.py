@@ -165,6 +165,15 @@ async def test_agent_resolves_in_the_console_and_the_customer_sees_the_reply(
     assert submitted.status_code == 201, submitted.text
     ticket = submitted.json()["ticket_id"]
     await eventually(lambda: _open_escalation(sessions, ticket), timeout=45)
+    # The number typed on the form is only a claim (issue 15): the link sent to that WhatsApp number,
+    # opened and confirmed by its owner, joins the form's record to the WhatsApp customer.
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        asked = await http.post(
+            f"/api/v1/tickets/{ticket}/confirm-identity", params={"email": email}, json={"identifier": "phone"}
+        )
+        assert asked.status_code == 202, asked.text
+        token = await eventually(lambda: _link_sent_to(stack, phone), timeout=45)
+        assert (await http.post(f"/verify/{token}")).status_code == 200
 
     agent_name = "Sam Rivera"
     key = await asyncio.to_thread(_cli_create_key, stack.settings, agent_name)
@@ -294,6 +303,13 @@ async def test_the_console_says_when_a_reply_was_not_sent(
     await expect(status).to_have_class(re.compile(r"\bbad\b"))
     human = page.locator('#thread li[data-role="human_agent"] [data-delivery-status]')
     await expect(human).to_have_attribute("data-delivery-status", "not_configured")
+
+
+async def _link_sent_to(stack: Any, phone: str) -> str | None:
+    for message in stack.twilio.messages:
+        if message.to == f"whatsapp:{phone}" and "/verify/" in message.body:
+            return str(message.body.split("/verify/", 1)[1].split()[0])
+    return None
 
 
 async def _sent_to(stack: Any, phone: str) -> bool:

@@ -10,6 +10,8 @@ import httpx
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
 from core.settings import Settings
@@ -17,6 +19,7 @@ from gateway.app import create_app
 from tests.channels.conftest import LONG_MARKER, PUBLIC, Pipeline
 from tests.workflows.helpers import eventually
 from workers.bridge import Bridge
+from workflows.contracts import ConversationState, conversation_workflow_id
 
 
 def _phone() -> str:
@@ -72,6 +75,47 @@ async def test_signed_whatsapp_message_is_answered_once_even_when_twilio_retries
             {"sid": request["data"]["MessageSid"]},
         )
     assert count == 1
+
+
+async def test_a_reply_whatsapp_refuses_goes_to_a_person_and_the_conversation_lives_on(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Twilio refuses the answer for good (e.g. outside WhatsApp's 24-hour window): the workflow must
+    # not fail; the reply is recorded as failed and a person owns the conversation.
+    pipeline.twilio.push_error(400, 63016, "Failed to send freeform message because you are outside the allowed window")
+    phone = _phone()
+    assert (
+        await pipeline.http.post(**signed_whatsapp(pipeline, inbound_params(phone, "how do I archive a board?")))
+    ).status_code == 200
+    handle = pipeline.client.get_workflow_handle(conversation_workflow_id("whatsapp", phone))
+
+    async def escalated() -> ConversationState | None:
+        try:
+            state = await handle.query("state", result_type=ConversationState)
+        except RPCError:  # the bridge has not started the workflow yet
+            return None
+        return state if state.status == "escalated" else None
+
+    state = await eventually(escalated, timeout=45)
+    assert state.escalation is not None and state.escalation.reason == "delivery_failed"
+    assert state.escalation.priority == "high"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    async with sessions() as session:
+        statuses = (
+            (
+                await session.execute(
+                    text(
+                        "SELECT m.delivery_status FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+                        "WHERE c.workflow_id = :w AND m.direction = 'outbound'"
+                    ),
+                    {"w": handle.id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert statuses == ["failed"]  # no holding message: the channel just refused one
+    assert not [m for m in pipeline.twilio.messages if m.to == f"whatsapp:{phone}"]
 
 
 async def test_bad_or_missing_signature_is_403_and_nothing_is_published(pipeline: Pipeline) -> None:
@@ -238,7 +282,7 @@ async def test_web_form_validation_errors_are_422_with_field_reasons(pipeline: P
     ).status_code == 422
 
 
-async def test_web_form_customer_who_writes_on_whatsapp_is_one_customer(
+async def test_a_number_typed_on_the_form_joins_the_whatsapp_customer_only_once_confirmed(
     pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     phone, email = _phone(), f"omar.{uuid.uuid4().hex[:8]}@example.com"
@@ -250,21 +294,43 @@ async def test_web_form_customer_who_writes_on_whatsapp_is_one_customer(
         "message": "How do I invite a guest to one board?",
         "phone": phone,
     }
-    assert (await pipeline.http.post("/api/v1/support/form", json=form)).status_code == 201
+    created = await pipeline.http.post("/api/v1/support/form", json=form)
+    assert created.status_code == 201
+    ticket = created.json()["ticket_id"]
     await pipeline.http.post(**signed_whatsapp(pipeline, inbound_params(phone, "and can guests comment?")))
     await _replies_to(pipeline, phone)
-    async with sessions() as session:
-        rows = (
-            await session.execute(
+
+    async def owners() -> dict[str, str]:
+        async with sessions() as session:
+            rows = await session.execute(
                 text(
-                    "SELECT DISTINCT c.customer_id, c.channel FROM conversations c JOIN customer_identifiers i "
-                    "ON i.customer_id = c.customer_id WHERE i.identifier_value IN (:p, :e)"
+                    "SELECT c.channel, c.customer_id FROM conversations c LEFT JOIN tickets t "
+                    "ON t.conversation_id = c.id WHERE t.ticket_number = :t OR (c.channel = 'whatsapp' "
+                    "AND c.conversation_key = :p)"
                 ),
-                {"p": phone, "e": email},
+                {"t": ticket, "p": phone},
             )
-        ).all()
-    assert {r.channel for r in rows} == {"web_form", "whatsapp"}
-    assert len({r.customer_id for r in rows}) == 1
+            return {r.channel: str(r.customer_id) for r in rows}
+
+    # A typed number is a claim: the form's customer is not the WhatsApp customer (issue 15).
+    before = await owners()
+    assert set(before) == {"web_form", "whatsapp"} and before["web_form"] != before["whatsapp"]
+    # The owner of the number confirms it with the link sent there: one customer.
+    asked = await pipeline.http.post(
+        f"/api/v1/tickets/{ticket}/confirm-identity", params={"email": email}, json={"identifier": "phone"}
+    )
+    assert asked.status_code == 202, asked.text
+
+    async def link() -> str | None:
+        for message in pipeline.twilio.messages:
+            if message.to == f"whatsapp:{phone}" and "/verify/" in message.body:
+                return str(message.body.split("/verify/", 1)[1].split()[0])
+        return None
+
+    token = await eventually(link, timeout=45)
+    assert (await pipeline.http.post(f"/verify/{token}")).status_code == 200
+    after = await owners()
+    assert after["web_form"] == after["whatsapp"] == before["whatsapp"]
 
 
 async def test_broker_down_is_503_and_the_retry_after_it_returns_is_answered(pipeline: Pipeline) -> None:

@@ -107,6 +107,8 @@ def sample_value(field_name: str) -> Any:
     kind = _base_type(field_name)
     default = Settings.model_fields[field_name].default
     bounds = _bounds(field_name)
+    if field_name == "notify_slack_webhook_url":
+        return "https://hooks.slack.example/services/T0/B0/secret"  # a secret, validated as an http(s) URL
     if kind is SecretStr:
         return (
             "postgresql://crm:s3cret@db.example.internal:5432/crm"
@@ -128,6 +130,8 @@ def sample_value(field_name: str) -> Any:
         high = bounds.get("le", bounds.get("lt", 1e9))
         candidate = default + 0.5 if isinstance(default, int | float) else 1.5
         return candidate if low < candidate < high else (low + high) / 2
+    if field_name == "identity_phone_default_region":
+        return "GB"  # an ISO 3166 country code
     if kind is str and field_name.startswith("rate_limit_"):
         return "7/minute;70/hour"  # validated as a rate-limit expression
     if kind is str:

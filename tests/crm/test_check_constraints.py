@@ -14,6 +14,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "ck_customers_plan": v.PLANS,
     "ck_customer_identifiers_type": v.IDENTIFIER_TYPES,
     "ck_customer_identifiers_channel": v.CHANNELS,
+    "ck_customer_identifiers_verified_via": v.IDENTIFIER_PROOFS,
+    "ck_identity_confirmations_type": v.IDENTIFIER_TYPES,
     "ck_conversations_channel": v.CHANNELS,
     "ck_conversations_status": v.CONVERSATION_STATUSES,
     "ck_messages_channel": v.CHANNELS,
@@ -32,6 +34,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "ck_escalations_priority": v.PRIORITIES,
     "ck_escalations_status": v.ESCALATION_STATUSES,
     "ck_escalations_action": v.RESOLUTION_ACTIONS,
+    "ck_notification_deliveries_kind": v.NOTIFICATION_KINDS,
+    "ck_notification_deliveries_sink": v.NOTIFICATION_SINKS,
+    "ck_notification_deliveries_status": v.NOTIFICATION_DELIVERY_STATUSES,
 }
 _LITERAL = re.compile(r"'((?:[^']|'')*)'::")
 

@@ -120,15 +120,21 @@ async def test_turn_search_hits_tell_not_searched_from_found_nothing(session: As
     assert await agent_steps.turn_search_hits(session, conversation_id=conversation, turn=2) is None
 
 
-async def test_an_identifier_finds_its_customer_and_keeps_it(session: AsyncSession) -> None:
+async def test_a_verified_identifier_finds_its_customer_and_a_claim_finds_nobody(session: AsyncSession) -> None:
     email = f"r-{uuid.uuid4().hex[:8]}@example.com"
     assert await customers.find_by_identifier(session, kind="email", value=email) is None
     await customers.lock_identifier(session, value=email)
     first = await customers.create_customer(session, email=email, phone=None, name=None)
-    await customers.link_identifier(session, customer_id=first, kind="email", value=email, channel="email")
+    await customers.link_identifier(session, customer_id=first, kind="email", value=email, channel="web_form")
+    assert await customers.find_by_identifier(session, kind="email", value=email) is None  # a claim
+    await customers.link_identifier(
+        session, customer_id=first, kind="email", value=email, channel="email", verified_via="gmail"
+    )
     second = await customers.create_customer(session, email=None, phone=None, name="Other")
     await customers.link_identifier(session, customer_id=second, kind="email", value=email, channel="web_form")
     assert await customers.find_by_identifier(session, kind="email", value=email) == first
+    assert await customers.claimed(session, customer_id=second, kind="email") == [email]
+    assert await customers.claimed(session, customer_id=first, kind="email") == []
     filled = await customers.fill_in_contact(
         session, customer_id=first, email="ignored@example.com", phone="+14155550100", name="Ann"
     )

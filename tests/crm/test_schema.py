@@ -182,23 +182,32 @@ async def test_check_constraints_guard_enums(session: AsyncSession, statement: s
     assert constraint in str(excinfo.value)
 
 
-async def test_identifier_is_unique_across_customers(session: AsyncSession) -> None:
-    a, b = await _new_customer(session), await _new_customer(session)
+async def test_a_verified_identifier_has_one_owner_and_claims_may_repeat(session: AsyncSession) -> None:
+    a, b, c = await _new_customer(session), await _new_customer(session), await _new_customer(session)
     value = f"x{uuid.uuid4().hex[:6]}@example.com"
-    await session.execute(
-        text(
-            "INSERT INTO customer_identifiers (customer_id, identifier_type, identifier_value) VALUES (:c, 'email', :v)"
-        ),
-        {"c": a, "v": value},
+    insert = (
+        "INSERT INTO customer_identifiers (customer_id, identifier_type, identifier_value, verified_at, verified_via) "
+        "VALUES (:c, 'email', :v, {at}, {via})"
     )
-    with pytest.raises(IntegrityError):
+    claim, verified = insert.format(at="NULL", via="NULL"), insert.format(at="now()", via="'gmail'")
+    await session.execute(text(verified), {"c": a, "v": value})
+    await session.execute(text(claim), {"c": b, "v": value})  # someone else may claim it
+    for statement, customer, constraint in (
+        (verified, c, "uq_customer_identifiers_verified"),
+        (claim, a, "uq_customer_identifiers_customer_id_type_value"),
+    ):
+        with pytest.raises(IntegrityError) as excinfo:
+            async with session.begin_nested():
+                await session.execute(text(statement), {"c": customer, "v": value})
+        assert constraint in str(excinfo.value)
+    with pytest.raises(IntegrityError, match="ck_customer_identifiers_verified_pair"):
         async with session.begin_nested():
             await session.execute(
                 text(
-                    "INSERT INTO customer_identifiers (customer_id, identifier_type, "
-                    "identifier_value) VALUES (:c, 'email', :v)"
+                    "INSERT INTO customer_identifiers (customer_id, identifier_type, identifier_value, verified_at) "
+                    "VALUES (:c, 'phone', '+14155550100', now())"
                 ),
-                {"c": b, "v": value},
+                {"c": a},
             )
 
 
@@ -213,7 +222,7 @@ async def test_updated_at_is_maintained_and_deletes_cascade(session: AsyncSessio
     trigger = await session.scalar(
         text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'trg_%_updated_at' AND NOT tgisinternal")
     )
-    assert trigger == 7  # six seed tables + escalations
+    assert trigger == 8  # six seed tables + escalations + saved_replies
     await session.execute(
         text(
             "INSERT INTO customer_identifiers (customer_id, identifier_type, identifier_value) VALUES (:c, 'phone', :v)"

@@ -341,10 +341,28 @@ class GmailFake(FakeServer):
         date: datetime | None = None,
         attachments: Sequence[tuple[str, str, bytes]] = (),
         headers: Mapping[str, str] | None = None,
+        authenticated: bool = True,
     ) -> GmailMessage:
         """Deliver a new inbound email (text, optional HTML alternative and attachments
-        ``(filename, mime_type, data)``) and return the stored message."""
+        ``(filename, mime_type, data)``) and return the stored message.
+
+        Like Gmail, the fake writes its own ``Authentication-Results`` above the sender's headers:
+        DKIM/SPF/DMARC pass for the From domain, or (``authenticated=False``, a forged From) fail.
+        """
         msg = EmailMessage()
+        domain = email.utils.parseaddr(from_)[1].rpartition("@")[2].lower()
+        if authenticated:
+            msg["Authentication-Results"] = (
+                f"mx.google.com; dkim=pass header.i=@{domain} header.s=s1 header.b=fake; "
+                f"spf=pass (google.com: domain of sender@{domain} designates 192.0.2.1 as permitted sender) "
+                f"smtp.mailfrom=sender@{domain}; dmarc=pass (p=NONE sp=NONE dis=NONE) header.from={domain}"
+            )
+        else:
+            msg["Authentication-Results"] = (
+                f"mx.google.com; spf=softfail (google.com: domain of transitioning sender@{domain} does not "
+                f"designate 198.51.100.7 as permitted sender) smtp.mailfrom=sender@{domain}; "
+                f"dmarc=fail (p=NONE sp=NONE dis=NONE) header.from={domain}"
+            )
         msg["From"] = from_
         msg["To"] = to or self.email_address
         if cc:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,12 +22,15 @@ from temporalio.client import Client
 from typer.testing import CliRunner, Result
 
 from core.settings import Settings, reset_settings_cache
+from core.vocabulary import PRIORITIES
+from crm import identity
 from crm.db import transaction
 from gateway.agents import SCOPE_READ, SCOPE_WRITE, OptionalAgent, create_api_key, revoke_api_key
 from gateway.app import create_app
 from tests.workflows.helpers import eventually, inbound, messages_of
 from workers.agents_cli import agents_app, escalations_app
 from workers.bridge import signal_with_start
+from workflows.contracts import CUSTOMER_CHANGED_SIGNAL, CustomerChanged
 
 PRICING = "How much does the Pro plan cost for 40 users? Can you give us a discount?"
 
@@ -205,13 +209,28 @@ async def test_queue_history_resolve_then_409_and_every_action_audited(
     queue = await http.get("/api/v1/escalations", headers=bearer(key))
     assert queue.status_code == 200, queue.text
     items = queue.json()["escalations"]
-    created = [i["created_at"] for i in items]
-    assert created == sorted(created), "the queue is oldest first"
+    rank = {p: i for i, p in enumerate(reversed(PRIORITIES))}
+    order = [(rank[i["priority"]], datetime.fromisoformat(i["sla_due_at"]), i["created_at"]) for i in items]
+    assert order == sorted(order), "most urgent first, then SLA due soonest (see test_queue_order.py)"
     item = next(i for i in items if i["ticket_id"] == ticket)
     assert item["reason"] == "pricing" and item["channel"] == "web_form" and item["priority"] == "medium"
     assert item["sla_due_at"] and item["overdue"] is False
     assert item["customer"]["email"] == email and item["customer"]["name"] == "Dana Scully"
     assert item["last_customer_message"].startswith("How much does the Pro plan cost")
+
+    # The number typed on the form is only a claim (issue 15) until its owner confirms it (the link's
+    # POST /verify): then the form's record joins the WhatsApp customer's, and the workflow is told.
+    async with transaction(sessions) as session:
+        form_customer = await session.scalar(
+            text("SELECT customer_id FROM tickets WHERE ticket_number = :t"), {"t": ticket}
+        )
+        joined = await identity.confirm_claim(
+            session, customer_id=str(form_customer), kind="phone", value=phone, at=datetime.now(UTC)
+        )
+    assert joined.merge is not None
+    change = CustomerChanged(customer_id=joined.customer_id, email=email, phone=phone, name="Dana Scully")
+    for workflow_id in joined.merge.open_workflow_ids:
+        await client.get_workflow_handle(workflow_id).signal(CUSTOMER_CHANGED_SIGNAL, change)
 
     history = await http.get(f"/api/v1/conversations/{item['conversation_id']}", headers=bearer(key))
     assert history.status_code == 200, history.text
@@ -361,7 +380,7 @@ async def test_cli_creates_lists_and_revokes_keys_and_resolves_from_the_queue(
     assert listed.exit_code == 0, listed.output
     mine = [json.loads(line) for line in listed.stdout.splitlines() if json.loads(line)["name"] == name]
     assert len(mine) == 1 and mine[0]["scopes"] == [SCOPE_READ] and mine[0]["revoked_at"] is None
-    assert key not in listed.stdout and key.split("_")[2] not in listed.stdout
+    assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout  # the whole secret
 
     revoked = await asyncio.to_thread(_cli, settings, agents_app, ["revoke", name])
     assert revoked.exit_code == 0, revoked.output

@@ -24,11 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.kafka import client_kwargs, ensure_topics
 from core.mail import strip_quoted_reply
 from core.settings import Settings
+from crm import identity
+from crm.db import transaction
+from crm.repositories import conversations, tickets
 from gateway import gmail as gmail_gateway
 from gateway.app import create_app
 from gateway.gmail import advance_cursor, html_to_text
 from gateway.gmail import oidc as gmail_oidc
 from gateway.gmail import push as gmail_push
+from gateway.gmail.mime import sender_authenticated
 from tests.channels.gmail_support import AUDIENCE, PUSH_SERVICE_ACCOUNT, GmailOAuthFake, gmail_settings
 from tests.fakes.google_certs_fake import GoogleCertsFake, SigningKey, pubsub_push_envelope, pubsub_push_headers
 from workers.embedded import free_port
@@ -198,6 +202,44 @@ async def test_new_email_is_published_once_with_stripped_text_and_redelivery_add
         assert response.status_code == 204
         assert history_calls(gmail) == calls
         assert len(await published(configured, {inbound.id})) == 1
+
+
+async def test_a_new_email_with_its_ticket_number_joins_the_ticket_only_from_its_verified_owner(
+    configured: Settings, gmail: GmailOAuthFake, certs: GoogleCertsFake, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    owner = f"ana.{uuid.uuid4().hex[:8]}@example.com"
+    thread = f"thread-{uuid.uuid4().hex[:12]}"
+    async with transaction(sessions) as session:
+        customer = await identity.resolve_customer(session, channel="email", email=owner, phone=None, name="Ana")
+        conversation_id = await conversations.create_conversation(
+            session,
+            customer_id=customer.customer_id,
+            channel="email",
+            conversation_key=thread,
+            workflow_id=f"conversation-email-{thread}",
+        )
+        ticket = await tickets.create_ticket(
+            session,
+            conversation_id=conversation_id,
+            customer_id=customer.customer_id,
+            channel="email",
+            subject="Export",
+        )
+    subject = f"Still stuck [{ticket.ticket_number}]"
+    mailbox = gmail.email_address
+    await advance_cursor(sessions, mailbox, gmail.history_id)
+    # The owner writes a new email (not a reply) with the ticket number in the subject; a stranger and
+    # a forged From try the same subject.
+    mine = gmail.inject_email(from_=f"Ana <{owner.upper()}>", subject=subject, text="Any news on my export?")
+    stranger = gmail.inject_email(from_="eve@example.org", subject=subject, text="what did Ana ask you?")
+    forged = gmail.inject_email(from_=owner, subject=subject, text="send me her files", authenticated=False)
+    async with gateway(configured) as http:
+        response = await push(http, certs, mailbox, gmail.history_id)
+    assert response.status_code == 204, response.text
+    by_id = {m.external_message_id: m for m in await published(configured, {mine.id, stranger.id, forged.id})}
+    assert by_id[mine.id].conversation_key == thread
+    assert by_id[stranger.id].conversation_key == stranger.thread_id != thread
+    assert by_id[forged.id].conversation_key == forged.thread_id != thread
 
 
 async def test_html_only_reply_keeps_the_thread_and_drops_the_quote(
@@ -552,3 +594,26 @@ def test_html_is_converted_to_readable_text() -> None:
         "<blockquote>quoted</blockquote><script>alert(1)</script></body></html>"
     )
     assert html_to_text(markup) == 'Hello team,\n\nSteps:\n\n- open the board\n- click "Export"'
+
+
+def _auth(value: str) -> dict[str, str]:
+    return {"authentication-results": value}
+
+
+def test_only_gmails_aligned_pass_authenticates_the_from_address() -> None:
+    good = (
+        "mx.google.com; dkim=pass header.i=@example.com header.s=s1 header.b=x; spf=pass smtp.mailfrom=a@example.com;"
+        " dmarc=pass (p=REJECT sp=REJECT dis=NONE) header.from=example.com"
+    )
+    assert sender_authenticated(_auth(good), "ann@example.com")
+    assert sender_authenticated(_auth(good), "ann@mail.example.com")  # a subdomain is aligned
+    assert not sender_authenticated(_auth(good), "ann@example.org")  # another domain's pass proves nothing
+    # A pass that someone else's server wrote, a failed check, or no header at all: not authenticated.
+    assert not sender_authenticated(_auth(good.replace("mx.google.com", "mx.attacker.test")), "ann@example.com")
+    failed = "mx.google.com; spf=softfail smtp.mailfrom=a@example.com; dmarc=fail (p=NONE) header.from=example.com"
+    assert not sender_authenticated(_auth(failed), "ann@example.com")
+    assert not sender_authenticated({}, "ann@example.com")
+    assert not sender_authenticated(_auth("mx.google.com; ;; dkim=="), "ann@example.com")
+    # DKIM signed by the sending service's own domain is not aligned with the From.
+    other = "mx.google.com; dkim=pass header.i=@mailer.test header.s=s1; spf=pass smtp.mailfrom=b@mailer.test"
+    assert not sender_authenticated(_auth(other), "ann@example.com")

@@ -82,9 +82,7 @@ async def test_failed_ticket_lookups_are_limited_per_client_address(settings: Se
                 assert (await customer.get(f"/api/v1/tickets/{ticket}", params={"email": email})).status_code == 200
 
             guesses = [f"TKT-{n:04d}" for n in range(number + 1000, number + 1003)]
-            codes = [
-                (await attacker.get(f"/api/v1/tickets/{g}", params={"email": email})).status_code for g in guesses
-            ]
+            codes = [(await attacker.get(f"/api/v1/tickets/{g}", params={"email": email})).status_code for g in guesses]
             assert codes == [404, 404, 404]
             refused = await attacker.get(f"/api/v1/tickets/{ticket}", params={"email": email})
             assert refused.status_code == 429  # even the right guess, once the address used its failures up

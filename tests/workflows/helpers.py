@@ -67,6 +67,8 @@ def inbound(
         text=text_,
         received_at=datetime.now(UTC),
         subject=subject,
+        # As the Gmail path records a From that Gmail's DKIM/DMARC check authenticated.
+        metadata={"sender_authenticated": "true"} if channel == "email" else {},
     )
 
 

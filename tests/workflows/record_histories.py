@@ -5,7 +5,8 @@ answered from the knowledge base; an escalation resolved by a human), and writes
 to tests/workflows/histories/. Re-record after an intended workflow change that is guarded by
 `workflow.patched` or a change of an activity's input, keeping the previous files under a
 version prefix (v1_* are from before the short steps became local activities, v2_* from before
-the send activities took `SendReplyInput`) so the old shapes keep being replayed; never re-record
+the send activities took `SendReplyInput`, v3_* from before a turn's intake became one activity)
+so the old shapes keep being replayed; never re-record
 to paper over a replay failure.
 """
 

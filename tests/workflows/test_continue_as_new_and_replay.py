@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -107,3 +108,23 @@ def test_there_are_checked_in_histories() -> None:
             assert all(isinstance(value, str) for value in sends), path.name
         else:
             assert all(isinstance(value, dict) and set(value) == {"message_id"} for value in sends), path.name
+
+
+async def test_queries_during_the_first_turn_never_break_replay(worker, client: Client, settings: Settings) -> None:
+    """A query that arrives while the first workflow task runs its local activities makes the server
+    end that task early, so the turn's markers land in the next task. With full replay on every task
+    (this worker caches nothing) each query replays that split history: every one must succeed, and
+    the finished history must replay."""
+    message = inbound("web_form", "How much does the Pro plan cost for 40 users? Can you give us a discount?")
+    workflow_id = await signal_with_start(client, settings, message)
+    handle = client.get_workflow_handle(workflow_id)
+    for _ in range(200):
+        state = await handle.query("state", result_type=ConversationState)  # raises if replay fails
+        if state.status == "escalated" and len(state.last_messages) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert state.status == "escalated" and state.escalation is not None and state.escalation.reason == "pricing"
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=[ConversationWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure

@@ -14,7 +14,13 @@ from core.settings import Settings
 from tests.workflows.helpers import eventually, inbound, messages_of
 from workers.bridge import signal_with_start
 from workers.embedded import EmbeddedTemporal, temporal_cli_path
-from workflows.contracts import ConversationState, conversation_workflow_id
+from workflows.contracts import (
+    CUSTOMER_CHANGED_SIGNAL,
+    INBOUND_SIGNAL,
+    ConversationState,
+    CustomerChanged,
+    conversation_workflow_id,
+)
 
 
 async def _state(client: Client, workflow_id: str) -> ConversationState:
@@ -166,7 +172,7 @@ async def _count(sessions: async_sessionmaker[AsyncSession], workflow_id: str, d
     return [r["direction"] for r in await messages_of(sessions, workflow_id)].count(direction) >= n
 
 
-async def test_same_phone_on_two_channels_is_one_customer(
+async def test_a_phone_typed_on_the_form_does_not_make_the_whatsapp_customer_yours(
     worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
@@ -184,7 +190,9 @@ async def test_same_phone_on_two_channels_is_one_customer(
                 {"a": web_id, "b": wa_id},
             )
         ).all()
-    assert len(customers) == 1
+    # The number was only typed on the form (a claim): the form's customer and the WhatsApp customer
+    # stay two records until the number's owner confirms it (crm.identity, issue 15).
+    assert len(customers) == 2
 
 
 async def test_operators_read_what_each_step_decided(
@@ -212,3 +220,47 @@ async def test_operators_read_what_each_step_decided(
     assert lines.index(next(x for x in lines if "inbound guardrails" in x)) < lines.index(
         next(x for x in lines if "escalated to a human" in x)
     )
+
+
+async def test_a_merged_customer_is_followed_by_the_open_conversation(
+    worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # A human merged this WhatsApp customer into another record: the open workflow learns it by a
+    # signal, and its state, search attributes and memo follow the record it now belongs to.
+    message = inbound("whatsapp", "how can i export my board to csv?")
+    workflow_id = await signal_with_start(client, settings, message)
+    await eventually(lambda: _answered(sessions, workflow_id))
+    first = await _state(client, workflow_id)
+    assert first.customer_id is not None
+    target = str(uuid.uuid4())
+    handle = client.get_workflow_handle(workflow_id)
+    await handle.signal(
+        CUSTOMER_CHANGED_SIGNAL,
+        CustomerChanged(customer_id=target, email="merged@example.com", phone=None, name="Merged"),
+    )
+
+    async def followed() -> ConversationState | None:
+        state = await _state(client, workflow_id)
+        return state if state.customer_id == target else None
+
+    await eventually(followed)
+    description = await handle.describe()
+    attrs = {k.name: v for k, v in ((p.key, p.value) for p in description.typed_search_attributes)}
+    assert attrs["CustomerEmail"] == "merged@example.com"
+    assert "CustomerPhone" not in attrs
+    assert "merged@example.com" in str(await description.memo_value("summary"))
+    # The same signal again changes nothing and the conversation keeps answering.
+    await handle.signal(CUSTOMER_CHANGED_SIGNAL, CustomerChanged(customer_id=target, email="merged@example.com"))
+    follow_up = inbound("whatsapp", "and to excel?", key=message.conversation_key, phone=message.sender.phone)
+    await handle.signal(INBOUND_SIGNAL, follow_up)
+
+    async def second_turn() -> ConversationState | None:
+        state = await _state(client, workflow_id)
+        return state if state.turns == 2 else None
+
+    assert (await eventually(second_turn)).customer_id == target
+
+
+async def _answered(sessions: async_sessionmaker[AsyncSession], workflow_id: str) -> bool | None:
+    rows = await messages_of(sessions, workflow_id)
+    return True if any(r["direction"] == "outbound" for r in rows) else None

@@ -368,7 +368,7 @@ async def test_plain_text_without_a_tool_call_is_an_answer_that_passes_the_reply
     assert any("choose Mute" in c for c in _outbound(rows))
 
     fake.push(ChatReply(content="Sure, the Pro plan is $12 per user per month."))
-    priced_id = await signal_with_start(client, own, inbound("web_form", "what does pro give me"))
+    priced_id = await signal_with_start(client, own, inbound("web_form", "how do I pin a board to the sidebar"))
     state = await _escalated(client, priced_id)
     assert state.escalation is not None and state.escalation.reason == "unsafe_output"
     assert all("$12" not in c for c in _outbound(await _wait_sent(sessions, priced_id)))
@@ -427,6 +427,8 @@ async def classified_worker(
                 "openai_base_url": fake.api_base,
                 "openai_model": "gpt-4o",
                 "inbound_classifier_enabled": True,
+                # The offline floor is the keyword rules alone here: the model is what reads past them.
+                "guardrails_semantic_enabled": False,
             }
         )
         deps = ActivityDeps.create(own)

@@ -5,6 +5,7 @@ The activities are the real ones, on the session's PostgreSQL; only the clock is
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import uuid
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
@@ -20,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.deps import ActivityDeps
 from core.settings import Settings
+from tests.fakes.webhook_sink import WebhookSink
 from tests.workflows.helpers import eventually, inbound, make_worker
 from workers.bridge import signal_with_start
 from workflows.contracts import ConversationState
@@ -99,6 +102,45 @@ async def test_escalation_sla_timer_raises_priority_when_no_human_answers(
             assert tuple(row) == ("urgent", 1, "urgent")
     finally:
         await deps.close()
+
+
+async def test_the_team_is_warned_before_the_sla_passes_and_told_when_it_has(
+    skipping_env: WorkflowEnvironment,
+    settings: Settings,
+    kb_ingested: None,
+) -> None:
+    with WebhookSink(status=200) as receiver:
+        own = settings.model_copy(
+            update={
+                "temporal_task_queue": f"sla-notify-{uuid.uuid4().hex[:8]}",
+                "temporal_search_attributes": False,
+                "notify_webhook_url": receiver.url("/hooks/crm"),
+                "notify_webhook_secret": SecretStr("whsec-test-0123456789"),
+                "notify_sla_due_soon_minutes": 30.0,
+            }
+        )
+        deps = ActivityDeps.create(own)
+        try:
+            async with make_worker(skipping_env.client, own, deps):
+                message = inbound("whatsapp", "someone took over my account and changed the password")
+                workflow_id = await signal_with_start(skipping_env.client, own, message)
+
+                async def kinds(n: int) -> list[str] | None:
+                    got = [json.loads(r.body)["type"] for r in receiver.requests]
+                    return got if len(got) >= n else None
+
+                assert await eventually(lambda: kinds(1)) == ["escalation_new"]
+                state = await _state(skipping_env, workflow_id)
+                assert state.escalation is not None
+                due = state.escalation.sla_due_at
+                now = await skipping_env.get_current_time()
+                await skipping_env.sleep(due - now - timedelta(minutes=29))
+                assert await eventually(lambda: kinds(2)) == ["escalation_new", "sla_due_soon"]
+                await skipping_env.sleep(timedelta(minutes=30))
+                assert await eventually(lambda: kinds(3)) == ["escalation_new", "sla_due_soon", "sla_breached"]
+                assert (await eventually(lambda: _bumped(skipping_env, workflow_id))).status == "escalated"
+        finally:
+            await deps.close()
 
 
 async def _bumped(env: WorkflowEnvironment, workflow_id: str) -> ConversationState | None:

@@ -24,6 +24,8 @@
   let queueTimer = null;
   let conversationTimer = null;
   let lastConversationJson = "";
+  let customerId = null; // the customer of the conversation shown
+  let pendingMerge = null; // {source, into, reason} once previewed
 
   function storedKey() {
     try {
@@ -84,7 +86,15 @@
       replyStatus.textContent = "Your key can read the queue but not reply (it lacks escalations:write).";
     }
     await vocabulary; // the labels of reasons, priorities and channels
+    if (filterControls.priority.options.length === 1) fillFilterOptions();
+    document.dispatchEvent(new CustomEvent("crm:signed-in", { detail: { name: data.name, scopes: data.scopes } }));
     await loadQueue();
+    // A notification's link (`/agent?conversation=<id>`) opens that conversation once signed in.
+    const linked = new URLSearchParams(location.search).get("conversation");
+    if (linked && /^[0-9a-fA-F-]{36}$/.test(linked)) {
+      select(null, linked);
+      return "";
+    }
     $("queue-title").focus();
     return "";
   }
@@ -148,15 +158,83 @@
     return el("li", {}, button);
   }
 
+  /* The filters, as the API's query string (the API checks them too: a 422 says what is wrong). */
+  const TICKET_SEARCH = /^[A-Za-z0-9-]*$/;
+  const filterControls = { priority: $("filter-priority"), channel: $("filter-channel"), reason: $("filter-reason") };
+
+  function fillFilterOptions() {
+    const options = (select, map, words) => {
+      for (const word of words) select.append(el("option", { value: word }, label(map, word)));
+    };
+    options(filterControls.priority, PRIORITIES, Object.keys(PRIORITIES).reverse()); // most urgent first
+    options(filterControls.channel, CHANNELS, Object.keys(CHANNELS));
+    options(filterControls.reason, REASONS, Object.keys(REASONS));
+  }
+
+  function queueQuery() {
+    const params = new URLSearchParams();
+    for (const [name, select] of Object.entries(filterControls)) if (select.value) params.set(name, select.value);
+    if ($("filter-breached").checked) params.set("breached", "true");
+    const ticket = $("filter-ticket").value.trim();
+    if (ticket) params.set("ticket", ticket);
+    const query = params.toString();
+    return query ? "?" + query : "";
+  }
+
+  function filtering() {
+    return queueQuery() !== "";
+  }
+
+  /** "1 urgent · 3 high · 2 breached": the priorities that have any, and the breached count. */
+  function countsText(counts) {
+    if (!counts || !counts.total) return "";
+    const parts = Object.entries(counts.by_priority)
+      .filter(([, n]) => n > 0)
+      .map(([priority, n]) => n + " " + label(PRIORITIES, priority).toLowerCase());
+    parts.push(counts.breached + " breached");
+    return parts.join(" · ");
+  }
+
+  let filterTimer = null;
+  function filtersChanged(delay) {
+    const ticket = $("filter-ticket");
+    if (!TICKET_SEARCH.test(ticket.value.trim())) {
+      setFieldError(ticket, "Letters, digits and '-' only, like TKT-0042 or 0042");
+      return;
+    }
+    setFieldError(ticket, "");
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(loadQueue, delay);
+  }
+
+  for (const select of Object.values(filterControls)) select.addEventListener("change", () => filtersChanged(0));
+  $("filter-breached").addEventListener("change", () => filtersChanged(0));
+  $("filter-ticket").addEventListener("input", () => filtersChanged(300));
+  $("queue-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    filtersChanged(0);
+  });
+  $("clear-filters").addEventListener("click", () => {
+    for (const select of Object.values(filterControls)) select.value = "";
+    $("filter-breached").checked = false;
+    $("filter-ticket").value = "";
+    filtersChanged(0);
+  });
+
   async function loadQueue() {
     clearTimeout(queueTimer);
     try {
-      const { status, data } = await call("/api/v1/escalations");
+      const { status, data } = await call("/api/v1/escalations" + queueQuery());
       if (status === 200) {
         const focusedTicket = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.ticket : null;
         queueList.replaceChildren(...data.escalations.map(queueItem));
-        if (!data.escalations.length) queueList.append(el("li", { class: "empty" }, "No open escalations. Nice work."));
+        if (!data.escalations.length) {
+          queueList.append(
+            el("li", { class: "empty" }, filtering() ? "No open escalations match these filters." : "No open escalations. Nice work.")
+          );
+        }
         $("queue-count").textContent = String(data.count);
+        $("queue-counts").textContent = countsText(data.counts);
         $("queue-status").textContent = "";
         $("queue-status").className = "notice";
         if (focusedTicket) {
@@ -166,6 +244,10 @@
       } else if (status === 403) {
         $("queue-status").className = "notice bad";
         $("queue-status").textContent = (data && data.message) || "Your key may not read the queue.";
+      } else if (status === 422) {
+        $("queue-status").className = "notice bad";
+        $("queue-status").textContent =
+          "Filters not applied: " + ((data && data.detail) || []).map((d) => d.field + ": " + d.message).join("; ");
       } else {
         $("queue-status").className = "notice warn";
         $("queue-status").textContent = "Could not load the queue (HTTP " + status + "); retrying.";
@@ -192,6 +274,12 @@
     setFieldError(reply, "");
     replyStatus.textContent = "";
     replyStatus.className = "notice";
+    customerId = null;
+    $("merge-status").textContent = "";
+    $("gdpr-status").textContent = "";
+    $("note").value = "";
+    setFieldError($("note"), "");
+    $("note-status").textContent = "";
     for (const button of queueList.querySelectorAll(".queue-item")) {
       if (button.dataset.ticket === (ticketId || "")) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
@@ -264,7 +352,7 @@
     }
     replyForm.hidden = !open;
 
-    renderThread($("thread"), current.messages, "agent");
+    renderThreadWithNotes($("thread"), current.messages, current.notes);
 
     const kb = $("kb");
     const articles = data.conversations.flatMap((conv) =>
@@ -296,7 +384,7 @@
         .reverse()
         .map((conv) => {
           const list = el("ol", { class: "thread" });
-          renderThread(list, conv.messages, "agent");
+          renderThreadWithNotes(list, conv.messages, conv.notes);
           return el(
             "details",
             { class: "history", "data-conversation-id": conv.id, open: openIds.has(conv.id) },
@@ -327,7 +415,244 @@
       )
     );
     if (!data.human_actions.length) audit.append(el("li", {}, "Nothing yet."));
+    showCustomer(data.customer);
   }
+
+  /* ------------------------------------------------------------------ internal notes */
+
+  function noteItem(note) {
+    return el(
+      "li",
+      { class: "msg note", "data-note-id": note.id, "data-role": "note" },
+      el(
+        "div",
+        { class: "who" },
+        el("span", {}, "Internal note · " + note.author),
+        el("span", { class: "internal" }, "Internal — not sent to the customer"),
+        el("time", { datetime: note.created_at }, formatDateTime(note.created_at))
+      ),
+      el("div", { class: "body" }, note.body)
+    );
+  }
+
+  /** The messages and the team's notes in one list, in time order (notes look different: never sent). */
+  function renderThreadWithNotes(list, messages, notes) {
+    renderThread(list, messages, "agent");
+    const items = [...list.children].map((node, i) => ({ at: messages[i].created_at, node }));
+    for (const note of notes || []) items.push({ at: note.created_at, node: noteItem(note) });
+    items.sort((a, b) => new Date(a.at) - new Date(b.at));
+    list.replaceChildren(...items.map((item) => item.node));
+  }
+
+  $("note-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const field = $("note");
+    const text = field.value.trim();
+    if (!text || text.length > 5000) {
+      setFieldError(field, text ? "A note is at most 5,000 characters (this one has " + text.length + ")" : "Write the note first");
+      field.focus();
+      return;
+    }
+    setFieldError(field, "");
+    if (!selected) return;
+    $("add-note").disabled = true;
+    try {
+      const path = "/api/v1/conversations/" + encodeURIComponent(selected.conversationId) + "/notes";
+      const { status, data } = await call(path, { method: "POST", body: { body: text } });
+      if (status === 201) {
+        field.value = "";
+        say($("note-status"), "ok", "Note added. Only your team can see it.");
+        lastConversationJson = "";
+        await loadConversation(false);
+      } else if (status === 422 && data && data.detail) {
+        setFieldError(field, data.detail.map((d) => d.message).join("; "));
+      } else {
+        say($("note-status"), "bad", "Note not added: " + problem(data, status));
+      }
+    } catch (error) {
+      if (error.message !== "unauthorized") say($("note-status"), "bad", "Connection problem: the note may not have been added.");
+    } finally {
+      $("add-note").disabled = false;
+    }
+  });
+
+  /* ------------------------------------------------------------------ the customer record: merge, GDPR */
+
+  function say(node, tone, message) {
+    node.className = "notice" + (tone ? " " + tone : "");
+    node.textContent = message;
+  }
+
+  /** "1 conversation", "2 conversations". */
+  function count(n, word) {
+    return n + " " + word + (n === 1 ? "" : "s");
+  }
+
+  function problem(data, status) {
+    return (data && data.message) || "HTTP " + status;
+  }
+
+  function showCustomer(customer) {
+    if (customer.id === customerId) return;
+    customerId = customer.id;
+    $("customer-id").textContent = customer.id;
+    cancelMerge();
+    loadMerges();
+  }
+
+  function cancelMerge() {
+    pendingMerge = null;
+    $("merge-preview-panel").hidden = true;
+    $("merge-preview-list").replaceChildren();
+  }
+
+  async function loadMerges() {
+    const list = $("merges");
+    if (!customerId) return;
+    const { status, data } = await call("/api/v1/customers/" + encodeURIComponent(customerId) + "/merges");
+    if (status !== 200) {
+      list.replaceChildren(el("li", {}, "Could not load the merges (" + problem(data, status) + ")."));
+      return;
+    }
+    const now = Date.now();
+    list.replaceChildren(
+      ...data.merges.map((m) => {
+        const undoable = !m.unmerged_at && new Date(m.unmerge_until).getTime() > now;
+        return el(
+          "li",
+          { "data-merge-id": m.id },
+          formatDateTime(m.merged_at) + " · " + m.source_customer_id + " merged into " + m.target_customer_id +
+            " by " + m.actor + " · " + m.reason +
+            (m.unmerged_at ? " · undone by " + m.unmerged_by + " " + formatDateTime(m.unmerged_at) : ""),
+          undoable
+            ? el("button", { type: "button", class: "link", onclick: () => unmerge(m.id) }, "Unmerge")
+            : ""
+        );
+      })
+    );
+    if (data.merged_into) list.prepend(el("li", {}, "This record was merged into " + data.merged_into + "."));
+    if (!list.children.length) list.append(el("li", {}, "None."));
+  }
+
+  $("merge-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const into = $("merge-into").value.trim();
+    const reason = $("merge-reason").value.trim();
+    setFieldError($("merge-into"), into ? "" : "Enter the id of the customer that remains");
+    setFieldError($("merge-reason"), reason ? "" : "Say why these are the same person");
+    if (!into || !reason) {
+      (into ? $("merge-reason") : $("merge-into")).focus();
+      return;
+    }
+    cancelMerge();
+    const path = "/api/v1/customers/" + encodeURIComponent(customerId) + "/merge-preview?into=" + encodeURIComponent(into);
+    const { status, data } = await call(path);
+    if (status !== 200) {
+      setFieldError($("merge-into"), problem(data, status));
+      $("merge-into").focus();
+      return;
+    }
+    const who = (side) => side.name || side.email || side.phone || side.id;
+    const items = [
+      "Moves to " + who(data.target) + ": " + count(data.conversation_ids.length, "conversation") + ", " +
+        count(data.ticket_ids.length, "ticket") + ", " + count(data.identifiers, "identifier") + ", " +
+        count(data.metric_points, "metric point"),
+      count(data.open_workflows, "open conversation") + " will follow the new record",
+      ...data.source.identifiers.map((i) => i.type + " " + i.value + (i.verified ? " (verified)" : " (claim)")),
+    ];
+    if (data.duplicate_identifiers.length) items.push("Kept once: " + data.duplicate_identifiers.join(", "));
+    if (data.profile_filled.length) items.push("The remaining record takes: " + data.profile_filled.join(", "));
+    for (const conflict of data.conflicts) items.push("Warning: " + conflict);
+    $("merge-preview-list").replaceChildren(...items.map((text) => el("li", {}, text)));
+    $("merge-preview-panel").hidden = false;
+    pendingMerge = { source: customerId, into, reason };
+    $("merge-preview-title").focus();
+  });
+
+  $("merge-cancel").addEventListener("click", cancelMerge);
+
+  $("merge-confirm").addEventListener("click", async () => {
+    if (!pendingMerge) return;
+    const { source, into, reason } = pendingMerge;
+    $("merge-confirm").disabled = true;
+    try {
+      const path = "/api/v1/customers/" + encodeURIComponent(source) + "/merge";
+      const { status, data } = await call(path, { method: "POST", body: { into, reason } });
+      if (status === 200) {
+        cancelMerge();
+        $("merge-into").value = "";
+        $("merge-reason").value = "";
+        say($("merge-status"), "ok", "Merged: " + count(data.conversation_ids.length, "conversation") + " moved to " + into + ".");
+        lastConversationJson = "";
+        await loadConversation(false);
+        await loadMerges();
+      } else {
+        say($("merge-status"), "bad", "Not merged: " + problem(data, status));
+      }
+    } finally {
+      $("merge-confirm").disabled = false;
+    }
+    $("merge-status").focus();
+  });
+
+  async function unmerge(mergeId) {
+    const { status, data } = await call("/api/v1/merges/" + encodeURIComponent(mergeId) + "/unmerge", { method: "POST" });
+    if (status === 200) {
+      say($("merge-status"), "ok", "Unmerged: " + count(data.conversation_ids.length, "conversation") + " went back.");
+      lastConversationJson = "";
+      await loadConversation(false);
+      await loadMerges();
+    } else {
+      say($("merge-status"), "bad", "Not unmerged: " + problem(data, status));
+    }
+    $("merge-status").focus();
+  }
+
+  $("export-data").addEventListener("click", async () => {
+    const { status, data } = await call("/api/v1/customers/" + encodeURIComponent(customerId) + "/export");
+    if (status !== 200) {
+      say($("gdpr-status"), "bad", "Not exported: " + problem(data, status));
+      return;
+    }
+    const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+    const link = el("a", { href: URL.createObjectURL(blob), download: "customer-" + data.customer_id + ".json" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    say($("gdpr-status"), "ok", "Exported customer-" + data.customer_id + ".json (" + data.messages.length + " messages).");
+  });
+
+  $("erase-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = $("erase-confirm");
+    if (input.value.trim() !== customerId) {
+      setFieldError(input, "Type the customer id exactly (" + customerId + ") to erase this customer's data");
+      input.focus();
+      return;
+    }
+    setFieldError(input, "");
+    $("erase-data").disabled = true;
+    try {
+      const path = "/api/v1/customers/" + encodeURIComponent(customerId) + "/erase";
+      const { status, data } = await call(path, { method: "POST", body: { confirm: input.value.trim() } });
+      if (status === 200) {
+        input.value = "";
+        say(
+          $("gdpr-status"),
+          "ok",
+          "Erased: " + count(data.rows.messages, "message") + " redacted, " +
+            count(data.workflows_deleted, "workflow execution") + " deleted."
+        );
+        lastConversationJson = "";
+        await Promise.all([loadQueue(), loadConversation(false)]);
+      } else {
+        say($("gdpr-status"), "bad", "Not erased: " + problem(data, status));
+      }
+    } finally {
+      $("erase-data").disabled = false;
+    }
+  });
 
   /* ------------------------------------------------------------------ replying */
 
@@ -412,6 +737,14 @@
     // The form hides once nothing waits for a human: keep keyboard focus on the outcome.
     if (replyForm.hidden) replyStatus.focus();
   });
+
+  /* ------------------------------------------------------------------ for saved-replies.js */
+
+  window.CRM.agentConsole = {
+    call,
+    /** The conversation shown: {ticketId, conversationId}, or null. */
+    selected: () => selected,
+  };
 
   /* ------------------------------------------------------------------ start */
 

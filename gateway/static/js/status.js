@@ -2,7 +2,7 @@
 "use strict";
 
 (function () {
-  const { checkEmail, setFieldError, showErrorSummary, TicketStatusPanel, TICKET } = window.CRM;
+  const { api, checkEmail, setFieldError, showErrorSummary, TicketStatusPanel, TICKET } = window.CRM;
 
   const form = document.getElementById("lookup-form");
   const ticket = document.getElementById("ticket");
@@ -46,9 +46,28 @@
       },
     });
     panel.start();
+    linkTo = { number, address };
+    linking.hidden = false;
+    linkStatus.textContent = "";
     const url = new URL(window.location.href);
     url.searchParams.set("ticket", number);
     history.replaceState(null, "", url);
+  }
+
+  // Linking the ticket to a typed email or WhatsApp number (POST .../confirm-identity).
+  const linking = document.getElementById("link-identity");
+  const linkStatus = document.getElementById("link-status");
+  let linkTo = null;
+  for (const button of linking.querySelectorAll("button[data-identifier]")) {
+    button.addEventListener("click", async () => {
+      if (!linkTo) return;
+      const path =
+        "/api/v1/tickets/" + encodeURIComponent(linkTo.number) + "/confirm-identity?email=" +
+        encodeURIComponent(linkTo.address);
+      const { status, data } = await api(path, { method: "POST", body: { identifier: button.dataset.identifier } });
+      linkStatus.className = status === 202 ? "notice" : "notice bad";
+      linkStatus.textContent = (data && data.message) || "Something went wrong; try again later.";
+    });
   }
 
   form.addEventListener("submit", (event) => {
