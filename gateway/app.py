@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.errors import CRMError, ServiceUnavailable
 from core.logging import get_logger
 from core.observability import configure_tracing
+from core.process import tune_gc
 from core.settings import Settings, get_settings
 from core.version import VERSION
 from crm.db import create_engine, create_sessionmaker
@@ -388,26 +389,6 @@ async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def _tune_gc() -> tuple[int, int, int]:
-    """Garbage-collector settings for a long-running server; returns the thresholds to restore.
-
-    Everything imported and built at start-up lives as long as the process: `gc.freeze()` moves it
-    out of the collector's view, or every full collection walks those ~200k objects again (~0.1 s
-    each, on the event loop). And with the default young-generation threshold (700 container
-    allocations) a collection runs every few requests and promotes the objects of requests still in
-    flight, which then make the older generations' collections frequent and long. Requests make
-    almost no reference cycles, so a higher threshold costs little memory. Under load (c=50) the two
-    took the collector from ~15 % of the gateway's CPU to ~0.
-    """
-    previous = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(previous[0], GC_YOUNG_THRESHOLD), previous[1], previous[2])
-    return previous
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway application; resources are opened in the lifespan, not here."""
 
@@ -430,7 +411,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         app.state.resources = resources
-        gc_threshold = _tune_gc()
+        gc_threshold = tune_gc()
         log.info("gateway.started", version=VERSION)
         try:
             yield

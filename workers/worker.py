@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from core.logging import get_logger
 from core.observability import configure_tracing
+from core.process import tune_gc
 from core.settings import Settings
 from core.temporal import connect_temporal
 from workers.health_server import serve_health
@@ -92,6 +93,8 @@ async def run_worker(settings: Settings) -> None:
         interceptors=[MetricsInterceptor()],
         max_concurrent_workflow_tasks=100,
     )
+    # Start-up is done: what it built lives as long as the process (see core.process.tune_gc).
+    tune_gc()
     run = asyncio.create_task(worker.run())
     state["polling"] = True
     log.info("worker.started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
