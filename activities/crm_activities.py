@@ -7,6 +7,8 @@ retries an activity whose worker died after the commit but before reporting succ
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -14,13 +16,14 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import ActivityDeps
 from activities.guardrails.activities import screen_inbound
 from core.logging import get_logger
-from core.observability import ESCALATIONS
-from core.vocabulary import PRIORITIES, TICKET_CATEGORIES, Priority, TicketCategory
+from core.observability import CONVERSATIONS_STARTED, ESCALATIONS, REPLY_LATENCY, SLA_BREACHES
+from core.vocabulary import CHANNELS, ESCALATION_REASONS, PRIORITIES, TICKET_CATEGORIES, Priority, TicketCategory
 from crm import identity
 from crm.db import transaction
-from crm.repositories import conversations, escalations, messages, metrics, tickets
+from crm.repositories import conversations, escalations, messages, metrics, notes, tickets
 from crm.repositories.escalations import EscalationRecord
 from workflows.contracts import (
+    AssignInput,
     BumpEscalationInput,
     CloseInput,
     ConversationConfig,
@@ -42,6 +45,16 @@ from workflows.contracts import (
 )
 
 log = get_logger(__name__)
+
+# Every series at zero from the worker's start: Prometheus' increase() and rate() see a counter's
+# first increment only against an earlier sample, and the chart's alerts read these counters.
+for _series, _labels in (
+    (CONVERSATIONS_STARTED, CHANNELS),
+    (ESCALATIONS, ESCALATION_REASONS),
+    (SLA_BREACHES, PRIORITIES),
+):
+    for _label in _labels:
+        _series.labels(_label)
 
 
 class CRMActivities:
@@ -127,6 +140,11 @@ class CRMActivities:
                 )
         if conversation_id is None:  # cannot happen: messages has at least one item
             raise ApplicationError("intake without messages", non_retryable=True)
+        if inp.conversation_id is None and not recorded[0].duplicate:
+            # The workflow's first intake, committed now; a retried attempt finds its messages
+            # recorded (duplicates) and counts nothing. The web form creates its conversation row
+            # in the gateway, so a created row would miss it: the first recorded message does not.
+            CONVERSATIONS_STARTED.labels(inp.channel).inc()
         if ticket is not None and ticket.created:
             log.info("crm.ticket_created", ticket=ticket.ticket_number, channel=inp.channel)
         return IntakeResult(
@@ -242,12 +260,14 @@ class CRMActivities:
     async def bump_escalation(self, inp: BumpEscalationInput) -> EscalationState:
         """The SLA passed without a human answer: raise the priority and re-notify."""
         async with transaction(self.deps.sessions) as session:
-            escalation = await escalations.raise_priority(
+            escalation, breached = await escalations.raise_priority_after_breach(
                 session, escalation_id=inp.escalation_id, priority=inp.new_priority, sla_due_at=inp.new_sla_due_at
             )
             await tickets.set_priority(
                 session, conversation_id=escalation.conversation_id, priority=escalation.priority
             )
+        if breached:  # a retried activity must not count the same missed deadline twice
+            SLA_BREACHES.labels(escalation.priority).inc()
         log.warning(
             "escalation.sla_breached",
             escalation=inp.escalation_id,
@@ -260,9 +280,18 @@ class CRMActivities:
     async def resolve_escalation_record(self, inp: ResolveEscalationInput) -> str:
         """Record who resolved the escalation, when, and how."""
         async with transaction(self.deps.sessions) as session:
-            await escalations.resolve(
+            resolved_now = await escalations.resolve(
                 session, escalation_id=inp.escalation_id, resolved_by=inp.agent, action=inp.action
             )
+            if resolved_now and inp.note:  # once, with the resolution: a retried attempt adds no second note
+                await notes.add_note(
+                    session,
+                    conversation_id=uuid.UUID(inp.conversation_id),
+                    author=inp.agent,
+                    body=inp.note,
+                    api_key_id=None,
+                    kind="hand_back",
+                )
             await conversations.end_escalation(
                 session,
                 conversation_id=inp.conversation_id,
@@ -271,6 +300,15 @@ class CRMActivities:
             await tickets.resume_after_escalation(session, conversation_id=inp.conversation_id)
         log.info("escalation.resolved", escalation=inp.escalation_id, agent=inp.agent, action=inp.action)
         return inp.escalation_id
+
+    @activity.defn(name="assign_escalation")
+    async def assign_escalation(self, inp: AssignInput) -> None:
+        """Mirror who owns the open escalation (and a person's first reply) for the queue's filters."""
+        async with transaction(self.deps.sessions) as session:
+            await escalations.assign(
+                session, escalation_id=inp.escalation_id, assignee=inp.assignee, responded=inp.responded
+            )
+        log.info("escalation.assigned", escalation=inp.escalation_id, assignee=inp.assignee, responded=inp.responded)
 
     @activity.defn(name="close_conversation")
     async def close_conversation(self, inp: CloseInput) -> str:
@@ -295,9 +333,11 @@ class CRMActivities:
             points.append(("llm_tokens", float(inp.prompt_tokens + inp.completion_tokens)))
         async with transaction(self.deps.sessions) as session:
             await conversations.set_sentiment(session, conversation_id=inp.conversation_id, score=inp.sentiment)
-            await metrics.record_points(
+            recorded = await metrics.record_points(
                 session, points=points, channel=inp.channel, conversation_id=inp.conversation_id, dimensions=dims
             )
+        if recorded or inp.turn is None:  # a re-run turn was observed the first time
+            REPLY_LATENCY.labels(inp.channel).observe(inp.latency_ms / 1000)
         threshold = self.deps.settings.alert_latency_ms
         if inp.latency_ms > threshold:
             log.warning(

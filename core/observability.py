@@ -26,6 +26,26 @@ ACTIVITY_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 90),
 )
 ACTIVITY_FAILURES = Counter("crm_fte_activity_failures_total", "Activity attempts that failed", ["activity", "error"])
+# The SRE alerts of the Helm chart (templates/prometheusrule.yaml) read these three; each is counted
+# once per event even when Temporal retries the activity that records it.
+CONVERSATIONS_STARTED = Counter(
+    "crm_fte_conversations_started_total",
+    "Conversations whose first customer message the agent recorded (escalation rate = escalations / this)",
+    ["channel"],
+)
+REPLY_LATENCY = Histogram(
+    "crm_fte_reply_latency_seconds",
+    "A turn's response latency, first message to reply or hand-off (agent_metrics' response_latency_ms)",
+    ["channel"],
+    # 3 s is ALERT_LATENCY_MS' default: a bucket edge there keeps the p95 exact near the threshold.
+    buckets=(0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
+)
+SLA_BREACHES = Counter(
+    "crm_fte_escalation_sla_breaches_total",
+    "Escalations whose SLA deadline passed with no human answer, by the priority it was raised to "
+    "(each missed deadline once)",
+    ["priority"],
+)
 
 _configured = False
 

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.whatsapp_window import parse_variable_names
+
 Channel = Literal["email", "whatsapp", "web_form"]
 CHANNELS: tuple[Channel, ...] = ("email", "whatsapp", "web_form")
 
@@ -22,6 +24,8 @@ DEFAULT_TEMPORAL_PORT = 7233
 DEFAULT_TEMPORAL_UI_PORT = 8233
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_GATEWAY_PORT = 8000
+# The shortest TICKET_LINK_SECRET accepted (32 characters of `openssl rand -base64` is 192 bits).
+MIN_TICKET_LINK_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -121,6 +125,14 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str | None = None
+    # WhatsApp's 24-hour window (core/whatsapp_window.py): a human reply sent more than 24 h after the
+    # customer's last WhatsApp message goes as this approved template (a Twilio Content SID, HX...),
+    # else by email to the customer's verified address, else it is refused (the console says which).
+    whatsapp_late_reply_content_sid: str | None = Field(default=None, pattern=r"^(HX[0-9a-fA-F]{32})?$")
+    # The template's variables in order ({{1}}, {{2}}, ...), comma-separated, each one of
+    # customer_first_name, customer_name, ticket_number, agent_name, reply_excerpt (the reply on one
+    # line, at most 200 characters). Empty: a template without variables.
+    whatsapp_late_reply_content_variables: str = "customer_first_name,ticket_number"
     gmail_api_base_url: str | None = None
     # Gmail: the support mailbox, OAuth credentials for the Gmail API, and Pub/Sub push auth.
     gmail_user_email: str | None = None
@@ -187,6 +199,13 @@ class Settings(BaseSettings):
     # Confirmation links a ticket may request (limits-library syntax), per ticket.
     rate_limit_identity_confirmation: str = "3/minute;10/day"
 
+    # --- Web-form ticket links (issue 16): the link a reply notice carries ---------------------
+    # HMAC-SHA256 key of the per-ticket tokens in the links emailed to web-form customers when a
+    # reply is posted (core/ticket_links.py): at least 32 characters (e.g. `openssl rand -base64 48`).
+    # Unset: no link is made, no reply notice is sent, and the ticket page refuses every token.
+    # Rotating it invalidates every link sent so far.
+    ticket_link_secret: SecretStr | None = None
+
     # --- Inbound guardrails: the model classifier (issue 14) ---------------------------------
     # With a model configured, messages the rules let through are read once more by the model
     # (activity classify_inbound) before the agent step; it may add an escalation, never remove one.
@@ -242,6 +261,12 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit such as '20/minute;200/hour': {exc}") from None
         return value
 
+    @field_validator("whatsapp_late_reply_content_variables")
+    @classmethod
+    def _template_variables(cls, value: str) -> str:
+        parse_variable_names(value)
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -256,6 +281,17 @@ class Settings(BaseSettings):
             self.notify_slack_webhook_url = None
         elif url is not None and not re.match(r"^https?://[^\s/]+", url.get_secret_value()):
             raise ValueError("NOTIFY_SLACK_WEBHOOK_URL must be an http(s) URL (https://hooks.slack.com/services/...)")
+        return self
+
+    @model_validator(mode="after")
+    def _ticket_link_secret_is_long(self) -> Settings:
+        # A short key makes every ticket's link guessable: refuse to start. An "after" check, so
+        # the refused value (a secret) is never printed.
+        secret = self.ticket_link_secret
+        if secret is not None and not secret.get_secret_value():
+            self.ticket_link_secret = None
+        elif secret is not None and len(secret.get_secret_value()) < MIN_TICKET_LINK_SECRET_CHARS:
+            raise ValueError(f"TICKET_LINK_SECRET must be at least {MIN_TICKET_LINK_SECRET_CHARS} characters")
         return self
 
     @model_validator(mode="after")
@@ -277,6 +313,11 @@ class Settings(BaseSettings):
     @property
     def gmail_configured(self) -> bool:
         return bool(self.gmail_user_email and self.gmail_client_id and self.gmail_refresh_token)
+
+    @property
+    def ticket_links_configured(self) -> bool:
+        """Secure ticket links can be made: a signing key and the public URL they point at."""
+        return self.ticket_link_secret is not None and self.public_base_url is not None
 
     @property
     def openai_configured(self) -> bool:

@@ -78,6 +78,7 @@ EscalationReason = Literal[
     "agent_requested",
     "language",  # written in a language the offline path does not support
     "delivery_failed",  # the channel refused a reply (or kept failing for the whole send window)
+    "taken_over",  # a person took the conversation from the AI
 ]
 ESCALATION_REASONS: Final[tuple[EscalationReason, ...]] = get_args(EscalationReason)
 
@@ -107,6 +108,7 @@ REASON_PRIORITY: Final[dict[EscalationReason, Priority]] = {
     "agent_requested": "medium",
     "language": "medium",
     "delivery_failed": "high",
+    "taken_over": "medium",
 }
 
 EscalationStatus = Literal["open", "resolved"]
@@ -125,6 +127,20 @@ ChannelTone = Literal["formal", "concise", "semi_formal"]
 CHANNEL_TONES: Final[tuple[ChannelTone, ...]] = get_args(ChannelTone)
 
 ReplySource = Literal["agent", "human", "template"]
+
+# Who answers a conversation (issue 16): the AI; nobody yet (it waits in the queue for a person); a
+# named person (`assignee`); or nobody ever again. Derived from the status and the assignee.
+Ownership = Literal["ai", "waiting", "human", "closed"]
+OWNERSHIPS: Final[tuple[Ownership, ...]] = get_args(Ownership)
+# What a person does to a conversation's ownership, through the API, the console, the CLI or MCP:
+# claim it, release it to the queue, give it to a named colleague, take it from the AI, reply (as
+# often as needed), hand it back to the AI with a note the AI reads, or close it.
+OwnershipAction = Literal["claim", "release", "assign", "take_over", "reply", "hand_back", "close"]
+OWNERSHIP_ACTIONS: Final[tuple[OwnershipAction, ...]] = get_args(OwnershipAction)
+# An internal note is for the team only; a `hand_back` note (written when a person hands the
+# conversation back) is also what the AI reads about what the person did.
+NoteKind = Literal["note", "hand_back"]
+NOTE_KINDS: Final[tuple[NoteKind, ...]] = get_args(NoteKind)
 
 # What the support team is told (issue 16), where, and how far each delivery got. A sink's delivery
 # is `pending` until the sink accepted it (`delivered`) or refused it for good (`refused`).
@@ -194,6 +210,7 @@ ESCALATION_REASON_LABELS: Final[dict[EscalationReason, str]] = {
     "agent_requested": "AI asked for help",
     "language": "Language not supported",
     "delivery_failed": "Reply not delivered",
+    "taken_over": "Taken over by a person",
 }
 # What the web form's priority choice starts at.
 WEB_FORM_DEFAULT_PRIORITY: Final[WebFormPriority] = "medium"

@@ -16,9 +16,11 @@ from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Integer,
     MetaData,
     Text,
@@ -164,6 +166,9 @@ class Message(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     # ISO 639-1 code detected on an inbound message by the guardrails; NULL when undetected (migration 0007).
     language: Mapped[str | None] = mapped_column(Text)
+    # The order the CRM recorded messages in (an identity column, migration 0014): a conversation is
+    # read in this order. `created_at` is the channel's own time and may tie or run backwards.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -227,6 +232,11 @@ class Escalation(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="open")
     sla_due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     notified_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # The person who owns the conversation while it is open (migration 0015); NULL: waiting in the queue.
+    assignee: Mapped[str | None] = mapped_column(Text)
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A person's first reply: the SLA is met from then on (0015).
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[str | None] = mapped_column(Text)
     resolution_action: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -247,6 +257,8 @@ class ConversationNote(Base):
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     author: Mapped[str] = mapped_column(Text, nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False)
+    # `note`, or `hand_back`: written when a person hands the conversation back; the AI reads these (0015).
+    kind: Mapped[str] = mapped_column(Text, nullable=False, server_default="note")
     created_at: Mapped[datetime] = _created()
 
 

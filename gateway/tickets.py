@@ -1,16 +1,27 @@
-"""`GET /api/v1/tickets/{ticket_id}`: a ticket, its conversation's messages and escalation state."""
+"""A web-form ticket for its customer: `GET /api/v1/tickets/{ticket_id}` (the ticket, its messages and
+escalation state), `POST /api/v1/tickets/{ticket_id}/replies` (the customer answers from the ticket
+page) and the page itself, `/support/ticket/{ticket_id}`, which the reply notice's secure link opens.
+
+A customer proves access with the email that filed the ticket (the status page) or with the
+ticket's secure link (core/ticket_links.py), whose token the page sends in `X-Ticket-Token`.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, EmailStr
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import NotFound
+from core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from core.logging import get_logger
 from core.markdown import render_html
+from core.ticket_links import TOKEN_HEADER, token_matches
 from core.vocabulary import (
     Channel,
     DeliveryStatus,
@@ -27,9 +38,18 @@ from crm.repositories import escalations, messages, tickets
 from crm.repositories.tickets import TicketPage
 from gateway.agents import OptionalAgent
 from gateway.deps import ResourcesDep
+from gateway.producer import publish_inbound
 from gateway.resources import Resources
+from gateway.ui import SECURITY_HEADERS, STATIC_DIR
+from gateway.web_form import MESSAGE_MAX_LENGTH, refuse_control_characters, web_form_message
+from workflows.contracts import SenderIdentity
 
+log = get_logger(__name__)
 router = APIRouter(tags=["tickets"])
+
+TICKET_NUMBER = r"^TKT-\d{4,12}$"
+# A ticket whose conversation ended takes no more replies: a new request starts a new ticket.
+_FINISHED = ("resolved", "closed")
 
 
 class TicketMessage(BaseModel):
@@ -64,6 +84,39 @@ class TicketView(BaseModel):
     messages: list[TicketMessage]
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def linked_ticket(
+    session: AsyncSession, request: Request, resources: Resources, *, ticket_number: str, token: str
+) -> TicketPage:
+    """The ticket whose secure link carries `token`; 403 with a reason otherwise.
+
+    An unknown ticket and a wrong token get the same answer (no enumeration), and both count as
+    failed look-ups of the client address (RATE_LIMIT_TICKET_LOOKUP_FAILURES), like a wrong email.
+    Without TICKET_LINK_SECRET every token is refused (fail closed).
+    """
+    client = _client(request)
+    await resources.limiter.refuse_if_exhausted(
+        "ticket_lookup_failures", client, "too many failed ticket look-ups from this address"
+    )
+    secret = resources.settings.ticket_link_secret
+    if secret is None:
+        raise Forbidden(
+            "ticket links are not enabled on this support site; use the ticket status page",
+            detail={"reason": "links_disabled"},
+        )
+    ticket = await tickets.find_by_number(session, ticket_number=ticket_number)
+    if ticket is None or not token_matches(secret.get_secret_value(), ticket.ticket_id, token.strip()):
+        await resources.limiter.count("ticket_lookup_failures", client)
+        raise Forbidden(
+            f"this link does not open ticket {ticket_number}; open the whole link from the email",
+            detail={"reason": "invalid_token"},
+        )
+    return ticket
+
+
 async def authorised_ticket(
     session: AsyncSession,
     request: Request,
@@ -72,13 +125,17 @@ async def authorised_ticket(
     ticket_number: str,
     email: str | None,
     agent: bool,
+    token: str | None = None,
 ) -> TicketPage:
-    """The ticket, for the customer whose email filed it (404 otherwise: no enumeration) or a human agent.
+    """The ticket, for the customer whose email filed it (404 otherwise: no enumeration), the holder
+    of its secure link (`token`; 403 otherwise, see `linked_ticket`) or a human agent.
 
     Failed look-ups are counted per client address (RATE_LIMIT_TICKET_LOOKUP_FAILURES): an address
     that used them up gets 429, so ticket numbers cannot be walked for somebody's email.
     """
-    client = request.client.host if request.client else "unknown"
+    if token is not None and not agent:
+        return await linked_ticket(session, request, resources, ticket_number=ticket_number, token=token)
+    client = _client(request)
     if not agent:
         await resources.limiter.refuse_if_exhausted(
             "ticket_lookup_failures", client, "too many failed ticket look-ups from this address"
@@ -96,16 +153,31 @@ async def authorised_ticket(
     return ticket
 
 
-@router.get("/api/v1/tickets/{ticket_id}", response_model=TicketView, responses={404: {"description": "Not found"}})
+TicketToken = Annotated[
+    str | None,
+    Header(
+        alias=TOKEN_HEADER,
+        max_length=256,
+        description="The token of the ticket's secure link (the `#token=` part of the link in the reply notice).",
+    ),
+]
+
+
+@router.get(
+    "/api/v1/tickets/{ticket_id}",
+    response_model=TicketView,
+    responses={403: {"description": "Wrong ticket link"}, 404: {"description": "Not found"}},
+)
 async def get_ticket(
     request: Request,
     resources: ResourcesDep,
-    ticket_id: Annotated[str, Path(pattern=r"^TKT-\d{4,12}$", description="e.g. TKT-0001")],
+    ticket_id: Annotated[str, Path(pattern=TICKET_NUMBER, description="e.g. TKT-0001")],
     agent: OptionalAgent,
     email: Annotated[EmailStr | None, Query(description="The email address the ticket belongs to.")] = None,
+    token: TicketToken = None,
 ) -> TicketView:
-    """The ticket's status and messages, for the customer whose email it is (404 otherwise: no enumeration)
-    or for a human agent's API key (see `authorised_ticket`).
+    """The ticket's status and messages, for the customer whose email it is (404 otherwise: no enumeration),
+    the holder of its secure link (403 otherwise) or a human agent's API key (see `authorised_ticket`).
 
     Only this ticket's own conversation is shown, never the customer's other conversations.
     """
@@ -117,6 +189,7 @@ async def get_ticket(
             ticket_number=ticket_id,
             email=str(email) if email else None,
             agent=agent is not None,
+            token=token,
         )
         thread = (
             await messages.thread(session, conversation_id=ticket.conversation_id) if ticket.conversation_id else []
@@ -150,3 +223,104 @@ async def get_ticket(
             for m in thread
         ],
     )
+
+
+# ----------------------------------------------------------------------------- replies from the page
+
+
+class TicketReply(BaseModel):
+    """The customer's answer, typed in the ticket page's reply box."""
+
+    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MESSAGE_MAX_LENGTH)]
+    # The page draws one per typed answer and sends it again if it retries: the same answer is then
+    # recorded and answered once. Without one, the server draws it (a retry is then a new answer).
+    reply_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,64}$")
+
+    @field_validator("message")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        return refuse_control_characters(value)
+
+
+class TicketReplyAccepted(BaseModel):
+    ticket_id: str
+    reply_id: str
+    status: Literal["received"]
+    message: str
+
+
+@router.post(
+    "/api/v1/tickets/{ticket_id}/replies",
+    status_code=202,
+    response_model=TicketReplyAccepted,
+    responses={
+        400: {"description": "Malformed request"},
+        403: {"description": "No or wrong ticket link (detail.reason: missing_token, invalid_token, links_disabled)"},
+        413: {"description": "Request body too large"},
+        415: {"description": "The body is not JSON (send Content-Type: application/json)"},
+        409: {"description": "The ticket takes no replies (detail.reason: ticket_closed, not_web_form)"},
+        422: {"description": "Invalid fields"},
+        429: {"description": "Too many messages or failed look-ups; see Retry-After"},
+        503: {"description": "Broker or database unavailable; retry with the same reply_id"},
+    },
+)
+async def post_reply(
+    request: Request,
+    resources: ResourcesDep,
+    ticket_id: Annotated[str, Path(pattern=TICKET_NUMBER, description="e.g. TKT-0001")],
+    reply: TicketReply,
+    token: TicketToken = None,
+) -> TicketReplyAccepted:
+    """Continue the ticket's conversation: the answer goes to its workflow exactly as a web-form message does."""
+    if not token:
+        raise Forbidden(
+            "a reply needs the ticket's secure link; open the link from the email we sent you",
+            detail={"reason": "missing_token"},
+        )
+    try:
+        async with resources.sessions() as session:
+            ticket = await linked_ticket(session, request, resources, ticket_number=ticket_id, token=token)
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable("the database is unavailable; retry later") from exc
+    if ticket.source_channel != "web_form":
+        raise Conflict(
+            f"ticket {ticket_id} is answered by {ticket.source_channel}, not on this page",
+            detail={"reason": "not_web_form"},
+        )
+    if ticket.status in _FINISHED or ticket.conversation_status == "closed" or ticket.conversation_id is None:
+        raise Conflict(
+            f"ticket {ticket_id} is closed; please send a new request from the support form",
+            detail={"reason": "ticket_closed"},
+        )
+    # The web form's own per-sender limit: the page is one more way for the same customer to write.
+    await resources.limiter.check("web_form", ticket.contact_email or ticket_id)
+    reply_id = reply.reply_id or uuid.uuid4().hex
+    message = web_form_message(
+        ticket_number=ticket.ticket_number,
+        # Scoped to the ticket: no other ticket's page can collide with (or pre-empt) this id.
+        submission_id=f"reply-{ticket.ticket_number}-{reply_id}",
+        sender=SenderIdentity(email=ticket.contact_email),
+        text=reply.message,
+        received_at=datetime.now(UTC),
+        subject=ticket.subject,
+        metadata={"source": "ticket_page"},
+    )
+    await publish_inbound(resources, message)
+    log.info("gateway.ticket_reply_published", ticket=ticket.ticket_number)
+    return TicketReplyAccepted(
+        ticket_id=ticket.ticket_number,
+        reply_id=reply_id,
+        status="received",
+        message="Your reply was sent. It appears on this page in a moment, and so will our answer.",
+    )
+
+
+@router.get("/support/ticket/{ticket_id}", include_in_schema=False)
+async def ticket_page(ticket_id: Annotated[str, Path(pattern=TICKET_NUMBER)]) -> FileResponse:
+    """The page a reply notice's secure link opens: the conversation and a reply box.
+
+    The token is in the link's fragment, which never reaches the server: the page's script reads it.
+    """
+    # no-store: the page is the same for every ticket, but its address names one.
+    headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+    return FileResponse(STATIC_DIR / "ticket.html", media_type="text/html; charset=utf-8", headers=headers)

@@ -26,6 +26,15 @@ router = APIRouter(tags=["web form"])
 # The shortest national numbers in use have 4-5 digits; E.164 allows at most 15.
 MIN_NATIONAL_DIGITS, MAX_DIGITS = 4, 15
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The longest message a customer may send from the form or the ticket page's reply box.
+MESSAGE_MAX_LENGTH = 5000
+
+
+def refuse_control_characters(value: str) -> str:
+    """The text unchanged; a ValueError (a 422 field error) if it holds control characters."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 class SupportForm(BaseModel):
@@ -35,16 +44,14 @@ class SupportForm(BaseModel):
     email: EmailStr
     subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
     category: TicketCategory
-    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=5000)]
+    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=MESSAGE_MAX_LENGTH)]
     priority: WebFormPriority = WEB_FORM_DEFAULT_PRIORITY
     phone: str | None = Field(default=None, max_length=32, description="E.164, e.g. +14155550100")
 
     @field_validator("name", "subject", "message")
     @classmethod
     def _no_control_characters(cls, value: str) -> str:
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
-        return value
+        return refuse_control_characters(value)
 
     @field_validator("phone")
     @classmethod
@@ -59,6 +66,34 @@ class SupportForm(BaseModel):
         if value.strip().startswith(("+", "00")) or not MIN_NATIONAL_DIGITS <= digits <= MAX_DIGITS:
             raise ValueError("must be an international number such as +14155550100")
         return value.strip()
+
+
+def web_form_message(
+    *,
+    ticket_number: str,
+    submission_id: str,
+    sender: SenderIdentity,
+    text: str,
+    received_at: datetime,
+    subject: str | None,
+    metadata: dict[str, str] | None = None,
+) -> InboundMessage:
+    """A web-form customer's message as the conversation workflow receives it (through `publish_inbound`).
+
+    The form's first message and every later reply from the ticket page are built here: keyed by
+    the ticket number, they reach the same conversation workflow, in order (one Kafka key). The
+    submission id is the message's id, so a message produced twice is recorded and answered once.
+    """
+    return InboundMessage(
+        channel="web_form",
+        external_message_id=submission_id,
+        conversation_key=ticket_number,
+        sender=sender,
+        text=text,
+        received_at=received_at,
+        subject=subject,
+        metadata={**(metadata or {}), "submission_id": submission_id},
+    )
 
 
 class SupportFormAccepted(BaseModel):
@@ -123,15 +158,14 @@ async def submit_support_form(form: SupportForm, resources: ResourcesDep) -> Sup
                 ticket_number=ticket_number,
                 contact_email=sender.email,
             )
-            message = InboundMessage(
-                channel="web_form",
-                external_message_id=submission_id,
-                conversation_key=ticket_number,
+            message = web_form_message(
+                ticket_number=ticket_number,
+                submission_id=submission_id,
                 sender=sender,
                 text=form.message,
                 received_at=now,
                 subject=form.subject,
-                metadata={"category": form.category, "priority": form.priority, "submission_id": submission_id},
+                metadata={"category": form.category, "priority": form.priority},
             )
             # Produced inside the transaction: if the broker does not acknowledge, nothing is kept and
             # the customer gets a 503 to retry; the ticket exists only for a message that will be answered.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from core.vocabulary import CHANNELS, ESCALATION_REASONS, PRIORITIES, ResolutionAction
+from core.vocabulary import CHANNELS, ESCALATION_REASONS, PRIORITIES, OwnershipAction, ResolutionAction
 from workers.terminal import make_console
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from gateway.agents import ApiKeyInfo
+    from gateway.agents.ownership_schemas import OwnershipResult
     from gateway.agents.schemas import QueueItem, ResolveResult
+    from gateway.agents.workspace_schemas import NoteList
     from workers.stack import Service
 
 T = TypeVar("T")
@@ -36,6 +39,11 @@ agents_app = typer.Typer(
 )
 escalations_app = typer.Typer(
     rich_markup_mode=None, help="The queue of conversations waiting for a human.", no_args_is_help=True
+)
+conversations_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Who answers a conversation (claim, release, assign, take over, reply, hand back, close) and its notes.",
+    no_args_is_help=True,
 )
 
 out = make_console(markup=False)
@@ -186,6 +194,8 @@ def list_escalations(
         list[str] | None,
         typer.Option("--priority", metavar="PRIORITY", help=f"Repeat for several: {', '.join(PRIORITIES)}."),
     ] = None,
+    assignee: Annotated[str | None, typer.Option("--assignee", help="Only those this person owns.")] = None,
+    unassigned: Annotated[bool, typer.Option("--unassigned", help="Only those nobody has claimed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Open escalations, most urgent first, then SLA due soonest: ticket, reason, priority, SLA, channel, customer."""
@@ -197,7 +207,13 @@ def list_escalations(
         reasons=_words(reason, ESCALATION_REASONS, "--reason"),
         priorities=_words(priority, PRIORITIES, "--priority"),
         breached=breached,
+        assignee=" ".join(assignee.split()) if assignee else None,
+        unassigned=unassigned,
     )
+    if assignee and unassigned:
+        from workers.cli import fail
+
+        raise fail("choose one of --assignee and --unassigned")
 
     async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[QueueItem]:
         async with sessions() as session:
@@ -211,7 +227,7 @@ def list_escalations(
     if not items:
         err.print("no open escalations")
         return
-    table = Table("ticket", "reason", "priority", "SLA due", "channel", "customer", "last message")
+    table = Table("ticket", "reason", "priority", "SLA due", "channel", "owner", "customer", "last message")
     for item in items:
         who = item.customer.name or item.customer.email or item.customer.phone or "—"
         due = _when(item.sla_due_at) + (" (overdue)" if item.overdue else "")
@@ -221,6 +237,7 @@ def list_escalations(
             item.priority,
             due,
             item.channel,
+            item.assignee or "—",
             who,
             (item.last_customer_message or "")[:60],
         )
@@ -286,3 +303,194 @@ def _reply_outcome(result: ResolveResult) -> str:
     if status == "not_configured":
         return f"the reply was recorded but NOT sent: the channel is not configured on this server{after}"
     return f"the reply could not be delivered ({status}){after}"
+
+
+# ----------------------------------------------------------------------------- conversations
+
+_TICKET = re.compile(r"^(?:TKT-)?\d{1,12}$", re.IGNORECASE)
+
+
+async def _conversation_of(sessions: async_sessionmaker[AsyncSession], which: str) -> str:
+    """A conversation id from an id or a ticket number (TKT-0042, or 42)."""
+    from core.errors import NotFound
+    from crm.repositories import tickets
+    from gateway.agents.service import normalise_ticket_number
+
+    if not _TICKET.match(which.strip()):
+        return which.strip()
+    number = normalise_ticket_number(which)
+    async with sessions() as session:
+        target = await tickets.resolution_target(session, ticket_number=number)
+    if target is None:
+        raise NotFound(f"no ticket {number}")
+    return str(target.conversation_id)
+
+
+def _agent_name(agent: str | None) -> str:
+    return " ".join((agent or getpass.getuser()).split())
+
+
+Which = Annotated[str, typer.Argument(help="A ticket number (TKT-0042) or a conversation id.")]
+Agent = Annotated[str | None, typer.Option("--agent", help="Who acts (signs replies); default: your user name.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
+
+
+def _ownership(
+    which: str, action: OwnershipAction, agent: str | None, as_json: bool, wait: float = 30.0, **fields: str | None
+) -> None:
+    """Send one ownership action through the service the API uses; exit 3 when the workflow refuses it."""
+    from core.temporal import connect_temporal
+    from gateway.agents.ownership_service import Actor, change_ownership
+    from workflows.contracts import OwnershipChange
+
+    who = _agent_name(agent)
+    try:
+        change = OwnershipChange(action=action, agent=who, **fields)
+    except ValueError as exc:
+        from workers.cli import fail
+
+        raise fail(_first_line(exc)) from None
+
+    async def work(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> OwnershipResult:
+        from core.errors import ServiceUnavailable
+
+        conversation_id = await _conversation_of(sessions, which)
+        try:
+            client = await connect_temporal(settings, identity=f"crm-fte-cli:{who}")
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"cannot reach Temporal at {settings.temporal_address}: {_first_line(exc)}"
+            ) from exc
+        return await change_ownership(
+            sessions=sessions,
+            temporal=client,
+            conversation_id=conversation_id,
+            change=change,
+            actor=Actor(name=who, api_key_id=None, via="cli"),
+            wait_seconds=wait,
+        )
+
+    result = _run("cli", work, needs=("database", "temporal"))
+    if as_json:
+        out.print(json.dumps(result.model_dump(mode="json")), soft_wrap=True)
+        return
+    where = result.ticket_id or str(result.conversation_id)
+    if not result.done:
+        out.print(f"{where}: accepted; still being carried out")
+        return
+    owner = {"ai": "the AI answers", "waiting": "waiting for someone to claim it", "closed": "closed"}.get(
+        result.ownership or "", f"owned by {result.assignee}"
+    )
+    delivery = f"; reply {result.delivery_status}" if action == "reply" else ""
+    out.print(f"{where}: {owner}{delivery}")
+    if action == "reply" and result.delivery_status in ("failed", "undelivered", "not_configured"):
+        raise typer.Exit(4)
+
+
+@conversations_app.command("claim")
+def claim(which: Which, agent: Agent = None, as_json: AsJson = False) -> None:
+    """Take a conversation that waits for a person (exit 3 when someone else holds it)."""
+    _ownership(which, "claim", agent, as_json)
+
+
+@conversations_app.command("release")
+def release(which: Which, agent: Agent = None, as_json: AsJson = False) -> None:
+    """Put a conversation you hold back in the queue."""
+    _ownership(which, "release", agent, as_json)
+
+
+@conversations_app.command("assign")
+def assign(
+    which: Which,
+    to: Annotated[str, typer.Option("--to", help="The colleague (the name on their API key).")],
+    agent: Agent = None,
+    as_json: AsJson = False,
+) -> None:
+    """Give a waiting or held conversation to a named colleague."""
+    _ownership(which, "assign", agent, as_json, to=" ".join(to.split()) or None)
+
+
+@conversations_app.command("take-over")
+def take_over(which: Which, agent: Agent = None, as_json: AsJson = False) -> None:
+    """Take a conversation from the AI (it stops answering it)."""
+    _ownership(which, "take_over", agent, as_json)
+
+
+@conversations_app.command("reply")
+def reply(
+    which: Which,
+    text: Annotated[str, typer.Option("--reply", help="What the customer receives from you.")],
+    agent: Agent = None,
+    wait: Annotated[float, typer.Option(min=1, max=600, help="Seconds to wait for the reply to be sent.")] = 30.0,
+    as_json: AsJson = False,
+) -> None:
+    """Reply to the customer and keep the conversation (exit 4 when the channel did not deliver it)."""
+    _ownership(which, "reply", agent, as_json, wait, reply=text.strip() or None)
+
+
+@conversations_app.command("hand-back")
+def hand_back(
+    which: Which,
+    note: Annotated[str | None, typer.Option("--note", help="What you did; the AI reads it.")] = None,
+    agent: Agent = None,
+    as_json: AsJson = False,
+) -> None:
+    """Give the conversation back to the AI, with a note of what you did."""
+    _ownership(which, "hand_back", agent, as_json, note=(note or "").strip() or None)
+
+
+@conversations_app.command("close")
+def close(which: Which, agent: Agent = None, as_json: AsJson = False) -> None:
+    """Close a conversation you hold (or one waiting for a person) without another reply."""
+    _ownership(which, "close", agent, as_json)
+
+
+@conversations_app.command("note")
+def add_note(
+    which: Which,
+    body: Annotated[str, typer.Option("--body", help="The note (never sent to the customer; the AI never reads it).")],
+    agent: Agent = None,
+) -> None:
+    """Add an internal note to a conversation."""
+    from crm.db import transaction
+    from gateway.agents.workspace_service import add_note as store
+
+    who = _agent_name(agent)
+    text = body.strip()
+    if not text or len(text) > 5000:
+        from workers.cli import fail
+
+        raise fail("a note has 1 to 5,000 characters")
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> str:
+        conversation_id = await _conversation_of(sessions, which)
+        async with transaction(sessions) as session:
+            note = await store(
+                session, author=who, api_key_id=None, conversation_id=conversation_id, body=text, via="cli"
+            )
+        return str(note.id)
+
+    out.print(f"note {_run('cli', work)} added")
+
+
+@conversations_app.command("notes")
+def list_notes(which: Which, as_json: AsJson = False) -> None:
+    """The conversation's internal notes, oldest first (hand-back notes are the ones the AI reads)."""
+    from gateway.agents.workspace_service import list_notes as notes_of
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> NoteList:
+        conversation_id = await _conversation_of(sessions, which)
+        async with sessions() as session:
+            return await notes_of(session, conversation_id=conversation_id)
+
+    found = _run("cli", work)
+    if as_json:
+        for note in found.notes:
+            out.print(note.model_dump_json(), soft_wrap=True)
+        return
+    if not found.notes:
+        err.print("no notes")
+        return
+    for note in found.notes:
+        kind = " (for the AI)" if note.kind == "hand_back" else ""
+        out.print(f"{_when(note.created_at)} · {note.author}{kind}: {note.body}", soft_wrap=True)

@@ -9,6 +9,7 @@ with the error attached, so one bad record never blocks its partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from typing import Any
@@ -39,6 +40,8 @@ log = get_logger(__name__)
 _tracer = tracer(__name__)
 
 RECORDS = Counter("crm_fte_bridge_records_total", "Kafka records handled by the bridge", ["outcome"])
+for _outcome in ("signalled", "dead_lettered"):  # at zero from the start: the dead-letter alert's increase()
+    RECORDS.labels(_outcome)
 SIGNAL_LATENCY = Histogram("crm_fte_bridge_signal_seconds", "Signal-with-start latency")
 # Conversations of one partition signalled at the same time (per-conversation order is kept).
 MAX_CONCURRENT_SIGNALS_PER_PARTITION = 32
@@ -83,6 +86,7 @@ class Bridge:
         self.dlq: AIOKafkaProducer | None = None
         self.client: Client | None = None
         self.ready = False
+        self._lag_reported: set[TopicPartition] = set()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         return self.ready, {"kafka_consumer": self.consumer is not None, "temporal": self.client is not None}
@@ -190,12 +194,20 @@ class Bridge:
 
     async def _update_lag(self) -> None:
         assert self.consumer is not None
-        for tp in self.consumer.assignment():
+        assigned = self.consumer.assignment()
+        # A partition that moved to another bridge is that bridge's to report: a value left here
+        # would stay frozen at its last lag and keep the lag alert firing.
+        for tp in self._lag_reported - assigned:
+            with contextlib.suppress(KeyError):
+                LAG.remove(tp.topic, str(tp.partition))
+        self._lag_reported &= assigned
+        for tp in assigned:
             high = self.consumer.highwater(tp)
             if high is None:
                 continue
             position = await self.consumer.position(tp)
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+            self._lag_reported.add(tp)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.client = await retry_forever(

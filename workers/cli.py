@@ -6,7 +6,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -361,10 +361,15 @@ _mount_kb()
 
 
 def _mount_agents() -> None:
-    from workers.agents_cli import agents_app, escalations_app
+    from workers.agents_cli import agents_app, conversations_app, escalations_app
 
     app.add_typer(agents_app, name="agents", help="Human agents' API keys.")
     app.add_typer(escalations_app, name="escalations", help="The escalation queue: list, resolve.")
+    app.add_typer(
+        conversations_app,
+        name="conversations",
+        help="Who answers a conversation: claim, release, assign, take-over, reply, hand-back, close; notes.",
+    )
 
 
 _mount_agents()
@@ -386,6 +391,43 @@ def _mount_notify() -> None:
 
 
 _mount_notify()
+
+
+@app.command("mcp")
+def mcp_command(
+    transport: Annotated[
+        Literal["stdio", "http"],
+        typer.Option("--transport", help="stdio (an assistant starts this command) or http (streamable HTTP)."),
+    ] = "stdio",
+    host: Annotated[str, typer.Option(help="With --transport http: a loopback address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="With --transport http: the port.")] = 8765,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            help="The gateway, e.g. http://127.0.0.1:8000 (default: CRM_FTE_GATEWAY_URL, else the running stack's).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the agent API to your own assistants over MCP, as the agent whose key is in CRM_FTE_AGENT_KEY."""
+    import os
+
+    from workers.mcp_server import AgentApi, KeyProblem, agent_key_from, check_http_host, run
+    from workers.stack import StackError, resolve_gateway_url
+
+    load_settings("mcp")  # logging on stderr only: with stdio, stdout belongs to the protocol
+    try:
+        key = agent_key_from(os.environ)
+        if transport == "http":
+            check_http_host(host)
+        gateway = resolve_gateway_url(data_dir_option(), explicit=api_url)
+    except (KeyProblem, ValueError, StackError) as exc:
+        raise fail(str(exc)) from None
+    if options.verbose:
+        err_console.print(plain(f"crm-fte: {gateway.description}"))
+    run(api=AgentApi(gateway.url, key), transport=transport, host=host, port=port)
+
 
 guardrails_app = typer.Typer(
     rich_markup_mode=None,

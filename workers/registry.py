@@ -64,6 +64,7 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
         crm.record_escalation,
         crm.bump_escalation,
         crm.resolve_escalation_record,
+        crm.assign_escalation,
         crm.close_conversation,
         crm.record_turn_metrics,
         guardrails.check_inbound_guardrails,

@@ -16,10 +16,12 @@ import contextlib
 import fcntl
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -177,3 +179,43 @@ def resolve_target(settings: Settings, data_dir: Path, needs: tuple[Service, ...
             parts.append(f"kafka {stack.kafka_bootstrap_servers}")
     source = f"the stack of {data_dir} (up pid {stack.pid})" if stack and update else "the environment"
     return Target(settings.model_copy(update=update), f"using {source}: {', '.join(parts)}", stack)
+
+
+# What `crm-fte env` exports for the running stack's gateway; clients of the HTTP API read it.
+GATEWAY_URL_VARIABLE = "CRM_FTE_GATEWAY_URL"
+
+
+@dataclass(frozen=True)
+class GatewayTarget:
+    """The gateway an HTTP client of it talks to, and a one-line account of why that one."""
+
+    url: str
+    description: str
+
+
+def resolve_gateway_url(
+    data_dir: Path, *, explicit: str | None = None, environ: Mapping[str, str] = os.environ
+) -> GatewayTarget:
+    """The gateway's base URL for an HTTP client of it: `explicit` (--api-url) > CRM_FTE_GATEWAY_URL >
+    the running stack of `data_dir` > refuse (StackError), as `resolve_target` does for the services."""
+    if explicit:
+        return GatewayTarget(_checked_url(explicit, "--api-url"), f"gateway {explicit} (--api-url)")
+    if environ.get(GATEWAY_URL_VARIABLE):
+        url = environ[GATEWAY_URL_VARIABLE]
+        return GatewayTarget(_checked_url(url, GATEWAY_URL_VARIABLE), f"gateway {url} ({GATEWAY_URL_VARIABLE})")
+    lookup = find_stack(data_dir)
+    if lookup.stack is None:
+        raise StackError(
+            f"{lookup.problem}: start it with `crm-fte up` (or pass --data-dir), "
+            f"or give the gateway with --api-url or {GATEWAY_URL_VARIABLE}"
+        )
+    url = lookup.stack.gateway_url
+    return GatewayTarget(url, f"gateway {url} of the stack of {data_dir} (up pid {lookup.stack.pid})")
+
+
+def _checked_url(url: str, source: str) -> str:
+    """`url` without a trailing slash; StackError unless it is an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StackError(f"{source} must be an http:// or https:// URL such as http://127.0.0.1:8000, not {url!r}")
+    return url.rstrip("/")

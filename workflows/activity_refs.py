@@ -19,6 +19,7 @@ from core.vocabulary import Channel
 from workflows.contracts import (
     AgentStepInput,
     AgentStepResult,
+    AssignInput,
     BumpEscalationInput,
     CloseInput,
     ConversationConfig,
@@ -101,6 +102,12 @@ async def record_escalation(inp: EscalateInput) -> EscalationState:
 async def bump_escalation(inp: BumpEscalationInput) -> EscalationState:
     """The SLA passed: raise the priority and re-notify."""
     _declared_only("bump_escalation")
+
+
+@activity.defn(name="assign_escalation")
+async def assign_escalation(inp: AssignInput) -> None:
+    """Mirror who owns an open escalation (and a person's first reply) for the queue's filters."""
+    _declared_only("assign_escalation")
 
 
 @activity.defn(name="resolve_escalation_record")

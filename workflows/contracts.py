@@ -18,6 +18,8 @@ from core.vocabulary import (
     ConversationStatus,
     EscalationReason,
     MessageDirection,
+    Ownership,
+    OwnershipAction,
     Priority,
     ReplySource,
     ResolutionAction,
@@ -98,6 +100,14 @@ RESOLVE_ESCALATION_UPDATE = "resolve_escalation_update"
 # A human merged (or unmerged) the conversation's customer: replies, history and search attributes
 # follow the record it now belongs to.
 CUSTOMER_CHANGED_SIGNAL = "customer_changed"
+# A person's action on who answers the conversation (claim, release, assign, take over, reply, hand
+# back, close): validated against the workflow's state, acted on in order by the main loop, and
+# answered once done.
+OWNERSHIP_UPDATE = "change_ownership"
+# The `ApplicationError.type` of an ownership action the workflow refused when it came to act on it
+# (the state changed after the validator let it in, e.g. two people claimed at once).
+OWNERSHIP_REFUSED = "OwnershipRefused"
+MAX_NOTE_CHARS = 5000  # as an internal note (migration 0012)
 
 
 # ----------------------------------------------------------------------------- human hand-off
@@ -117,6 +127,41 @@ class EscalationState(BaseModel):
     priority: Priority
     sla_due_at: datetime
     notified_count: int = 0
+    # When a person first replied: the SLA (time to a human's first answer) is met and its timers stop.
+    responded_at: datetime | None = None
+
+
+class OwnershipChange(BaseModel):
+    """Update `change_ownership`: what a person does to who answers this conversation."""
+
+    action: OwnershipAction
+    agent: str = Field(min_length=1, max_length=200)
+    # `assign`: the colleague it goes to.
+    to: str | None = Field(default=None, min_length=1, max_length=200)
+    # `reply`: what the customer reads.
+    reply: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
+    # `hand_back`: what was done, for the AI (and the team) to read.
+    note: str | None = Field(default=None, min_length=1, max_length=MAX_NOTE_CHARS)
+
+    @model_validator(mode="after")
+    def _needs_its_field(self) -> OwnershipChange:
+        if self.action == "assign" and self.to is None:
+            raise ValueError("assign names the colleague (`to`)")
+        if self.action == "reply" and self.reply is None:
+            raise ValueError("a reply has text (`reply`)")
+        return self
+
+
+class OwnershipOutcome(BaseModel):
+    """What `change_ownership` answers once the workflow acted on it."""
+
+    status: ConversationStatus
+    ownership: Ownership
+    assignee: str | None = None
+    ticket_number: str | None = None
+    reply_message_ids: list[str] = Field(default_factory=list)
+    # False when the channel refused the reply (its message shows as failed in the console).
+    reply_delivered: bool = True
 
 
 class MessageSummary(BaseModel):
@@ -143,6 +188,8 @@ class ConversationState(BaseModel):
     turns: int = 0
     pending_messages: int = 0
     last_messages: list[MessageSummary] = Field(default_factory=list)
+    ownership: Ownership = "ai"
+    assignee: str | None = None
 
 
 # ----------------------------------------------------------------------------- activity I/O
@@ -407,6 +454,17 @@ class ResolveEscalationInput(BaseModel):
     conversation_id: str
     agent: str
     action: ResolutionAction
+    # A hand-back's note (kind `hand_back`), stored with the resolution, once.
+    note: str | None = None
+
+
+class AssignInput(BaseModel):
+    """Mirror who owns an open escalation (None: back in the queue) for the queue's filters."""
+
+    escalation_id: str
+    assignee: str | None
+    # A person's first reply: the SLA is met (stored once; later replies keep the first time).
+    responded: bool = False
 
 
 class CarriedState(BaseModel):
@@ -433,6 +491,8 @@ class CarriedState(BaseModel):
     replies: int = 0
     # ISO 639-1 code of the customer's language (the `Language` search attribute).
     language: str | None = None
+    # The person who owns the conversation while it is escalated (the `Assignee` search attribute).
+    assignee: str | None = None
 
 
 class ConversationInput(BaseModel):

@@ -28,17 +28,22 @@ with workflow.unsafe.imports_passed_through():
         EscalationReason,
         MessageDirection,
         NotificationKind,
+        Ownership,
         Priority,
         ReplySource,
+        ResolutionAction,
     )
     from workflows import activity_refs as act
     from workflows import search_attributes as sa
     from workflows.contracts import (
         CUSTOMER_CHANGED_SIGNAL,
         INBOUND_SIGNAL,
+        OWNERSHIP_REFUSED,
+        OWNERSHIP_UPDATE,
         RESOLVE_ESCALATION_SIGNAL,
         RESOLVE_ESCALATION_UPDATE,
         AgentStepInput,
+        AssignInput,
         BumpEscalationInput,
         CarriedState,
         CloseInput,
@@ -54,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
         IntakeInput,
         MessageSummary,
         OpenConversationInput,
+        OwnershipChange,
+        OwnershipOutcome,
         PrepareReplyInput,
         RecordInboundInput,
         ResolutionOutcome,
@@ -130,6 +137,11 @@ class ConversationWorkflow:
         self.last_reply_delivered = True
         # The inbound guardrails' decision the turn's intake made (the `one-intake-step` patch).
         self.intake_guard: GuardrailResult | None = None
+        # People's ownership actions (update `change_ownership`), acted on in order by the main loop,
+        # and what each one came to: an outcome, or the reason it was refused.
+        self.ownership_actions: list[tuple[int, OwnershipChange]] = []
+        self.ownership_results: dict[int, OwnershipOutcome | str] = {}
+        self.ownership_counter = 0
 
     # ------------------------------------------------------------------ signals and queries
     @workflow.signal(name=INBOUND_SIGNAL)
@@ -187,6 +199,28 @@ class ConversationWorkflow:
     def _validate_resolution(self, resolution: ResolveEscalation) -> None:
         if self.carried.status != "escalated" or self.resolution is not None:
             raise ValueError(f"conversation is not awaiting a human (status {self.carried.status})")
+        holder = self.carried.assignee
+        if holder is not None and holder != resolution.agent:
+            raise ValueError(f"held by {holder}")
+
+    @workflow.update(name=OWNERSHIP_UPDATE)
+    async def change_ownership(self, change: OwnershipChange) -> OwnershipOutcome:
+        """A person claims, releases, assigns, takes over, replies to, hands back or closes this
+        conversation. Acted on by the main loop in arrival order (never beside a turn); answers once done."""
+        self.ownership_counter += 1
+        number = self.ownership_counter
+        self.ownership_actions.append((number, change))
+        await workflow.wait_condition(lambda: number in self.ownership_results)
+        result = self.ownership_results.pop(number)
+        if isinstance(result, str):  # the state changed after the validator let it in
+            raise ApplicationError(result, type=OWNERSHIP_REFUSED, non_retryable=True)
+        return result
+
+    @change_ownership.validator
+    def _validate_ownership(self, change: OwnershipChange) -> None:
+        refusal = self._ownership_refusal(change)
+        if refusal is not None:
+            raise ValueError(refusal)
 
     @workflow.query(name="state")
     def state(self) -> ConversationState:
@@ -203,6 +237,8 @@ class ConversationWorkflow:
             turns=c.turns,
             pending_messages=len(c.pending),
             last_messages=c.last_messages,
+            ownership=self._ownership(),
+            assignee=c.assignee,
         )
 
     # ------------------------------------------------------------------ main loop
@@ -232,18 +268,25 @@ class ConversationWorkflow:
                 )
         config = self.carried.config
         while True:
-            if self.carried.status == "escalated":
+            if self.ownership_actions:
+                number, change = self.ownership_actions.pop(0)
+                await self._act(number, change)
+            elif self.carried.status == "escalated":
                 await self._wait_for_human()
             elif not self.carried.pending:
                 try:
                     await workflow.wait_condition(
-                        lambda: bool(self.carried.pending), timeout=timedelta(seconds=config.idle_timeout_seconds)
+                        lambda: bool(self.carried.pending or self.ownership_actions),
+                        timeout=timedelta(seconds=config.idle_timeout_seconds),
                     )
                 except TimeoutError:
                     await self._on_idle()
             else:
                 await self._turn()
             if self.carried.status == "closed":
+                for number, change in self.ownership_actions:  # too late: tell each person why
+                    self.ownership_results[number] = self._ownership_refusal(change) or "the conversation is closed"
+                self.ownership_actions.clear()
                 if self.carried.pending:
                     # Messages arrived while closing: they start a fresh conversation on the same key.
                     self._continue_as_new(fresh=True)
@@ -422,6 +465,7 @@ class ConversationWorkflow:
                 reason=reason,
                 priority=escalation.priority if escalation is not None else "medium",
                 sla_due_at=escalation.sla_due_at if escalation is not None else None,
+                assignee=c.assignee,
                 summary=summary[:200],
                 occurred_at=workflow.now(),
             )
@@ -496,6 +540,10 @@ class ConversationWorkflow:
                     call_id=call.call_id,
                 )
                 if call.name == "send_response":
+                    if any(change.action == "take_over" for _, change in self.ownership_actions):
+                        # A person took the conversation while the model was writing: they answer.
+                        self._log("AI reply not sent: a person took the conversation over")
+                        return prompt, completion
                     check = await self._short(
                         act.check_reply_guardrails,
                         tool_input,
@@ -607,6 +655,8 @@ class ConversationWorkflow:
         self._log(f"escalated to a human: {reason}, priority {self.carried.escalation.priority}")
         self._publish_status()
         escalation_id = self.carried.escalation.escalation_id
+        if reason == "taken_over":  # the person who took it answers: no holding message, nobody to tell
+            return
         if reason != "delivery_failed":  # the channel just refused a message: a holding one would fail too
             await self._reply("template", template=f"escalation:{reason}")
         await self._notify("escalation_new", escalation_id)
@@ -616,6 +666,15 @@ class ConversationWorkflow:
         escalation = self.carried.escalation
         if escalation is None:  # an invariant: `escalated` is only ever set with its record
             raise ApplicationError("conversation escalated without an escalation record", non_retryable=True)
+        if escalation.responded_at is not None:
+            # A person answered: the SLA is met. Wait for what they or the customer do next.
+            await workflow.wait_condition(
+                lambda: self.resolution is not None or bool(self.carried.pending or self.ownership_actions)
+            )
+            if self.ownership_actions:
+                return  # the main loop acts on it
+            await self._after_wait()
+            return
         remaining = escalation.sla_due_at - workflow.now()
         config = self._config()
         warn_before = timedelta(minutes=config.notify_due_soon_minutes)
@@ -623,7 +682,8 @@ class ConversationWorkflow:
             # First wait until the SLA is about to pass: the team hears of it while it still can act.
             try:
                 await workflow.wait_condition(
-                    lambda: self.resolution is not None or bool(self.carried.pending), timeout=remaining - warn_before
+                    lambda: self.resolution is not None or bool(self.carried.pending or self.ownership_actions),
+                    timeout=remaining - warn_before,
                 )
             except TimeoutError:
                 await self._notify("sla_due_soon", f"{escalation.escalation_id}:{escalation.sla_due_at.isoformat()}")
@@ -631,7 +691,7 @@ class ConversationWorkflow:
             remaining = escalation.sla_due_at - workflow.now()
         try:
             await workflow.wait_condition(
-                lambda: self.resolution is not None or bool(self.carried.pending),
+                lambda: self.resolution is not None or bool(self.carried.pending or self.ownership_actions),
                 timeout=max(remaining, timedelta(seconds=1)),
             )
         except TimeoutError:
@@ -645,6 +705,15 @@ class ConversationWorkflow:
             )
             await self._notify("sla_breached", f"{escalation.escalation_id}:{escalation.sla_due_at.isoformat()}")
             return
+        if self.ownership_actions:
+            return  # the main loop acts on it
+        await self._after_wait()
+
+    async def _after_wait(self) -> None:
+        """What ended the wait for a person: a customer message, or the resolve signal/update."""
+        escalation = self.carried.escalation
+        if escalation is None:  # an invariant: only called while escalated
+            raise ApplicationError("conversation escalated without an escalation record", non_retryable=True)
         if self.carried.pending:
             await self._turn()  # recorded and shown to the human, not answered by the AI
             return
@@ -663,6 +732,7 @@ class ConversationWorkflow:
         )
         reply_ids = await self._reply("human", human_agent=resolution.agent, human_reply=resolution.reply)
         self.carried.escalation = None
+        self._unassigned()
         if resolution.action == "close":
             await self._close("human_closed")
         else:
@@ -675,6 +745,134 @@ class ConversationWorkflow:
             reply_delivered=self.last_reply_delivered,
         )
         self.resolution = None
+
+    # ------------------------------------------------------------------ ownership
+    def _ownership(self) -> Ownership:
+        c = self.carried
+        if c.status == "closed":
+            return "closed"
+        if c.status == "escalated":
+            return "human" if c.assignee else "waiting"
+        return "ai"
+
+    def _ownership_refusal(self, change: OwnershipChange) -> str | None:
+        """Why this action cannot happen now (None: it can). The validator's rule, and checked again
+        when the main loop comes to act on it (someone else may have claimed it in between)."""
+        c = self.carried
+        if c.status == "closed":
+            return "the conversation is closed"
+        if c.conversation_id is None:
+            return "the conversation has not started yet"
+        holder = c.assignee
+        if change.action == "take_over":
+            return f"held by {holder}" if holder not in (None, change.agent) else None
+        if c.status != "escalated":
+            return "the AI is answering this conversation: take it over first"
+        if change.action == "assign":
+            return None  # reassigning is what a lead does: allowed whoever holds it (audited)
+        if change.action == "release" and holder is None:
+            return "nobody holds this conversation"
+        if holder not in (None, change.agent):
+            return f"held by {holder}"
+        return None
+
+    async def _act(self, number: int, change: OwnershipChange) -> None:
+        """Carry out one ownership action and record what it came to for its update."""
+        refusal = self._ownership_refusal(change)
+        if refusal is not None:
+            self.ownership_results[number] = refusal
+            return
+        c = self.carried
+        reply_ids: list[str] = []
+        delivered = True
+        if change.action == "claim":
+            await self._assign(change.agent)
+        elif change.action == "release":
+            await self._assign(None)
+        elif change.action == "assign":
+            await self._assign(change.to)
+        elif change.action == "take_over":
+            if c.status != "escalated":
+                await self._escalate("taken_over")
+            await self._assign(change.agent)
+        elif change.action == "reply":
+            if c.assignee is None:
+                await self._assign(change.agent)
+            reply_ids = await self._reply("human", human_agent=change.agent, human_reply=change.reply)
+            delivered = self.last_reply_delivered
+            if delivered:
+                await self._responded()
+        else:  # hand_back, close
+            await self._end_escalation(
+                change.agent, "resume_ai" if change.action == "hand_back" else "close", change.note
+            )
+        self.ownership_results[number] = OwnershipOutcome(
+            status=c.status,
+            ownership=self._ownership(),
+            assignee=c.assignee,
+            ticket_number=c.ticket_number,
+            reply_message_ids=reply_ids,
+            reply_delivered=delivered,
+        )
+
+    async def _assign(self, who: str | None) -> None:
+        """Give the open escalation to a person (None: back to the queue); mirrored in the CRM and the UI."""
+        c = self.carried
+        escalation = c.escalation
+        if escalation is None or who == c.assignee:
+            return
+        await self._short(
+            act.assign_escalation,
+            AssignInput(escalation_id=escalation.escalation_id, assignee=who),
+            summary=f"assign to {who}" if who else "release to the queue",
+        )
+        c.assignee = who
+        self._upsert([sa.ASSIGNEE.value_set(who) if who else sa.ASSIGNEE.value_unset()])
+        self._memo()
+        self._log(f"owned by {who}" if who else "released to the queue")
+
+    async def _responded(self) -> None:
+        """A person's first reply meets the SLA: its timers stop and the queue stops counting it overdue."""
+        escalation = self.carried.escalation
+        if escalation is None or escalation.responded_at is not None:
+            return
+        await self._short(
+            act.assign_escalation,
+            AssignInput(escalation_id=escalation.escalation_id, assignee=self.carried.assignee, responded=True),
+            summary="first human reply: SLA met",
+        )
+        escalation.responded_at = workflow.now()
+
+    def _unassigned(self) -> None:
+        """The escalation ended: nobody owns the conversation any more (the record keeps who did)."""
+        if self.carried.assignee is not None:
+            self.carried.assignee = None
+            self._upsert([sa.ASSIGNEE.value_unset()])
+
+    async def _end_escalation(self, agent: str, action: ResolutionAction, note: str | None) -> None:
+        """A person hands the conversation back to the AI (with a note it reads) or closes it."""
+        escalation = self.carried.escalation
+        if escalation is None:  # the refusal check above makes this unreachable
+            raise ApplicationError("no escalation to end", non_retryable=True)
+        await self._short(
+            act.resolve_escalation_record,
+            ResolveEscalationInput(
+                escalation_id=escalation.escalation_id,
+                conversation_id=self._conversation(),
+                agent=agent,
+                action=action,
+                note=note,
+            ),
+            summary=f"{agent}: {'hand back to the AI' if action == 'resume_ai' else 'close'}",
+        )
+        self.carried.escalation = None
+        self._unassigned()
+        if action == "close":
+            await self._close("human_closed")
+        else:
+            self.carried.status = "active"
+            self._log(f"handed back to the AI by {agent}" + (" with a note" if note else ""))
+            self._publish_status()
 
     # ------------------------------------------------------------------ closing
     async def _on_idle(self) -> None:
@@ -826,6 +1024,8 @@ class ConversationWorkflow:
             parts.append(f"ticket {c.ticket_number}")
         if c.escalation is not None:
             parts.append(f"escalated ({c.escalation.reason}, {c.escalation.priority})")
+        if c.assignee:
+            parts.append(f"owned by {c.assignee}")
         workflow.upsert_memo({"summary": "; ".join(parts)})
 
 

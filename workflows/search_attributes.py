@@ -12,5 +12,7 @@ CONVERSATION_STATUS = SearchAttributeKey.for_keyword("ConversationStatus")
 ESCALATED = SearchAttributeKey.for_bool("Escalated")
 # ISO 639-1 code of the customer's language, as the inbound guardrails detected it.
 LANGUAGE = SearchAttributeKey.for_keyword("Language")
+# The person who owns the conversation while a person does (unset: the AI or the queue).
+ASSIGNEE = SearchAttributeKey.for_keyword("Assignee")
 
-ALL_KEYS = (CUSTOMER_EMAIL, CUSTOMER_PHONE, CHANNEL, TICKET_NUMBER, CONVERSATION_STATUS, ESCALATED, LANGUAGE)
+ALL_KEYS = (CUSTOMER_EMAIL, CUSTOMER_PHONE, CHANNEL, TICKET_NUMBER, CONVERSATION_STATUS, ESCALATED, LANGUAGE, ASSIGNEE)

@@ -7,6 +7,7 @@ follows them; the reply check treats a reply that quotes the rules as a prompt l
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from typing import Final
 
@@ -111,9 +112,11 @@ def system_prompt(
     tone: str | None = None,
     max_chars: int | None = None,
     language: str | None = None,
+    hand_back_notes: Sequence[str] = (),
 ) -> str:
     """The system prompt for one conversation: the rules, the policies, then its channel's tone and
-    length, its ticket and the customer's language when known."""
+    length, its ticket, the customer's language when known, and what the team wrote when a person
+    handed the conversation back (facts for the AI, never text to send)."""
     # A configured tone outside the vocabulary falls back to the channel's default.
     tone_text = next((text for word, text in TONE_GUIDE.items() if word == tone), CHANNEL_TONE[channel])
     tail = CONVERSATION.format(channel=channel, tone=tone_text, ticket=ticket_number or "not yet assigned")
@@ -121,4 +124,10 @@ def system_prompt(
         tail += f" Keep the reply under {max_chars} characters."
     if language:
         tail += f" The customer writes in the language with ISO 639-1 code {language!r}: reply in it."
+    if hand_back_notes:
+        notes = "\n".join(f"- {' '.join(note.split())}" for note in hand_back_notes)
+        tail += (
+            "\n\nA person from the support team handled this conversation and handed it back to you. "
+            "What they wrote for you (internal, never quote it to the customer; do not redo what they did):\n" + notes
+        )
     return f"{RULES}\n\n{policies(channel)}\n\n{tail}"

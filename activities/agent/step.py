@@ -8,8 +8,6 @@ into tool calls, a repair request or a hand-off.
 
 from __future__ import annotations
 
-import re
-
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from temporalio import activity
@@ -27,7 +25,9 @@ from core.logging import get_logger
 from core.observability import LLM_COST, LLM_TOKENS
 from core.vocabulary import MODEL_ESCALATION_REASONS, PRIORITIES, EscalationReason, Priority
 from crm.db import transaction
-from crm.repositories import agent_steps, channel_configs, knowledge_base, messages
+from crm.repositories import agent_steps, channel_configs, messages, notes
+from kb.sections import section_texts
+from kb.sections import whole_section as whole_section  # re-exported: its tests import it from here
 from workflows.contracts import AgentStepInput, AgentStepResult, ErrorType, ToolCall, ToolInput, ToolResult
 
 # What one model call may write; a reply longer than this is cut by the API, not by us.
@@ -38,28 +38,7 @@ TRANSCRIPT_MESSAGES = 16
 # workflow hands the conversation to a person with reason model_error).
 MODEL_OUTPUT_UNUSABLE = "ModelOutputUnusable"
 
-# A section read whole is cut here (at a line end): a pathological article must not fill the context.
-MAX_SECTION_CHARS = 6000
-# A continuation piece repeats the end of the piece before it (the chunker's overlap); shorter
-# matches than this are coincidences, not overlap.
-MIN_OVERLAP_CHARS = 12
-_LEADING_HEADINGS = re.compile(r"\A(?:[ \t]*#{1,6}[ \t][^\n]*\n+)+")
-
 log = get_logger(__name__)
-
-
-def whole_section(pieces: list[str]) -> str:
-    """One section from the chunks it was stored in, in order: each continuation's repeated headings
-    and its overlap with the piece before are dropped."""
-    text = pieces[0].strip()
-    for piece in pieces[1:]:
-        body = _LEADING_HEADINGS.sub("", piece.strip() + "\n").strip()
-        longest = min(len(body), len(text), 1000)
-        overlap = next((k for k in range(longest, MIN_OVERLAP_CHARS - 1, -1) if text.endswith(body[:k])), 0)
-        text = text + body[overlap:] if overlap else f"{text}\n\n{body}"
-    if len(text) > MAX_SECTION_CHARS:
-        text = text[: text.rfind("\n", 0, MAX_SECTION_CHARS)].rstrip() + "\n…"
-    return text
 
 
 class AgentActivities:
@@ -84,19 +63,7 @@ class AgentActivities:
         )
         # A section too long for one chunk was stored in pieces: the model reads it whole.
         async with self.deps.reads() as session:
-            sections = [
-                whole_section(
-                    [
-                        piece.content
-                        for piece in await knowledge_base.section_chunks(
-                            session, article_id=h.article_id, heading_path=h.heading_path
-                        )
-                        if piece.heading_path == h.heading_path
-                    ]
-                    or [h.content]
-                )
-                for h in hits
-            ]
+            sections = await section_texts(session, hits)
         help_url = self.help_url()
         result = {
             "query": query,
@@ -225,6 +192,7 @@ class AgentActivities:
             )
             style = await channel_configs.get_style(session, channel=inp.channel)
             turn_text = "\n".join(await messages.contents_by_ids(session, message_ids=inp.message_ids))
+            handed_back = await notes.hand_back_notes(session, conversation_id=inp.conversation_id)
         # The language this turn is written in (the same detector the guardrails use): a hint that keeps
         # smaller models from answering a Spanish question in the English of the help centre.
         language = detect_language(turn_text).language
@@ -234,6 +202,7 @@ class AgentActivities:
             tone=style.tone,
             max_chars=style.max_response_length,
             language=language,
+            hand_back_notes=[note.body for note in handed_back],
         )
         request: list[ChatCompletionMessageParam] = [{"role": "system", "content": prompt}, *replay(transcript, steps)]
         # OpenAI's current models take `max_completion_tokens` (reasoning models reject `max_tokens`);

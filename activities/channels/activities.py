@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
@@ -21,14 +22,16 @@ from temporalio.exceptions import ApplicationError
 
 from activities.channels.formatting import business_hours_text, email_html, format_reply, holding_message, sla_hint
 from activities.channels.gmail import GmailAdapter, email_thread, reply_recipient, watch_inbox
+from activities.channels.late_reply import WhatsAppPlan, plan_whatsapp_send
 from activities.channels.port import ChannelAdapter, Delivery, OutboundMessage
-from activities.channels.web import WebFormAdapter
+from activities.channels.web import WebFormAdapter, send_reply_notice
 from activities.channels.whatsapp import WhatsAppAdapter
 from activities.deps import ActivityDeps
 from core.logging import get_logger
+from core.ticket_links import ticket_link, ticket_token
 from core.vocabulary import Channel
 from crm.db import transaction
-from crm.repositories import channel_configs, conversations, escalations, gmail_sync, messages
+from crm.repositories import channel_configs, conversations, escalations, gmail_sync, messages, tickets
 from crm.repositories.messages import OutboundRecord
 from workflows.contracts import (
     ErrorType,
@@ -201,6 +204,26 @@ class ChannelActivities:
                 provider_message_id=record.provider_message_id,
             )
         adapter = self.adapters[record.channel]
+        plan = WhatsAppPlan(outbound)
+        if record.channel == "whatsapp":
+            # A human reply after WhatsApp's 24-hour window goes as a template, by email, or not at all.
+            async with self.deps.reads() as session:
+                plan = await plan_whatsapp_send(
+                    session, record=record, outbound=outbound, settings=self.deps.settings, now=datetime.now(UTC)
+                )
+            outbound = plan.outbound
+            if plan.covered_by is not None:  # the first part's template or email went for the whole reply
+                async with transaction(self.deps.sessions) as session:
+                    await messages.record_send_result(
+                        session,
+                        message_id=message_id,
+                        status=plan.covered_by.delivery_status,
+                        provider_message_id=None,
+                        attributes=plan.attributes,
+                    )
+                return SendResult(message_id=message_id, delivery_status=plan.covered_by.delivery_status)
+            if outbound.late_reply is not None:
+                log.info("whatsapp.late_reply", message_id=message_id, via=outbound.late_reply.via)
         found: Delivery | None = None
         attempted_at = record.attributes.get("send_attempted_at")
         if isinstance(attempted_at, str) and attempted_at:
@@ -211,7 +234,9 @@ class ChannelActivities:
             found = await adapter.find_sent(outbound, since=datetime.fromisoformat(attempted_at), known=known)
         if found is None:
             async with transaction(self.deps.sessions) as session:
-                await messages.mark_send_attempted(session, message_id=message_id, at=datetime.now(UTC))
+                await messages.mark_send_attempted(
+                    session, message_id=message_id, at=datetime.now(UTC), attributes=plan.attributes
+                )
             try:
                 status, provider_id = await adapter.send(outbound)
             except ApplicationError as exc:
@@ -241,8 +266,62 @@ class ChannelActivities:
 
     @activity.defn(name="send_web_form_reply")
     async def send_web_form_reply(self, inp: SendReplyInput) -> SendResult:
-        """Publish the reply on the customer's ticket page."""
-        return await self._send(inp.message_id)
+        """Publish the reply on the customer's ticket page, then email them a notice with the page's secure link."""
+        result = await self._send(inp.message_id)
+        if result.delivery_status == "delivered":
+            await self._reply_notice(inp.message_id)
+        return result
+
+    async def _reply_notice(self, message_id: str) -> None:
+        """One notice per outbound message, best effort: never raises, never sends twice.
+
+        The outcome is recorded on the message (attribute `reply_notice`); a message that has one
+        is not noticed again. A retried attempt whose earlier notice reached Gmail but was not
+        recorded finds it by its Message-ID (`GmailAdapter`) instead of sending another.
+        """
+        try:
+            async with self.deps.reads() as session:
+                record = await messages.get_outbound(session, message_id=message_id)
+                target = (
+                    await tickets.notice_target(session, conversation_id=record.conversation_id)
+                    if record is not None
+                    else None
+                )
+            if record is None or "reply_notice" in record.attributes:
+                return
+            outcome = await self._compose_and_send_notice(message_id, target)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the reply is on the page: a notice problem is only recorded
+            outcome = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        outcome["at"] = datetime.now(UTC).isoformat()
+        level = log.info if outcome["status"] == "sent" else log.warning
+        level("channel.reply_notice", message_id=message_id, **{k: v for k, v in outcome.items() if k != "at"})
+        try:
+            async with transaction(self.deps.sessions) as session:
+                await messages.record_reply_notice(session, message_id=message_id, notice=outcome)
+        except Exception as exc:  # not recorded: a retried attempt asks Gmail before sending again
+            log.warning("channel.reply_notice_unrecorded", message_id=message_id, error=type(exc).__name__)
+
+    async def _compose_and_send_notice(self, message_id: str, target: tickets.NoticeTarget | None) -> dict[str, Any]:
+        s = self.deps.settings
+        if target is None or target.source_channel != "web_form":
+            return {"status": "skipped", "reason": "no_web_form_ticket"}
+        if not target.contact_email:
+            return {"status": "skipped", "reason": "no_contact_email"}
+        if s.ticket_link_secret is None or s.public_base_url is None:
+            # Fail closed: without the key (or the URL the link points at) there is no link to send.
+            return {"status": "skipped", "reason": "ticket_links_not_configured"}
+        if not s.gmail_configured:
+            return {"status": "not_configured"}
+        token = ticket_token(s.ticket_link_secret.get_secret_value(), target.ticket_id)
+        return await send_reply_notice(
+            s,
+            message_id=message_id,
+            ticket_number=target.ticket_number,
+            to=target.contact_email,
+            link=ticket_link(str(s.public_base_url), target.ticket_number, token),
+        )
 
     @activity.defn(name="send_whatsapp_reply")
     async def send_whatsapp_reply(self, inp: SendReplyInput) -> SendResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from core.vocabulary import Channel
 
@@ -28,6 +28,24 @@ class EmailThread:
 
 
 @dataclass(frozen=True)
+class LateReply:
+    """How a human WhatsApp reply outside the 24-hour window goes out (core/whatsapp_window.py).
+
+    `template`: the approved template with its variables instead of the text; `email`: the whole
+    reply by email from the support mailbox; `undeliverable`: refused without calling anyone.
+    """
+
+    via: Literal["template", "email", "undeliverable"]
+    content_sid: str | None = None
+    # Twilio's ContentVariables: a JSON object such as {"1": "Sam", "2": "TKT-0042"}.
+    content_variables: str | None = None
+    email_to: str | None = None
+    email_subject: str | None = None
+    # The email's text: the whole reply (every WhatsApp part), introduced.
+    email_body: str | None = None
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     """A recorded outbound message, with everything its channel's adapter needs to deliver it."""
 
@@ -40,6 +58,8 @@ class OutboundMessage:
     attributes: Mapping[str, object]
     # Email only: the thread the reply joins (None: a new thread, no In-Reply-To).
     email_thread: EmailThread | None = field(default=None)
+    # WhatsApp only: set when a human reply is sent after the 24-hour window closed.
+    late_reply: LateReply | None = field(default=None)
 
 
 class Delivery(NamedTuple):

@@ -116,10 +116,10 @@ async def customer_history(
         text(
             "SELECT c.channel, c.status, c.started_at, t.ticket_number, m.direction, m.content "
             "FROM conversations c LEFT JOIN tickets t ON t.conversation_id = c.id "
-            "JOIN LATERAL (SELECT direction, content, created_at FROM messages "
-            "  WHERE conversation_id = c.id ORDER BY created_at DESC LIMIT 4) m ON true "
+            "JOIN LATERAL (SELECT direction, content, seq FROM messages "
+            "  WHERE conversation_id = c.id ORDER BY seq DESC LIMIT 4) m ON true "
             "WHERE c.customer_id = :cust AND c.id <> :conv "
-            "ORDER BY c.started_at DESC, m.created_at DESC LIMIT 24"
+            "ORDER BY c.started_at DESC, m.seq DESC LIMIT 24"
         ),
         {"cust": customer_id, "conv": excluding_conversation_id},
     )
@@ -146,7 +146,7 @@ async def customer_name(session: AsyncSession, *, conversation_id: str) -> str |
     name = await session.scalar(
         text(
             "SELECT coalesce((SELECT m.attributes->>'sender_name' FROM messages m "
-            "WHERE m.conversation_id = c.id AND m.direction = 'inbound' ORDER BY m.created_at DESC LIMIT 1), "
+            "WHERE m.conversation_id = c.id AND m.direction = 'inbound' ORDER BY m.seq DESC LIMIT 1), "
             "cu.name) "
             "FROM conversations c JOIN customers cu ON cu.id = c.customer_id WHERE c.id = :c"
         ),
@@ -236,3 +236,38 @@ async def open_email_thread_of_ticket(session: AsyncSession, *, ticket_number: s
         )
     )
     return str(found) if found is not None else None
+
+
+@dataclass(frozen=True)
+class OwnershipTarget:
+    """Where a person's ownership action goes: the conversation's workflow, its ticket, who holds it."""
+
+    conversation_id: uuid.UUID
+    workflow_id: str
+    status: ConversationStatus
+    ticket_number: str | None
+    assignee: str | None
+
+
+async def ownership_target(session: AsyncSession, *, conversation_id: uuid.UUID) -> OwnershipTarget | None:
+    """The conversation's workflow, ticket and current holder (from its open escalation); None if unknown."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT c.id AS conversation_id, c.workflow_id, c.status, t.ticket_number, e.assignee "
+                "FROM conversations c LEFT JOIN tickets t ON t.conversation_id = c.id "
+                "LEFT JOIN escalations e ON e.conversation_id = c.id AND e.status = 'open' "
+                "WHERE c.id = :c"
+            ),
+            {"c": conversation_id},
+        )
+    ).one_or_none()
+    return OwnershipTarget(**row._mapping) if row is not None else None
+
+
+async def max_message_seq(session: AsyncSession, *, conversation_id: uuid.UUID) -> int:
+    """The arrival number of the conversation's latest message (0 when it has none)."""
+    found = await session.scalar(
+        text("SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = :c"), {"c": conversation_id}
+    )
+    return int(found or 0)

@@ -98,6 +98,21 @@ async def verified_contact(session: AsyncSession, *, kind: IdentifierType, value
     return CustomerContact(customer_id=str(row.id), email=row.email, phone=row.phone, name=row.name)
 
 
+async def verified_email(session: AsyncSession, *, customer_id: str | uuid.UUID) -> str | None:
+    """The customer's most recently verified email address; None when no address is verified."""
+    found = await session.scalar(
+        select(CustomerIdentifier.identifier_value)
+        .where(
+            CustomerIdentifier.customer_id == customer_id,
+            CustomerIdentifier.identifier_type == "email",
+            CustomerIdentifier.verified_at.is_not(None),
+        )
+        .order_by(CustomerIdentifier.verified_at.desc(), CustomerIdentifier.created_at.desc())
+        .limit(1)
+    )
+    return str(found) if found is not None else None
+
+
 async def link_identifier(
     session: AsyncSession,
     *,

@@ -105,25 +105,57 @@ async def raise_priority(
 
     Guarded by the due time, so a retried call does not count the same breach twice.
     """
+    record, _ = await raise_priority_after_breach(
+        session, escalation_id=escalation_id, priority=priority, sla_due_at=sla_due_at
+    )
+    return record
+
+
+async def raise_priority_after_breach(
+    session: AsyncSession, *, escalation_id: str, priority: Priority, sla_due_at: datetime
+) -> tuple[EscalationRecord, bool]:
+    """`raise_priority`, plus whether this call counted a new breach (False for a retried call)."""
     row = (
         await session.execute(
             text(
-                "UPDATE escalations SET priority = :p, notified_count = notified_count + "
-                "CASE WHEN sla_due_at < :due THEN 1 ELSE 0 END, sla_due_at = greatest(sla_due_at, :due) "
-                "WHERE id = :id RETURNING id, conversation_id, reason, priority, sla_due_at, notified_count"
+                "UPDATE escalations e SET priority = :p, notified_count = e.notified_count + "
+                "CASE WHEN e.sla_due_at < :due THEN 1 ELSE 0 END, sla_due_at = greatest(e.sla_due_at, :due) "
+                "FROM (SELECT id, sla_due_at FROM escalations WHERE id = :id FOR UPDATE) AS before "
+                "WHERE e.id = before.id RETURNING e.id, e.conversation_id, e.reason, e.priority, e.sla_due_at, "
+                "e.notified_count, before.sla_due_at < :due AS new_breach"
             ),
             {"p": priority, "id": escalation_id, "due": sla_due_at},
         )
     ).one()
-    return _record(row)
+    return _record(row), bool(row.new_breach)
 
 
-async def resolve(session: AsyncSession, *, escalation_id: str, resolved_by: str, action: ResolutionAction) -> None:
-    """Record who resolved the escalation, how and when; one already resolved keeps its first resolution."""
-    await session.execute(
+async def resolve(session: AsyncSession, *, escalation_id: str, resolved_by: str, action: ResolutionAction) -> bool:
+    """Record who resolved the escalation, how and when; one already resolved keeps its first resolution.
+
+    True when this call resolved it (False: it already was, e.g. a retried activity's second attempt).
+    """
+    result = await session.execute(
         update(Escalation)
         .where(Escalation.id == escalation_id, Escalation.status == "open")
         .values(status="resolved", resolved_by=resolved_by, resolution_action=action, resolved_at=func.now())
+        .returning(Escalation.id)
+    )
+    return result.first() is not None
+
+
+async def assign(session: AsyncSession, *, escalation_id: str, assignee: str | None, responded: bool) -> None:
+    """Mirror the workflow's assignee of an open escalation (None: back in the queue); `responded` stores
+    a person's first reply once (the SLA is met from then on)."""
+    await session.execute(
+        text(
+            "UPDATE escalations SET assignee = CAST(:a AS text), "
+            "assigned_at = CASE WHEN CAST(:a AS text) IS NULL THEN NULL "
+            "  WHEN assignee IS NOT DISTINCT FROM CAST(:a AS text) THEN assigned_at ELSE now() END, "
+            "responded_at = CASE WHEN :r AND responded_at IS NULL THEN now() ELSE responded_at END "
+            "WHERE id = CAST(:e AS uuid) AND status = 'open'"
+        ),
+        {"e": escalation_id, "a": assignee, "r": responded},
     )
 
 
@@ -139,6 +171,9 @@ class QueueEntry:
     overdue: bool
     notified_count: int
     created_at: datetime
+    # Who owns it (None: waiting for someone to claim it), and when a person first replied.
+    assignee: str | None
+    responded_at: datetime | None
     ticket_number: str | None
     subject: str | None
     conversation_id: uuid.UUID
@@ -163,6 +198,10 @@ class QueueFilters:
     breached: bool | None = None
     # Part of a ticket number, e.g. "0042" or "tkt-0042" (letters, digits and '-' only: checked by the caller).
     ticket: str | None = None
+    # Only those this person owns ("mine").
+    assignee: str | None = None
+    # Only those nobody owns yet.
+    unassigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,13 +221,17 @@ _QUEUE_FROM = (
     "JOIN customers cu ON cu.id = c.customer_id "
     "LEFT JOIN tickets t ON t.conversation_id = c.id "
 )
+# Past its SLA: due, and no person has answered yet (a person's first reply meets the SLA).
+_OVERDUE = "(e.responded_at IS NULL AND e.sla_due_at < now())"
 _QUEUE_WHERE = (
     "WHERE e.status = 'open' "
     "AND (cardinality(CAST(:channels AS text[])) = 0 OR c.channel = ANY(CAST(:channels AS text[]))) "
     "AND (cardinality(CAST(:reasons AS text[])) = 0 OR e.reason = ANY(CAST(:reasons AS text[]))) "
     "AND (cardinality(CAST(:priorities AS text[])) = 0 OR e.priority = ANY(CAST(:priorities AS text[]))) "
-    "AND (CAST(:breached AS boolean) IS NULL OR (e.sla_due_at < now()) = CAST(:breached AS boolean)) "
+    f"AND (CAST(:breached AS boolean) IS NULL OR {_OVERDUE} = CAST(:breached AS boolean)) "
     "AND (CAST(:ticket AS text) IS NULL OR t.ticket_number ILIKE '%' || CAST(:ticket AS text) || '%') "
+    "AND (CAST(:assignee AS text) IS NULL OR e.assignee = CAST(:assignee AS text)) "
+    "AND (NOT CAST(:unassigned AS boolean) OR e.assignee IS NULL) "
 )
 
 
@@ -199,6 +242,8 @@ def _filter_params(filters: QueueFilters) -> dict[str, Any]:
         "priorities": list(filters.priorities),
         "breached": filters.breached,
         "ticket": filters.ticket or None,
+        "assignee": filters.assignee or None,
+        "unassigned": filters.unassigned,
     }
 
 
@@ -206,14 +251,15 @@ async def open_queue(session: AsyncSession, *, limit: int, filters: QueueFilters
     """Open escalations the filters match: most urgent first, then the SLA due soonest, then the oldest."""
     rows = await session.execute(
         text(
-            "SELECT e.id AS escalation_id, e.reason, e.priority, e.sla_due_at, e.sla_due_at < now() AS overdue, "
-            "e.notified_count, e.created_at, t.ticket_number, coalesce(t.subject, c.subject) AS subject, "
+            f"SELECT e.id AS escalation_id, e.reason, e.priority, e.sla_due_at, {_OVERDUE} AS overdue, "
+            "e.notified_count, e.created_at, e.assignee, e.responded_at, t.ticket_number, "
+            "coalesce(t.subject, c.subject) AS subject, "
             "c.id AS conversation_id, c.channel, c.workflow_id, cu.id AS customer_id, cu.name AS customer_name, "
             "cu.email AS customer_email, cu.phone AS customer_phone, "
             "lm.content AS last_customer_message, lm.created_at AS last_customer_message_at "
             + _QUEUE_FROM
             + "LEFT JOIN LATERAL (SELECT content, created_at FROM messages m WHERE m.conversation_id = c.id "
-            "  AND m.direction = 'inbound' ORDER BY m.created_at DESC LIMIT 1) lm ON true "
+            "  AND m.direction = 'inbound' ORDER BY m.seq DESC LIMIT 1) lm ON true "
             + _QUEUE_WHERE
             + "ORDER BY array_position(CAST(:rank AS text[]), e.priority), e.sla_due_at, e.created_at, e.id "
             "LIMIT :limit"
@@ -227,7 +273,7 @@ async def queue_counts(session: AsyncSession, *, filters: QueueFilters | None = 
     """How many open escalations the filters match (whatever a listing's limit), per priority and breached."""
     rows = await session.execute(
         text(
-            "SELECT e.priority, count(*) AS n, count(*) FILTER (WHERE e.sla_due_at < now()) AS breached "
+            f"SELECT e.priority, count(*) AS n, count(*) FILTER (WHERE {_OVERDUE}) AS breached "
             + _QUEUE_FROM
             + _QUEUE_WHERE
             + "GROUP BY e.priority"
@@ -256,10 +302,13 @@ class EscalationSummary:
     resolved_by: str | None
     resolution_action: ResolutionAction | None
     resolved_at: datetime | None
+    assignee: str | None
+    responded_at: datetime | None
 
 
 _SUMMARY_COLUMNS = (
-    "id, conversation_id, reason, priority, status, sla_due_at, created_at, resolved_by, resolution_action, resolved_at"
+    "id, conversation_id, reason, priority, status, sla_due_at, created_at, resolved_by, resolution_action, "
+    "resolved_at, assignee, responded_at"
 )
 
 

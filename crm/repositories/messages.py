@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,11 +78,12 @@ async def record_inbound(
 
 
 async def recent_transcript(session: AsyncSession, *, conversation_id: str, limit: int = 16) -> list[TranscriptLine]:
-    """The conversation's last `limit` messages, oldest first."""
+    """The conversation's last `limit` messages in the order they arrived (`seq`: a channel's own
+    timestamps can tie or run backwards, and the model must read the customer's latest message last)."""
     rows = await session.execute(
         text(
-            "SELECT direction, role, content FROM (SELECT direction, role, content, created_at "
-            "FROM messages WHERE conversation_id = :c ORDER BY created_at DESC LIMIT :n) m ORDER BY created_at"
+            "SELECT direction, role, content FROM (SELECT direction, role, content, seq "
+            "FROM messages WHERE conversation_id = :c ORDER BY seq DESC LIMIT :n) m ORDER BY seq"
         ),
         {"c": conversation_id, "n": limit},
     )
@@ -91,11 +92,9 @@ async def recent_transcript(session: AsyncSession, *, conversation_id: str, limi
 
 # --- used by guardrails
 async def contents_by_ids(session: AsyncSession, *, message_ids: Sequence[str]) -> list[str]:
-    """The bodies of these messages, oldest first (unknown ids are skipped)."""
+    """The bodies of these messages in arrival order (unknown ids are skipped)."""
     rows = await session.scalars(
-        select(Message.content)
-        .where(Message.id.in_([uuid.UUID(str(m)) for m in message_ids]))
-        .order_by(Message.created_at)
+        select(Message.content).where(Message.id.in_([uuid.UUID(str(m)) for m in message_ids])).order_by(Message.seq)
     )
     return list(rows)
 
@@ -115,6 +114,9 @@ class OutboundRecord:
     customer_email: str | None
     customer_phone: str | None
     conversation_key: str
+    # Who wrote it: `agent` (the AI, holding messages) or `human_agent`.
+    role: str = "agent"
+    customer_id: str | None = None
 
 
 async def reply_part_ids(session: AsyncSession, *, idempotency_key: str) -> list[str]:
@@ -164,7 +166,7 @@ async def get_outbound(session: AsyncSession, *, message_id: str) -> OutboundRec
         await session.execute(
             text(
                 "SELECT m.id, m.conversation_id, m.channel, m.content, m.delivery_status, m.provider_message_id, "
-                "m.attributes, cu.email, cu.phone, c.conversation_key FROM messages m "
+                "m.attributes, m.role, cu.email, cu.phone, c.conversation_key, c.customer_id FROM messages m "
                 "JOIN conversations c ON c.id = m.conversation_id JOIN customers cu ON cu.id = c.customer_id "
                 "WHERE m.id = :id AND m.direction = 'outbound'"
             ),
@@ -184,6 +186,8 @@ async def get_outbound(session: AsyncSession, *, message_id: str) -> OutboundRec
         customer_email=row.email,
         customer_phone=row.phone,
         conversation_key=row.conversation_key,
+        role=row.role,
+        customer_id=str(row.customer_id),
     )
 
 
@@ -194,7 +198,7 @@ async def latest_inbound_attributes(
     attributes = await session.scalar(
         text(
             "SELECT attributes FROM messages WHERE conversation_id = :c AND direction = 'inbound' "
-            "AND channel = :ch ORDER BY created_at DESC, updated_at DESC LIMIT 1"
+            "AND channel = :ch ORDER BY seq DESC LIMIT 1"
         ),
         {"c": conversation_id, "ch": channel},
     )
@@ -213,27 +217,102 @@ async def conversation_provider_ids(session: AsyncSession, *, message_id: str) -
     return set(rows.all())
 
 
-async def mark_send_attempted(session: AsyncSession, *, message_id: str, at: datetime) -> None:
-    """Note on a pending message when a send was started: a later attempt looks for it before resending."""
+async def mark_send_attempted(
+    session: AsyncSession, *, message_id: str, at: datetime, attributes: Mapping[str, Any] | None = None
+) -> None:
+    """Note on a pending message when a send was started: a later attempt looks for it before resending.
+
+    `attributes` are merged in too (how the message is being sent, e.g. `sent_as`), so a retry
+    sends it the same way.
+    """
     await session.execute(
         text(
-            "UPDATE messages SET attributes = attributes || jsonb_build_object('send_attempted_at', "
-            "CAST(:at AS text)) WHERE id = :id AND delivery_status = 'pending'"
+            "UPDATE messages SET attributes = attributes || CAST(:extra AS jsonb) || "
+            "jsonb_build_object('send_attempted_at', CAST(:at AS text)) WHERE id = :id AND delivery_status = 'pending'"
         ),
-        {"id": message_id, "at": at.isoformat()},
+        {"id": message_id, "at": at.isoformat(), "extra": json.dumps(dict(attributes or {}))},
     )
 
 
 async def record_send_result(
-    session: AsyncSession, *, message_id: str, status: str, provider_message_id: str | None
+    session: AsyncSession,
+    *,
+    message_id: str,
+    status: str,
+    provider_message_id: str | None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> None:
-    """The provider's answer for a pending message; a message already past `pending` is left as it is."""
+    """The provider's answer for a pending message (and `attributes` merged in); a message already
+    past `pending` is left as it is."""
     await session.execute(
         text(
-            "UPDATE messages SET delivery_status = :s, provider_message_id = :p WHERE id = :id "
-            "AND delivery_status = 'pending'"
+            "UPDATE messages SET delivery_status = :s, provider_message_id = :p, "
+            "attributes = attributes || CAST(:extra AS jsonb) WHERE id = :id AND delivery_status = 'pending'"
         ),
-        {"s": status, "p": provider_message_id, "id": message_id},
+        {"s": status, "p": provider_message_id, "id": message_id, "extra": json.dumps(dict(attributes or {}))},
+    )
+
+
+@dataclass(frozen=True)
+class ReplyPart:
+    """One part of a recorded reply (a long WhatsApp reply is sent as several messages)."""
+
+    message_id: str
+    part: int
+    content: str
+    delivery_status: str
+    provider_message_id: str | None
+    attributes: dict[str, Any]
+
+
+async def reply_parts(session: AsyncSession, *, message_id: str) -> list[ReplyPart]:
+    """Every part of the reply `message_id` belongs to (recorded under one idempotency key), in order."""
+    rows = await session.execute(
+        text(
+            "SELECT m.id, m.content, m.delivery_status, m.provider_message_id, m.attributes FROM messages m "
+            "JOIN messages me ON me.id = :id AND me.conversation_id = m.conversation_id "
+            "WHERE m.direction = 'outbound' AND split_part(m.idempotency_key, '#', 1) = "
+            "split_part(me.idempotency_key, '#', 1) ORDER BY (m.attributes->>'part')::int NULLS FIRST, m.seq"
+        ),
+        {"id": message_id},
+    )
+    return [
+        ReplyPart(
+            message_id=str(r.id),
+            part=int((r.attributes or {}).get("part") or 1),
+            content=r.content,
+            delivery_status=r.delivery_status,
+            provider_message_id=r.provider_message_id,
+            attributes=dict(r.attributes or {}),
+        )
+        for r in rows
+    ]
+
+
+async def whatsapp_last_inbound_at(session: AsyncSession, *, conversation_id: str | uuid.UUID) -> datetime | None:
+    """When the customer last wrote to us on WhatsApp from this conversation's number (any conversation).
+
+    WhatsApp's 24-hour window is per number: the reply goes to the conversation key (the number).
+    """
+    found: datetime | None = await session.scalar(
+        text(
+            "SELECT max(m.created_at) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE m.direction = 'inbound' AND m.channel = 'whatsapp' AND c.channel = 'whatsapp' AND "
+            "c.conversation_key = (SELECT conversation_key FROM conversations WHERE id = :c AND channel = 'whatsapp')"
+        ),
+        {"c": str(conversation_id)},
+    )
+    return found
+
+
+async def record_reply_notice(session: AsyncSession, *, message_id: str, notice: dict[str, Any]) -> None:
+    """What became of the email telling a web-form customer about this reply (attribute `reply_notice`)."""
+    await session.execute(
+        text(
+            "UPDATE messages SET attributes = attributes || jsonb_build_object('reply_notice', CAST(:n AS jsonb)) "
+            "WHERE id = :id AND direction = 'outbound'"
+        ),
+        {"id": message_id, "n": json.dumps(notice)},
     )
 
 
@@ -260,8 +339,8 @@ async def latest_of_conversations(
         text(
             "SELECT id, conversation_id, direction, role, channel, content, delivery_status, created_at FROM "
             "(SELECT conversation_id, id, direction, role, channel, content, delivery_status, created_at, "
-            "row_number() OVER (PARTITION BY conversation_id ORDER BY created_at DESC, id DESC) AS rn "
-            "FROM messages WHERE conversation_id = ANY(:ids)) m WHERE rn <= :n ORDER BY created_at, id"
+            "seq, row_number() OVER (PARTITION BY conversation_id ORDER BY seq DESC) AS rn "
+            "FROM messages WHERE conversation_id = ANY(:ids)) m WHERE rn <= :n ORDER BY seq"
         ),
         {"ids": list(conversation_ids), "n": per_conversation},
     )
@@ -273,7 +352,7 @@ async def thread(session: AsyncSession, *, conversation_id: uuid.UUID) -> list[M
     rows = await session.execute(
         text(
             "SELECT id, conversation_id, direction, role, channel, content, delivery_status, created_at "
-            "FROM messages WHERE conversation_id = :c ORDER BY created_at, id"
+            "FROM messages WHERE conversation_id = :c ORDER BY seq"
         ),
         {"c": conversation_id},
     )
@@ -326,3 +405,31 @@ async def record_language(session: AsyncSession, *, message_ids: Sequence[str], 
         .where(Conversation.id.in_(select(marked.c.conversation_id)), Conversation.language.is_distinct_from(language))
         .values(language=language)
     )
+
+
+@dataclass(frozen=True)
+class ArrivedMessage:
+    """A message with its arrival number (`seq`): what the console's live stream sends."""
+
+    seq: int
+    id: uuid.UUID
+    direction: MessageDirection
+    role: str
+    channel: Channel
+    content: str
+    delivery_status: DeliveryStatus
+    created_at: datetime
+
+
+async def arrived_after(
+    session: AsyncSession, *, conversation_id: uuid.UUID, after_seq: int, limit: int = 100
+) -> list[ArrivedMessage]:
+    """The conversation's messages that arrived after `after_seq`, in arrival order."""
+    rows = await session.execute(
+        text(
+            "SELECT seq, id, direction, role, channel, content, delivery_status, created_at FROM messages "
+            "WHERE conversation_id = :c AND seq > :after ORDER BY seq LIMIT :n"
+        ),
+        {"c": conversation_id, "after": after_seq, "n": limit},
+    )
+    return [ArrivedMessage(**r._mapping) for r in rows]

@@ -22,11 +22,14 @@ async def record_points(
     channel: str,
     conversation_id: str,
     dimensions: dict[str, Any] | None = None,
-) -> None:
-    """Several (metric type, value) points of one conversation in one statement (see `record_point`)."""
+) -> int:
+    """Several (metric type, value) points of one conversation in one statement (see `record_point`).
+
+    Returns how many were recorded: 0 when a re-run turn finds its points already there.
+    """
     if not points:
-        return
-    await session.execute(
+        return 0
+    result = await session.execute(
         text(
             "INSERT INTO agent_metrics (metric_type, channel, value, conversation_id, dimensions) "
             "SELECT p.t, :ch, p.v, CAST(:c AS uuid), CAST(:d AS jsonb) "
@@ -40,6 +43,7 @@ async def record_points(
             "d": json.dumps(dimensions or {}, default=str),
         },
     )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def record_point(

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.vocabulary import Channel, Priority, TicketCategory, TicketStatus
+from core.vocabulary import Channel, ConversationStatus, Priority, TicketCategory, TicketStatus
 from crm.models import Ticket
 
 SUBJECT_MAX_LENGTH = 500
@@ -199,6 +199,11 @@ class TicketPage:
     updated_at: datetime
     conversation_id: uuid.UUID | None
     workflow_id: str | None
+    # The row's id (what a secure ticket link is derived from, core/ticket_links.py), the address
+    # that filed the ticket, and whether its conversation is still open.
+    ticket_id: uuid.UUID
+    contact_email: str | None
+    conversation_status: ConversationStatus | None
 
 
 async def find_ticket(
@@ -209,7 +214,8 @@ async def find_ticket(
         await session.execute(
             text(
                 "SELECT t.ticket_number, t.status, t.source_channel, t.category, t.priority, t.subject, "
-                "t.created_at, t.updated_at, t.conversation_id, c.workflow_id FROM tickets t "
+                "t.created_at, t.updated_at, t.conversation_id, c.workflow_id, t.id AS ticket_id, "
+                "t.contact_email, c.status AS conversation_status FROM tickets t "
                 "LEFT JOIN conversations c ON c.id = t.conversation_id "
                 # The address that filed the ticket, not any address linked to the customer:
                 # records are unified on unverified identifiers (a phone typed into the form).
@@ -219,6 +225,40 @@ async def find_ticket(
         )
     ).one_or_none()
     return TicketPage(**row._mapping) if row is not None else None
+
+
+async def find_by_number(session: AsyncSession, *, ticket_number: str) -> TicketPage | None:
+    """The ticket with this number, whoever filed it (the caller proves access another way: a ticket link)."""
+    return await find_ticket(session, ticket_number=ticket_number, any_contact=True)
+
+
+@dataclass(frozen=True)
+class NoticeTarget:
+    """Where a web-form reply notice goes: the ticket (its id signs the link) and the address that filed it."""
+
+    ticket_id: uuid.UUID
+    ticket_number: str
+    contact_email: str | None
+    source_channel: Channel
+
+
+async def notice_target(session: AsyncSession, *, conversation_id: str) -> NoticeTarget | None:
+    """The conversation's ticket as a reply notice needs it; None if it has no ticket."""
+    row = (
+        await session.execute(
+            select(Ticket.id, Ticket.ticket_number, Ticket.contact_email, Ticket.source_channel).where(
+                Ticket.conversation_id == conversation_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return NoticeTarget(
+        ticket_id=row.id,
+        ticket_number=row.ticket_number,
+        contact_email=row.contact_email,
+        source_channel=row.source_channel,
+    )
 
 
 @dataclass(frozen=True)

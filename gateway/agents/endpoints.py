@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from core.errors import ServiceUnavailable
+from core.errors import BadRequest, ServiceUnavailable
 from core.vocabulary import Channel, EscalationReason, Priority
 from crm.db import transaction
 from crm.repositories.escalations import QueueFilters
@@ -48,14 +48,23 @@ async def escalation_queue(
             description="Part of a ticket number, e.g. 0042 or TKT-0042 (letters, digits and '-')",
         ),
     ] = None,
+    mine: Annotated[bool, Query(description="Only the conversations you own")] = False,
+    unassigned: Annotated[bool, Query(description="Only those nobody has claimed yet")] = False,
+    assignee: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Only those this person owns")
+    ] = None,
 ) -> EscalationQueue:
     """Open escalations, most urgent first, then the SLA due soonest, then the oldest; counts per priority."""
+    if sum((mine, unassigned, assignee is not None)) > 1:
+        raise BadRequest("choose one of mine, unassigned and assignee")
     filters = QueueFilters(
         channels=channel or (),
         reasons=reason or (),
         priorities=priority or (),
         breached=breached,
         ticket=ticket or None,
+        assignee=agent.name if mine else assignee,
+        unassigned=unassigned,
     )
     async with resources.sessions() as session:
         return await queue_of(session, limit=limit, filters=filters)
@@ -73,7 +82,7 @@ async def conversation_view(
 ) -> ConversationHistory:
     """The customer's full history on every channel: messages, tickets, escalations, KB articles used."""
     async with transaction(resources.sessions) as session:
-        history = await conversation_history(session, conversation_id=conversation_id)
+        history = await conversation_history(session, conversation_id=conversation_id, settings=resources.settings)
         await record_view(session, agent=agent, conversation_id=history.conversation_id)
     return history
 

@@ -18,12 +18,14 @@ from core.vocabulary import (
     IdentifierType,
     MessageDirection,
     MessageRole,
+    NoteKind,
     Plan,
     Priority,
     ResolutionAction,
     TicketCategory,
     TicketStatus,
 )
+from core.whatsapp_window import LateReplyVia
 from workflows.contracts import MAX_TEXT_CHARS
 
 
@@ -58,6 +60,10 @@ class QueueItem(BaseModel):
     created_at: datetime
     last_customer_message: str | None = Field(description="The latest customer message, shortened")
     last_customer_message_at: datetime | None
+    assignee: str | None = Field(default=None, description="The person who owns it; null: nobody claimed it yet")
+    responded_at: datetime | None = Field(
+        default=None, description="A person's first reply (the SLA is met from then on); null: nobody answered yet"
+    )
 
 
 class QueueCounts(BaseModel):
@@ -109,6 +115,8 @@ class HistoryEscalation(BaseModel):
     resolved_by: str | None
     resolution_action: ResolutionAction | None
     resolved_at: datetime | None
+    assignee: str | None = None
+    responded_at: datetime | None = None
 
 
 class KnowledgeArticle(BaseModel):
@@ -122,11 +130,13 @@ class KnowledgeArticle(BaseModel):
 
 
 class HistoryNote(BaseModel):
-    """An agent's internal note: never sent to the customer, never shown to them or to the model."""
+    """An agent's internal note: never sent to the customer or shown to them; the model reads only
+    `hand_back` notes (written when a person handed the conversation back to it)."""
 
     id: uuid.UUID
     author: str
     body: str
+    kind: NoteKind = "note"
     created_at: datetime
 
 
@@ -173,11 +183,30 @@ class HumanActionView(BaseModel):
     created_at: datetime
 
 
+class WhatsAppWindow(BaseModel):
+    """WhatsApp's 24-hour window of the conversation's number, and how a human reply sent now goes out."""
+
+    open: bool = Field(description="Free-form messages allowed: the customer wrote less than 24 hours ago")
+    last_customer_message_at: datetime | None = Field(description="The customer's last WhatsApp message to us")
+    closes_at: datetime | None = Field(description="24 hours after that: when the window closes, or closed")
+    late_reply_via: LateReplyVia = Field(
+        description=(
+            "How a reply sent now goes out: text (window open), template (the approved template "
+            "WHATSAPP_LATE_REPLY_CONTENT_SID), email (to email_to, the customer's verified address), "
+            "or undeliverable (refused: reach the customer another way)"
+        )
+    )
+    email_to: str | None = Field(default=None, description="Where an email reply goes (late_reply_via = email)")
+
+
 class ConversationHistory(BaseModel):
     conversation_id: uuid.UUID
     customer: HistoryCustomer
     conversations: list[HistoryConversation] = Field(description="All the customer's conversations, oldest first")
     human_actions: list[HumanActionView] = Field(description="What people did on these conversations, latest last")
+    whatsapp_window: WhatsAppWindow | None = Field(
+        default=None, description="The requested conversation's WhatsApp 24-hour window; null on other channels"
+    )
 
 
 # ----------------------------------------------------------------------------- resolving

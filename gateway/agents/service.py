@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,8 +20,10 @@ from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateR
 from temporalio.client import WorkflowUpdateStage as UpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
+from core import whatsapp_window as window
 from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from core.logging import get_logger
+from core.settings import Settings, get_settings
 from core.vocabulary import DELIVERY_PROGRESS, DeliveryStatus, ResolutionAction
 from crm.db import transaction
 from crm.repositories import agent_steps, api_keys, conversations, customers, escalations, messages, notes, tickets
@@ -42,6 +44,7 @@ from gateway.agents.schemas import (
     QueueCustomer,
     QueueItem,
     ResolveResult,
+    WhatsAppWindow,
 )
 from workflows.contracts import RESOLVE_ESCALATION_UPDATE, ResolutionOutcome, ResolveEscalation
 
@@ -89,6 +92,8 @@ async def open_escalations(
             created_at=e.created_at,
             last_customer_message=preview(e.last_customer_message),
             last_customer_message_at=e.last_customer_message_at,
+            assignee=e.assignee,
+            responded_at=e.responded_at,
         )
         for e in await escalations.open_queue(session, limit=limit, filters=filters)
     ]
@@ -117,8 +122,29 @@ def _uuid_or_404(value: str, what: str) -> uuid.UUID:
         raise NotFound(f"no {what} {value!r}") from None
 
 
-async def conversation_history(session: AsyncSession, *, conversation_id: str) -> ConversationHistory:
-    """Everything about the customer of one conversation, on every channel, with the KB articles used."""
+async def whatsapp_window(
+    session: AsyncSession, *, conversation_id: uuid.UUID, customer_id: uuid.UUID, settings: Settings, now: datetime
+) -> WhatsAppWindow:
+    """The 24-hour window of a WhatsApp conversation's number, decided as the send activity decides."""
+    last = await messages.whatsapp_last_inbound_at(session, conversation_id=conversation_id)
+    email = await customers.verified_email(session, customer_id=customer_id)
+    via = window.late_reply_via(settings, last_inbound_at=last, verified_email=email, now=now)
+    return WhatsAppWindow(
+        open=window.is_open(last, now=now),
+        last_customer_message_at=last,
+        closes_at=window.closes_at(last),
+        late_reply_via=via,
+        email_to=email if via == "email" else None,
+    )
+
+
+async def conversation_history(
+    session: AsyncSession, *, conversation_id: str, settings: Settings | None = None
+) -> ConversationHistory:
+    """Everything about the customer of one conversation, on every channel, with the KB articles used.
+
+    `settings` (the gateway's) say how a late WhatsApp reply would go; read at call time when not given.
+    """
     conv_id = _uuid_or_404(conversation_id, "conversation")
     customer_id = await conversations.customer_of(session, conversation_id=conv_id)
     if customer_id is None:
@@ -157,6 +183,16 @@ async def conversation_history(session: AsyncSession, *, conversation_id: str) -
         notes_of[n.conversation_id].append(HistoryNote.model_validate(n, from_attributes=True))
     articles = await knowledge_articles(session, conversation_ids=ids)
     actions = await api_keys.human_actions_on(session, conversation_ids=ids)
+    requested = next((c for c in summaries if c.id == conv_id), None)
+    late_window = None
+    if requested is not None and requested.channel == "whatsapp":
+        late_window = await whatsapp_window(
+            session,
+            conversation_id=conv_id,
+            customer_id=customer_id,
+            settings=settings or get_settings(),
+            now=datetime.now(UTC),
+        )
     return ConversationHistory(
         conversation_id=conv_id,
         customer=HistoryCustomer(
@@ -187,6 +223,7 @@ async def conversation_history(session: AsyncSession, *, conversation_id: str) -
             for c in summaries
         ],
         human_actions=[HumanActionView.model_validate(a, from_attributes=True) for a in actions],
+        whatsapp_window=late_window,
     )
 
 

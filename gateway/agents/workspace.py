@@ -64,7 +64,9 @@ async def add_conversation_note(
 ) -> NoteView:
     """Add an internal note: the team sees it beside the messages; the customer and the AI never do."""
     async with transaction(resources.sessions) as session:
-        return await service.add_note(session, agent=agent, conversation_id=conversation_id, body=body.body)
+        return await service.add_note(
+            session, author=agent.name, api_key_id=agent.key_id, conversation_id=conversation_id, body=body.body
+        )
 
 
 @router.get("/api/v1/saved-replies", response_model=SavedReplyList, responses=_AUTH)

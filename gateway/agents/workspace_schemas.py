@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from core.vocabulary import NoteKind
+
 NOTE_MAX_CHARS = 5000
 SAVED_REPLY_TITLE_MAX_CHARS = 120
 SAVED_REPLY_BODY_MAX_CHARS = 5000
@@ -53,6 +55,9 @@ class NoteView(BaseModel):
     conversation_id: uuid.UUID
     author: str
     body: str
+    kind: NoteKind = Field(
+        default="note", description="`hand_back`: written when handing back to the AI, which reads it"
+    )
     created_at: datetime
 
 

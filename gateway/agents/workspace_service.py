@@ -49,22 +49,31 @@ async def _existing_conversation(session: AsyncSession, conversation_id: str) ->
 # ----------------------------------------------------------------------------- notes
 
 
-async def add_note(session: AsyncSession, *, agent: HumanAgent, conversation_id: str, body: str) -> NoteView:
-    """Store `agent`'s internal note on the conversation and audit it (NotFound for no such conversation)."""
+async def add_note(
+    session: AsyncSession,
+    *,
+    author: str,
+    api_key_id: uuid.UUID | None,
+    conversation_id: str,
+    body: str,
+    via: str = "api",
+) -> NoteView:
+    """Store `author`'s internal note on the conversation and audit it (NotFound for no such conversation).
+    `api_key_id` is None from the CLI (an operator on the machine, named by --agent)."""
     conv_id = await _existing_conversation(session, conversation_id)
-    note = await notes.add_note(session, conversation_id=conv_id, author=agent.name, body=body, api_key_id=agent.key_id)
+    note = await notes.add_note(session, conversation_id=conv_id, author=author, body=body, api_key_id=api_key_id)
     ticket = await tickets.find_for_conversation(session, conversation_id=str(conv_id))
     # The audit names the note; its text stays in the notes table (an erasure then has one place to clean).
     await api_keys.record_human_action(
         session,
-        agent_name=agent.name,
-        api_key_id=agent.key_id,
+        agent_name=author,
+        api_key_id=api_key_id,
         action="note.added",
         ticket_number=ticket.ticket_number if ticket else None,
         conversation_id=conv_id,
-        detail={"note_id": str(note.id), "chars": len(body)},
+        detail={"note_id": str(note.id), "chars": len(body), "via": via},
     )
-    log.info("agents.note_added", conversation_id=str(conv_id), agent=agent.name, note_id=str(note.id))
+    log.info("agents.note_added", conversation_id=str(conv_id), agent=author, note_id=str(note.id), via=via)
     return NoteView.model_validate(note, from_attributes=True)
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,15 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from temporalio.client import Client
 
 from activities.deps import ActivityDeps
 from core.kafka import ensure_topics
 from core.settings import Settings
-from gateway.app import create_app
 from tests.fakes.twilio_fake import TwilioFake
+from tests.gateway_server import ThreadedGateway
 from tests.workflows.helpers import make_worker
 from workers.bridge import Bridge
 from workers.embedded import free_port
@@ -61,33 +58,6 @@ def _require_browser() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"browser tests need a browser: {problem}")
         pytest.skip(f"browser tests need a browser: {problem}")
-
-
-class ThreadedGateway:
-    """`crm-fte gateway` as production runs it (uvicorn), in a thread of this test process."""
-
-    def __init__(self, settings: Settings, port: int) -> None:
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.server.started:
-                return
-            if not self.thread.is_alive():
-                raise RuntimeError("the gateway thread exited during start-up")
-            time.sleep(0.05)
-        raise RuntimeError(f"the gateway did not start within {timeout}s")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @dataclass

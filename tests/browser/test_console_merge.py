@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.settings import Settings
 from crm.db import transaction
 from gateway.agents import create_api_key
-from tests.browser.conftest import ThreadedGateway
 from tests.crm import customer_records as rec
+from tests.gateway_server import ThreadedGateway
 from workers.embedded import free_port
 
 try:

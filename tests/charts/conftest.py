@@ -8,7 +8,7 @@ real ``helm install`` / ``helm upgrade`` / ``helm test`` to run end to end. Like
 with strict field validation, it checks every object Helm creates or updates against the
 Kubernetes JSON schemas shipped by ``kubernetes-validate`` and answers 422 when one is invalid,
 so the install fails with the schema error. Kinds without a bundled schema (the ServiceMonitor
-CRD) are accepted and listed in ``unvalidated``.
+and PrometheusRule CRDs) are accepted and listed in ``unvalidated``.
 
 What this proves is Helm's view: values-schema validation, template rendering, hook ordering and
 weights, the release manifest. What it cannot prove is the cluster's behaviour: admission
@@ -70,6 +70,7 @@ _RESOURCES: tuple[tuple[str, str, str, str, bool], ...] = (
     ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
     ("networking.k8s.io", "v1", "Ingress", "ingresses", True),
     ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors", True),
+    ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules", True),
 )
 
 

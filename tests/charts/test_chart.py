@@ -109,6 +109,8 @@ def sample_value(field_name: str) -> Any:
     bounds = _bounds(field_name)
     if field_name == "notify_slack_webhook_url":
         return "https://hooks.slack.example/services/T0/B0/secret"  # a secret, validated as an http(s) URL
+    if field_name == "ticket_link_secret":
+        return "secret-ticket-link-key-at-least-32-chars"  # validated: 32 characters or more
     if kind is SecretStr:
         return (
             "postgresql://crm:s3cret@db.example.internal:5432/crm"
@@ -130,6 +132,10 @@ def sample_value(field_name: str) -> Any:
         high = bounds.get("le", bounds.get("lt", 1e9))
         candidate = default + 0.5 if isinstance(default, int | float) else 1.5
         return candidate if low < candidate < high else (low + high) / 2
+    if field_name == "whatsapp_late_reply_content_sid":
+        return "HX" + "0123456789abcdef" * 2  # a Twilio Content SID
+    if field_name == "whatsapp_late_reply_content_variables":
+        return "ticket_number,customer_first_name"  # names from core.whatsapp_window.TEMPLATE_VARIABLES
     if field_name == "identity_phone_default_region":
         return "GB"  # an ISO 3166 country code
     if kind is str and field_name.startswith("rate_limit_"):
@@ -232,7 +238,10 @@ def test_release_renders_and_every_manifest_is_valid_kubernetes(
             except kubernetes_validate.SchemaNotFoundError:
                 assert manifest["apiVersion"] == "monitoring.coreos.com/v1", manifest["kind"]
     assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "Job", "Pod", "PodDisruptionBudget"} <= checked
-    assert release.api.unvalidated <= {"monitoring.coreos.com/v1/ServiceMonitor"}
+    assert release.api.unvalidated <= {
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    }
     for manifest in release.all():
         assert manifest["metadata"].get("namespace", NAMESPACE) == NAMESPACE
         assert len(manifest["metadata"]["name"]) <= 63

@@ -37,6 +37,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "ck_notification_deliveries_kind": v.NOTIFICATION_KINDS,
     "ck_notification_deliveries_sink": v.NOTIFICATION_SINKS,
     "ck_notification_deliveries_status": v.NOTIFICATION_DELIVERY_STATUSES,
+    "ck_conversation_notes_kind": v.NOTE_KINDS,
 }
 _LITERAL = re.compile(r"'((?:[^']|'')*)'::")
 

@@ -164,6 +164,45 @@ async def test_an_inbound_message_is_recorded_once(session: AsyncSession) -> Non
     assert [(line.direction, line.role, line.content) for line in lines] == [("inbound", "customer", "hello")]
 
 
+async def test_a_conversation_reads_in_arrival_order_whatever_the_senders_clock_says(session: AsyncSession) -> None:
+    """The second email's Date is a second *earlier* than the first's (a tie at second precision, or a
+    skewed clock): the model must still read it as the customer's latest message (it once answered the
+    first message twice and never the second, in the fault-injection run)."""
+    conversation = await _conversation(session, "email")
+    at = datetime(2026, 12, 2, 12, 0, 5, tzinfo=UTC)
+
+    async def inbound(content: str, received_at: datetime) -> str:
+        recorded = await messages.record_inbound(
+            session,
+            conversation_id=conversation,
+            channel="email",
+            content=content,
+            external_message_id=f"gm-{uuid.uuid4().hex}",
+            attachments=[],
+            attributes={},
+            received_at=received_at,
+        )
+        return recorded.message_id
+
+    first = await inbound("first question", at)
+    await session.execute(
+        text(
+            "INSERT INTO messages (conversation_id, channel, direction, role, content, delivery_status) "
+            "VALUES (:c, 'email', 'outbound', 'agent', 'first answer', 'sent')"
+        ),
+        {"c": conversation},
+    )
+    second = await inbound("second question", at - timedelta(seconds=1))
+
+    lines = await messages.recent_transcript(session, conversation_id=conversation)
+    assert [line.content for line in lines] == ["first question", "first answer", "second question"]
+    assert await messages.contents_by_ids(session, message_ids=[second, first]) == ["first question", "second question"]
+    shown = await messages.thread(session, conversation_id=uuid.UUID(conversation))
+    assert [m.content for m in shown] == ["first question", "first answer", "second question"]
+    latest = await messages.latest_of_conversations(session, conversation_ids=[uuid.UUID(conversation)], per_conversation=2)
+    assert [m.content for m in latest] == ["first answer", "second question"]
+
+
 async def test_one_open_escalation_per_conversation_and_a_breach_counted_once(session: AsyncSession) -> None:
     conversation = await _conversation(session)
     due = datetime.now(UTC) + timedelta(hours=2)

@@ -31,6 +31,14 @@ HTTP basic auth is checked (account SID + auth token, or an API key SID + secret
 From, 21602 missing Body/MediaUrl, 21617 Body over 1600 characters, 21910 mixed
 whatsapp/non-whatsapp channels.  ``push_error`` queues arbitrary failures (e.g. 429/20429).
 
+Templates: ``ContentSid`` (``HX`` + 32 hex, else 21655) with ``ContentVariables`` (a JSON object of
+strings, else 21656) replaces ``Body``; both are kept on the message (``content_sid``,
+``content_variables``).  WhatsApp's 24-hour window: with ``enforce_whatsapp_window=True`` a free-form
+message (no ContentSid) to a WhatsApp number whose last inbound message (``record_inbound``, or any
+``post_inbound_message``) is older than 24 hours, or unknown, is refused with 400 / 63016.  (Real
+Twilio accepts such a message and reports 63016 in its status callback; ``set_delivery_failure``
+simulates that form.)
+
 Status callbacks (``X-Twilio-Signature`` computed with
 ``twilio.request_validator.RequestValidator(auth_token)``) are sent either explicitly via
 ``fire_status_callbacks(sid, [...])`` / ``afire_status_callbacks`` or automatically after
@@ -44,12 +52,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import json
 import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -77,6 +86,7 @@ API_VERSION = "2010-04-01"
 # blank the two variables that would make ``get_hostname`` rewrite the fake's host.
 NO_EDGE_ENVIRONMENT = {"TWILIO_EDGE": "", "TWILIO_REGION": ""}
 BODY_LIMIT = 1600
+WHATSAPP_WINDOW = timedelta(hours=24)
 STATUS_RANK = {
     "accepted": 0,
     "scheduled": 0,
@@ -158,6 +168,9 @@ class FakeMessage:
     error_code: int | None = None
     error_message: str | None = None
     callbacks: list[CallbackDelivery] = field(default_factory=list)
+    # A template send: the Content SID and its variables ({"1": "Sam", ...}) instead of a body.
+    content_sid: str | None = None
+    content_variables: dict[str, str] | None = None
 
     @property
     def uri(self) -> str:
@@ -201,6 +214,7 @@ class TwilioFake(FakeServer):
         api_keys: Mapping[str, str] | None = None,
         auto_callbacks: Sequence[str] | None = None,
         callback_delay: float = 0.0,
+        enforce_whatsapp_window: bool = False,
     ) -> None:
         super().__init__(tls=tls)
         self.account_sid = account_sid or "AC" + "0123456789abcdef" * 2
@@ -214,6 +228,8 @@ class TwilioFake(FakeServer):
         self._errors: list[TwilioError] = []
         self._delivery_failures: dict[str, tuple[str, int]] = {}
         self.webhook_deliveries: list[CallbackDelivery] = []
+        self.enforce_whatsapp_window = enforce_whatsapp_window
+        self._last_inbound: dict[str, datetime] = {}
 
     # ------------------------------------------------------------------ official client helpers
     def client(self, **kwargs: Any) -> Any:
@@ -263,8 +279,15 @@ class TwilioFake(FakeServer):
         with self._lock:
             self._delivery_failures[to] = (status, error_code)
 
+    def record_inbound(self, number: str, at: datetime | None = None) -> None:
+        """The customer at ``number`` (``whatsapp:+...`` or ``+...``) wrote to us at ``at`` (now)."""
+        address = number if number.startswith("whatsapp:") else f"whatsapp:{number}"
+        with self._lock:
+            self._last_inbound[address] = at or datetime.now(UTC)
+
     def reset(self) -> None:
         with self._lock:
+            self._last_inbound.clear()
             self._messages.clear()
             self._errors.clear()
             self._delivery_failures.clear()
@@ -333,6 +356,26 @@ class TwilioFake(FakeServer):
             return TwilioError(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
         if from_ and to.startswith("whatsapp:") != from_.startswith("whatsapp:"):
             return TwilioError(400, 21910, "Invalid From and To pair. From and To should be of the same channel")
+        content_sid = (params.get("ContentSid") or [""])[0]
+        if content_sid:
+            if not (content_sid.startswith("HX") and len(content_sid) == 34):
+                return TwilioError(400, 21655, "The ContentSid is Invalid.")
+            try:
+                variables = json.loads((params.get("ContentVariables") or ["{}"])[0])
+            except ValueError:
+                variables = None
+            if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+                return TwilioError(400, 21656, "The ContentVariables Parameter is invalid.")
+        elif self.enforce_whatsapp_window and to.startswith("whatsapp:"):
+            with self._lock:
+                last = self._last_inbound.get(to)
+            if last is None or datetime.now(UTC) - last > WHATSAPP_WINDOW:
+                return TwilioError(
+                    400,
+                    63016,
+                    "Failed to send freeform message because you are outside the allowed window. "
+                    "If you are using WhatsApp, please use a Message Template.",
+                )
         return None
 
     async def _create_message(self, request: Request) -> Response:
@@ -361,6 +404,8 @@ class TwilioFake(FakeServer):
             date_created=now,
             date_updated=now,
             status="accepted" if params.get("MessagingServiceSid") and not params.get("From") else "queued",
+            content_sid=(params.get("ContentSid") or [None])[0],
+            content_variables=json.loads(params["ContentVariables"][0]) if params.get("ContentVariables") else None,
         )
         with self._lock:
             self._messages[message.sid] = message
@@ -585,6 +630,7 @@ class TwilioFake(FakeServer):
     def post_inbound_message(self, url: str, **kwargs: Any) -> httpx.Response:
         """POST a signed inbound-message webhook (see :meth:`inbound_params`) to ``url``."""
         params = self.inbound_params(**kwargs)
+        self.record_inbound(params["From"])
         headers = self._webhook_headers(url, params)
         with httpx.Client(timeout=10) as http:
             response = http.post(url, content=urlencode(params), headers=headers)
@@ -593,6 +639,7 @@ class TwilioFake(FakeServer):
 
     async def apost_inbound_message(self, url: str, **kwargs: Any) -> httpx.Response:
         params = self.inbound_params(**kwargs)
+        self.record_inbound(params["From"])
         headers = self._webhook_headers(url, params)
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.post(url, content=urlencode(params), headers=headers)

@@ -9,96 +9,26 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from typer.testing import CliRunner, Result
 
-from core.settings import Settings, reset_settings_cache
+from core.settings import Settings
 from core.vocabulary import PRIORITIES
 from crm import identity
 from crm.db import transaction
 from gateway.agents import SCOPE_READ, SCOPE_WRITE, OptionalAgent, create_api_key, revoke_api_key
 from gateway.app import create_app
+from tests.gateway.agent_helpers import audit_rows, bearer, escalate, new_key, run_cli
 from tests.workflows.helpers import eventually, inbound, messages_of
 from workers.agents_cli import agents_app, escalations_app
 from workers.bridge import signal_with_start
 from workflows.contracts import CUSTOMER_CHANGED_SIGNAL, CustomerChanged
-
-PRICING = "How much does the Pro plan cost for 40 users? Can you give us a discount?"
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
-
-
-async def new_key(
-    sessions: async_sessionmaker[AsyncSession], scopes: tuple[str, ...] = (SCOPE_READ, SCOPE_WRITE)
-) -> tuple[str, str]:
-    name = f"Agent {uuid.uuid4().hex[:8]}"
-    async with transaction(sessions) as session:
-        _, key = await create_api_key(session, name=name, scopes=scopes)
-    return name, key
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def escalate(
-    client: Client,
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    channel: str = "web_form",
-    **kw: Any,
-) -> str:
-    """Start a real conversation that escalates (pricing) and return its ticket number."""
-    message = inbound(channel, PRICING, **kw)
-    workflow_id = await signal_with_start(client, settings, message)
-
-    async def escalated() -> str | None:
-        async with sessions() as session:
-            return await session.scalar(
-                text(
-                    "SELECT t.ticket_number FROM escalations e JOIN conversations c ON c.id = e.conversation_id "
-                    "JOIN tickets t ON t.conversation_id = c.id WHERE c.workflow_id = :w AND e.status = 'open'"
-                ),
-                {"w": workflow_id},
-            )
-
-    ticket = await eventually(escalated)
-
-    async def holding_reply_sent() -> bool:
-        rows = await messages_of(sessions, workflow_id)
-        return any(r["direction"] == "outbound" and r["delivery_status"] != "pending" for r in rows)
-
-    await eventually(holding_reply_sent)
-    return ticket
-
-
-async def audit_rows(sessions: async_sessionmaker[AsyncSession], ticket: str) -> list[dict[str, Any]]:
-    async with sessions() as session:
-        rows = await session.execute(
-            text(
-                "SELECT h.agent_name, h.action, h.detail, h.api_key_id, k.name AS key_name FROM human_actions h "
-                "LEFT JOIN api_keys k ON k.id = h.api_key_id WHERE h.ticket_number = :t ORDER BY h.id"
-            ),
-            {"t": ticket},
-        )
-        return [dict(r._mapping) for r in rows]
-
 
 # ----------------------------------------------------------------------------- authentication
 
@@ -344,20 +274,6 @@ async def test_two_agents_resolving_at_once_give_one_reply_and_one_409(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _cli(settings: Settings, app: Any, args: list[str]) -> Result:
-    env = {
-        "DATABASE_URL": settings.database_dsn,
-        "TEMPORAL_ADDRESS": settings.temporal_address,
-        "TEMPORAL_NAMESPACE": settings.temporal_namespace,
-        "LOG_LEVEL": "WARNING",
-    }
-    reset_settings_cache()
-    try:
-        return CliRunner().invoke(app, args, env=env)
-    finally:
-        reset_settings_cache()
-
-
 async def test_cli_creates_lists_and_revokes_keys_and_resolves_from_the_queue(
     worker,  # type: ignore[no-untyped-def]
     http: httpx.AsyncClient,
@@ -366,33 +282,33 @@ async def test_cli_creates_lists_and_revokes_keys_and_resolves_from_the_queue(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     name = f"Cli Agent {uuid.uuid4().hex[:6]}"
-    created = await asyncio.to_thread(_cli, settings, agents_app, ["create", name, "--scope", SCOPE_READ])
+    created = await asyncio.to_thread(run_cli, settings, agents_app, ["create", name, "--scope", SCOPE_READ])
     assert created.exit_code == 0, created.output
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("crmfte_")
     assert (await http.get("/api/v1/escalations", headers=bearer(key))).status_code == 200
-    duplicate = await asyncio.to_thread(_cli, settings, agents_app, ["create", name])
+    duplicate = await asyncio.to_thread(run_cli, settings, agents_app, ["create", name])
     assert duplicate.exit_code == 3 and "already has an active API key" in duplicate.output
-    bad_scope = await asyncio.to_thread(_cli, settings, agents_app, ["create", "someone", "--scope", "admin"])
+    bad_scope = await asyncio.to_thread(run_cli, settings, agents_app, ["create", "someone", "--scope", "admin"])
     assert bad_scope.exit_code == 1 and "unknown scope" in bad_scope.output
 
-    listed = await asyncio.to_thread(_cli, settings, agents_app, ["list", "--json"])
+    listed = await asyncio.to_thread(run_cli, settings, agents_app, ["list", "--json"])
     assert listed.exit_code == 0, listed.output
     mine = [json.loads(line) for line in listed.stdout.splitlines() if json.loads(line)["name"] == name]
     assert len(mine) == 1 and mine[0]["scopes"] == [SCOPE_READ] and mine[0]["revoked_at"] is None
     assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout  # the whole secret
 
-    revoked = await asyncio.to_thread(_cli, settings, agents_app, ["revoke", name])
+    revoked = await asyncio.to_thread(run_cli, settings, agents_app, ["revoke", name])
     assert revoked.exit_code == 0, revoked.output
     assert (await http.get("/api/v1/escalations", headers=bearer(key))).status_code == 401
-    missing = await asyncio.to_thread(_cli, settings, agents_app, ["revoke", name])
+    missing = await asyncio.to_thread(run_cli, settings, agents_app, ["revoke", name])
     assert missing.exit_code == 1 and "no active API key" in missing.output
 
     ticket = await escalate(client, settings, sessions)
-    queue = await asyncio.to_thread(_cli, settings, escalations_app, ["list", "--json"])
+    queue = await asyncio.to_thread(run_cli, settings, escalations_app, ["list", "--json"])
     assert queue.exit_code == 0, queue.output
     assert ticket in {json.loads(line)["ticket_id"] for line in queue.stdout.splitlines()}
-    table = await asyncio.to_thread(_cli, settings, escalations_app, ["list"])
+    table = await asyncio.to_thread(run_cli, settings, escalations_app, ["list"])
     assert ticket in table.stdout and "pricing" in table.stdout
 
     args = [
@@ -405,14 +321,14 @@ async def test_cli_creates_lists_and_revokes_keys_and_resolves_from_the_queue(
         "--agent",
         "Sam Rivera",
     ]
-    done = await asyncio.to_thread(_cli, settings, escalations_app, args)
+    done = await asyncio.to_thread(run_cli, settings, escalations_app, args)
     assert done.exit_code == 0, done.output
     # The web channel records the reply as delivered: the CLI says what happened, not just "sent".
     assert f"{ticket}: reply delivered by Sam Rivera; conversation closed" in done.stdout
-    twice = await asyncio.to_thread(_cli, settings, escalations_app, args)
+    twice = await asyncio.to_thread(run_cli, settings, escalations_app, args)
     assert twice.exit_code == 3 and "no open escalation" in twice.output
     unknown = await asyncio.to_thread(
-        _cli, settings, escalations_app, ["resolve", "TKT-99999999", "--reply", "x", "--action", "close"]
+        run_cli, settings, escalations_app, ["resolve", "TKT-99999999", "--reply", "x", "--action", "close"]
     )
     assert unknown.exit_code == 1 and "no ticket TKT-99999999" in unknown.output
     audit = await audit_rows(sessions, ticket)
@@ -465,7 +381,7 @@ async def test_a_reply_on_an_unconfigured_channel_is_reported_as_not_sent(
     # The CLI says so too, and exits non-zero: the customer did not get the reply.
     second = await escalate(client, settings, sessions, channel="whatsapp")
     args = ["resolve", second, "--reply", "Calling you now.", "--action", "close", "--agent", "Sam Rivera"]
-    done = await asyncio.to_thread(_cli, settings, escalations_app, args)
+    done = await asyncio.to_thread(run_cli, settings, escalations_app, args)
     assert done.exit_code == 4, done.output
     assert f"{second}: the reply was recorded but NOT sent: the channel is not configured" in done.stdout
 

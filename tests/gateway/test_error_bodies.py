@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
@@ -16,15 +14,6 @@ from core.settings import Settings
 from gateway.app import create_app
 
 FORM = "/api/v1/support/form"
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
 
 
 def _error(response: httpx.Response) -> dict[str, object]:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -27,21 +24,11 @@ from core.settings import Settings, reset_settings_cache
 from crm import merging
 from crm.db import transaction
 from gateway.agents import SCOPE_READ, SCOPE_WRITE, create_api_key
-from gateway.app import create_app
 from tests.crm import customer_records as rec
 from tests.workflows.helpers import eventually, inbound, messages_of
 from workers.bridge import signal_with_start
 from workers.customers_cli import customers_app
 from workflows.contracts import ConversationState
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
 
 
 async def new_key(

@@ -9,31 +9,18 @@ Every bad input is a 4xx with a reason and changes nothing; every change is audi
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.settings import Settings
 from crm.db import transaction
 from crm.repositories import customer_data, messages, notes
 from gateway.agents import SCOPE_READ, SCOPE_WRITE, create_api_key
-from gateway.app import create_app
 from tests.crm import customer_records as rec
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
 
 
 @dataclass

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner, Result
@@ -26,20 +25,10 @@ from core.settings import Settings, reset_settings_cache
 from core.vocabulary import PRIORITIES
 from crm.db import transaction
 from gateway.agents import SCOPE_READ, create_api_key
-from gateway.app import create_app
 from tests.crm import customer_records as rec
 from workers.agents_cli import escalations_app
 
 RANK = {p: i for i, p in enumerate(reversed(PRIORITIES))}  # urgent 0 … low 3
-
-
-@pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ async def messages_of(sessions: async_sessionmaker[AsyncSession], workflow_id: s
             text(
                 "SELECT m.direction, m.role, m.content, m.delivery_status, m.external_message_id, m.channel "
                 "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-                "WHERE c.workflow_id = :w ORDER BY m.created_at"
+                "WHERE c.workflow_id = :w ORDER BY m.seq"
             ),
             {"w": workflow_id},
         )

@@ -20,6 +20,7 @@
   const replyStatus = $("reply-status");
 
   let key = null;
+  let me = null; // the signed-in person's name (ownership is by name)
   let selected = null; // {ticketId, conversationId}
   let queueTimer = null;
   let conversationTimer = null;
@@ -74,6 +75,7 @@
     } catch (_) {
       /* the key then lives only in this page */
     }
+    me = data.name;
     $("agent-name").textContent = data.name;
     $("who").hidden = false;
     loginSection.hidden = true;
@@ -144,7 +146,12 @@
         el("span", { class: "ticket" }, item.ticket_id || "no ticket"),
         badge("p", item.priority, label(PRIORITIES, item.priority)),
         el("span", { class: "badge ch" }, label(CHANNELS, item.channel)),
-        el("span", {}, label(REASONS, item.reason))
+        el("span", {}, label(REASONS, item.reason)),
+        el(
+          "span",
+          { class: "owner", "data-testid": "owner" },
+          item.assignee ? (item.assignee === me ? "· yours" : "· " + item.assignee) : "· unassigned"
+        )
       ),
       el("span", { class: "row" }, el("strong", {}, who), item.subject ? "· " + item.subject : ""),
       el("span", { class: "preview" }, item.last_customer_message || ""),
@@ -175,6 +182,8 @@
     const params = new URLSearchParams();
     for (const [name, select] of Object.entries(filterControls)) if (select.value) params.set(name, select.value);
     if ($("filter-breached").checked) params.set("breached", "true");
+    const owner = $("filter-owner").value;
+    if (owner) params.set(owner, "true"); // mine=true or unassigned=true
     const ticket = $("filter-ticket").value.trim();
     if (ticket) params.set("ticket", ticket);
     const query = params.toString();
@@ -209,6 +218,7 @@
 
   for (const select of Object.values(filterControls)) select.addEventListener("change", () => filtersChanged(0));
   $("filter-breached").addEventListener("change", () => filtersChanged(0));
+  $("filter-owner").addEventListener("change", () => filtersChanged(0));
   $("filter-ticket").addEventListener("input", () => filtersChanged(300));
   $("queue-filters").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -217,6 +227,7 @@
   $("clear-filters").addEventListener("click", () => {
     for (const select of Object.values(filterControls)) select.value = "";
     $("filter-breached").checked = false;
+    $("filter-owner").value = "";
     $("filter-ticket").value = "";
     filtersChanged(0);
   });
@@ -336,10 +347,11 @@
     );
 
     const line = $("escalation-line");
+    const holder = open ? open.assignee : null;
     if (open) {
       line.className = "notice warn";
       line.replaceChildren(
-        el("strong", {}, "Waiting for a human: " + label(REASONS, open.reason)),
+        el("strong", {}, (holder ? "With a person: " : "Waiting for a human: ") + label(REASONS, open.reason)),
         " · priority " + label(PRIORITIES, open.priority).toLowerCase() + " · SLA due " + formatDateTime(open.sla_due_at) + " (" + formatRelative(open.sla_due_at) + ")"
       );
     } else {
@@ -350,7 +362,33 @@
           formatDateTime(last.resolved_at) + " · conversation " + current.status
         : "Not escalated · conversation " + current.status;
     }
-    replyForm.hidden = !open;
+    // Only the holder replies; a conversation nobody holds is claimed by replying to it.
+    replyForm.hidden = !open || (holder !== null && holder !== me);
+    document.dispatchEvent(
+      new CustomEvent("crm:conversation", {
+        detail: {
+          conversationId: current.id,
+          status: current.status,
+          ownership: current.status === "closed" ? "closed" : open ? (holder ? "human" : "waiting") : "ai",
+          assignee: holder,
+          me,
+        },
+      })
+    );
+
+    // WhatsApp's 24-hour window: say before sending how a late reply will go out.
+    const win = data.whatsapp_window;
+    const windowNotice = $("whatsapp-window");
+    windowNotice.hidden = !(open && win && !win.open);
+    windowNotice.className = "notice " + (win && win.late_reply_via === "undeliverable" ? "bad" : "warn");
+    windowNotice.textContent = windowNotice.hidden
+      ? ""
+      : "The 24-hour WhatsApp window closed" + (win.closes_at ? " at " + formatDateTime(win.closes_at) : "") + "; " +
+        ({
+          template: "this reply will go as the approved template message (instead of your text), asking the customer to write back.",
+          email: "this reply will go by email to " + win.email_to + ".",
+          undeliverable: "WhatsApp will refuse this reply (no approved template, no verified email): reach the customer another way.",
+        }[win.late_reply_via] || "");
 
     renderThreadWithNotes($("thread"), current.messages, current.notes);
 
@@ -421,14 +459,19 @@
   /* ------------------------------------------------------------------ internal notes */
 
   function noteItem(note) {
+    const forAi = note.kind === "hand_back"; // written when handing back: the AI reads it
     return el(
       "li",
-      { class: "msg note", "data-note-id": note.id, "data-role": "note" },
+      { class: "msg note", "data-note-id": note.id, "data-role": "note", "data-kind": note.kind || "note" },
       el(
         "div",
         { class: "who" },
-        el("span", {}, "Internal note · " + note.author),
-        el("span", { class: "internal" }, "Internal — not sent to the customer"),
+        el("span", {}, (forAi ? "Handed back to the AI · " : "Internal note · ") + note.author),
+        el(
+          "span",
+          { class: "internal" },
+          forAi ? "Internal — the AI reads it; not sent to the customer" : "Internal — not sent to the customer"
+        ),
         el("time", { datetime: note.created_at }, formatDateTime(note.created_at))
       ),
       el("div", { class: "body" }, note.body)
@@ -682,8 +725,8 @@
     };
   }
 
-  let pendingAction = "resume_ai";
-  for (const id of ["resume-ai", "close"]) {
+  let pendingAction = "reply";
+  for (const id of ["send-reply", "resume-ai", "close"]) {
     $(id).addEventListener("click", (event) => {
       pendingAction = event.currentTarget.value;
     });
@@ -699,24 +742,37 @@
       return;
     }
     setFieldError(reply, "");
-    if (!selected || !selected.ticketId) return;
+    if (!selected || (action !== "reply" && !selected.ticketId)) return;
     const buttons = replyForm.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
     replyStatus.className = "notice";
     replyStatus.textContent = "Sending…";
     try {
-      const path = "/api/v1/escalations/" + encodeURIComponent(selected.ticketId) + "/resolve";
-      const { status, data } = await call(path, { method: "POST", body: { reply: text, action } });
+      const { status, data } =
+        action === "reply"
+          ? await call("/api/v1/conversations/" + encodeURIComponent(selected.conversationId) + "/replies", {
+              method: "POST",
+              body: { reply: text },
+            })
+          : await call("/api/v1/escalations/" + encodeURIComponent(selected.ticketId) + "/resolve", {
+              method: "POST",
+              body: { reply: text, action },
+            });
       if (status === 200 || status === 202) {
         reply.value = "";
         const outcome = replyOutcome(status, data && data.delivery_status);
         replyStatus.className = "notice " + outcome.tone;
         replyStatus.textContent =
           outcome.text + " " +
-          (action === "close" ? "The conversation is closed." : "The AI is handling the conversation again.");
+          (action === "close"
+            ? "The conversation is closed."
+            : action === "reply"
+              ? "The conversation stays with you."
+              : "The AI is handling the conversation again.");
       } else if (status === 409) {
         replyStatus.className = "notice bad";
-        replyStatus.textContent = "This escalation was already resolved (perhaps by someone else). Nothing was sent.";
+        replyStatus.textContent =
+          ((data && data.message) || "This escalation was already resolved (perhaps by someone else).") + " Nothing was sent.";
       } else if (status === 422 && data && data.detail) {
         setFieldError(reply, data.detail.map((d) => d.message).join("; "));
         replyStatus.textContent = "";
@@ -744,6 +800,15 @@
     call,
     /** The conversation shown: {ticketId, conversationId}, or null. */
     selected: () => selected,
+    /** The signed-in person's name. */
+    me: () => me,
+    /** The key, for the live stream (fetch with an Authorization header; EventSource cannot send one). */
+    key: () => key,
+    /** Reload the queue and the conversation shown (after an action, or a live event). */
+    refresh: async () => {
+      lastConversationJson = "";
+      await Promise.all([loadQueue(), loadConversation(false)]);
+    },
   };
 
   /* ------------------------------------------------------------------ start */

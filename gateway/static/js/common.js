@@ -26,6 +26,7 @@
     const headers = { Accept: "application/json" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     if (opts.key) headers.Authorization = "Bearer " + opts.key;
+    Object.assign(headers, opts.headers || {});
     const response = await fetch(path, {
       method: opts.method || "GET",
       headers,
@@ -153,14 +154,18 @@
   /**
    * The live status of one ticket: polls GET /api/v1/tickets/{id}?email=... every 2 s while the
    * page is visible, renders the thread, and announces new replies to screen readers.
+   * options.headers replace the email (the ticket link's X-Ticket-Token); options.onNotFound is
+   * called on 404 and 403, options.onTicket with each ticket read.
    */
   class TicketStatusPanel {
     constructor(container, ticketId, email, options) {
       this.container = container;
       this.ticketId = ticketId;
       this.email = email;
+      this.headers = (options && options.headers) || null;
       this.intervalMs = (options && options.intervalMs) || 2000;
       this.onNotFound = (options && options.onNotFound) || null;
+      this.onTicket = (options && options.onTicket) || null;
       this.seen = new Set();
       this.first = true;
       this.timer = null;
@@ -216,14 +221,17 @@
       try {
         await vocabulary; // the labels
         const path =
-          "/api/v1/tickets/" + encodeURIComponent(this.ticketId) + "?email=" + encodeURIComponent(this.email);
-        const { status, data } = await api(path);
+          "/api/v1/tickets/" +
+          encodeURIComponent(this.ticketId) +
+          (this.email ? "?email=" + encodeURIComponent(this.email) : "");
+        const { status, data } = await api(path, this.headers ? { headers: this.headers } : undefined);
         if (status === 200 && data) {
           this.render(data);
+          if (this.onTicket) this.onTicket(data);
           this.note.textContent = "Updates automatically every 2 seconds · last checked " + formatTime(new Date());
-        } else if (status === 404) {
+        } else if (status === 404 || status === 403) {
           this.note.textContent = "";
-          if (this.onNotFound) this.onNotFound();
+          if (this.onNotFound) this.onNotFound(status, data);
           this.stop();
           return;
         } else {
