@@ -16,8 +16,16 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import ActivityDeps
 from activities.guardrails.activities import screen_inbound
 from core.logging import get_logger
-from core.observability import CONVERSATIONS_STARTED, ESCALATIONS, REPLY_LATENCY, SLA_BREACHES
-from core.vocabulary import CHANNELS, ESCALATION_REASONS, PRIORITIES, TICKET_CATEGORIES, Priority, TicketCategory
+from core.observability import CONVERSATION_OUTCOMES, CONVERSATIONS_STARTED, ESCALATIONS, REPLY_LATENCY, SLA_BREACHES
+from core.vocabulary import (
+    CHANNELS,
+    ESCALATION_REASONS,
+    PRIORITIES,
+    TICKET_CATEGORIES,
+    Priority,
+    TicketCategory,
+)
+from core.vocabulary import CONVERSATION_OUTCOMES as CONVERSATION_OUTCOMES_WORDS
 from crm import identity
 from crm.db import transaction
 from crm.repositories import conversations, escalations, messages, metrics, notes, tickets
@@ -55,6 +63,9 @@ for _series, _labels in (
 ):
     for _label in _labels:
         _series.labels(_label)
+for _channel in CHANNELS:
+    for _outcome in CONVERSATION_OUTCOMES_WORDS:
+        CONVERSATION_OUTCOMES.labels(_channel, _outcome)
 
 
 class CRMActivities:
@@ -314,11 +325,13 @@ class CRMActivities:
     async def close_conversation(self, inp: CloseInput) -> str:
         """Close the conversation and resolve its ticket."""
         async with transaction(self.deps.sessions) as session:
-            await conversations.close(session, conversation_id=inp.conversation_id)
+            decided = await conversations.close(session, conversation_id=inp.conversation_id, outcome=inp.outcome)
             await tickets.resolve_with_conversation(
                 session, conversation_id=inp.conversation_id, notes=f"closed: {inp.reason}"
             )
-        log.info("conversation.closed", conversation=inp.conversation_id, reason=inp.reason)
+        if decided is not None and inp.outcome is not None:  # a retried attempt counts nothing twice
+            CONVERSATION_OUTCOMES.labels(decided, inp.outcome).inc()
+        log.info("conversation.closed", conversation=inp.conversation_id, reason=inp.reason, outcome=inp.outcome)
         return inp.conversation_id
 
     @activity.defn(name="record_turn_metrics")

@@ -47,6 +47,13 @@ SLA_BREACHES = Counter(
     ["priority"],
 )
 
+# How conversations ended (the automation rate an SRE or a manager watches), once per conversation.
+CONVERSATION_OUTCOMES = Counter(
+    "crm_fte_conversation_outcomes_total",
+    "Conversations closed, by how they ended: resolved_by_ai, resolved_by_human, abandoned",
+    ["channel", "outcome"],
+)
+
 _configured = False
 
 

@@ -120,6 +120,14 @@ RESOLUTION_ACTIONS: Final[tuple[ResolutionAction, ...]] = get_args(ResolutionAct
 CloseReason = Literal["idle", "human_closed", "resolved"]
 CLOSE_REASONS: Final[tuple[CloseReason, ...]] = get_args(CloseReason)
 
+# How a conversation ended (issue 17), decided by its workflow when it closes: the AI resolved it
+# (the customer confirmed, or wrote nothing more within the idle window after the AI's delivered
+# answer), a person did (a person replied or closed it), or the customer went away with no answer
+# delivered (after a holding message, a refused reply). A conversation still with a person has none
+# yet: it is `escalated`.
+ConversationOutcome = Literal["resolved_by_ai", "resolved_by_human", "abandoned"]
+CONVERSATION_OUTCOMES: Final[tuple[ConversationOutcome, ...]] = get_args(ConversationOutcome)
+
 AgentStepRole = Literal["assistant", "tool"]
 AGENT_STEP_ROLES: Final[tuple[AgentStepRole, ...]] = get_args(AgentStepRole)
 

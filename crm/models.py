@@ -139,6 +139,9 @@ class Conversation(Base):
     started_at: Mapped[datetime] = _created()
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _updated()
+    # How it ended (`ConversationOutcome`), decided by the workflow at close; NULL while open (0016).
+    outcome: Mapped[str | None] = mapped_column(Text)
+    outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Message(Base):

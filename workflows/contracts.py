@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from core.vocabulary import (
     Channel,
     CloseReason,
+    ConversationOutcome,
     ConversationStatus,
     EscalationReason,
     MessageDirection,
@@ -440,6 +441,8 @@ class TurnMetrics(BaseModel):
 class CloseInput(BaseModel):
     conversation_id: str
     reason: CloseReason
+    # How it ended; None in histories from before outcomes were decided.
+    outcome: ConversationOutcome | None = None
 
 
 class BumpEscalationInput(BaseModel):
@@ -493,6 +496,11 @@ class CarriedState(BaseModel):
     language: str | None = None
     # The person who owns the conversation while it is escalated (the `Assignee` search attribute).
     assignee: str | None = None
+    # For the outcome at close: whether a person replied in this conversation, and what the last
+    # reply was (its source, and whether it reached the customer).
+    human_replied: bool = False
+    last_reply_source: ReplySource | None = None
+    last_reply_delivered: bool = True
 
 
 class ConversationInput(BaseModel):

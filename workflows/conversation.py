@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         PRIORITIES,
         REASON_PRIORITY,
         CloseReason,
+        ConversationOutcome,
         EscalationReason,
         MessageDirection,
         NotificationKind,
@@ -629,12 +630,22 @@ class ConversationWorkflow:
                 cause = str(err.cause)[:120] if err.cause else "send failed"
                 workflow.logger.warning("conversation.reply_undelivered", extra={"error": cause})
                 self._log(f"{source} reply on {self.channel}: not delivered ({cause})")
+                self._replied(source, delivered=False)
                 if source != "human":
                     await self._escalate("delivery_failed")
                 return prepared.message_ids
             self._remember(result.message_id, "outbound", "human_agent" if source == "human" else "agent", "")
             self._log(f"{source} reply on {self.channel}: {result.delivery_status}")
+        self._replied(source, delivered=True)
         return prepared.message_ids
+
+    def _replied(self, source: ReplySource, *, delivered: bool) -> None:
+        """What the conversation's outcome at close is decided from (no effect on history)."""
+        c = self.carried
+        c.last_reply_source = source
+        c.last_reply_delivered = delivered
+        if source == "human" and delivered:
+            c.human_replied = True
 
     # ------------------------------------------------------------------ escalation
     async def _escalate(self, reason: EscalationReason, priority: Priority | None = None) -> None:
@@ -885,14 +896,27 @@ class ConversationWorkflow:
             return
         await self._close("idle")
 
+    def _outcome(self, reason: CloseReason) -> ConversationOutcome:
+        """How the conversation ended: a person's work, the AI's, or nobody's (the customer left)."""
+        c = self.carried
+        if reason == "human_closed" or c.human_replied:
+            return "resolved_by_human"
+        if reason == "resolved":  # the customer confirmed it worked
+            return "resolved_by_ai"
+        # Idle: the customer wrote nothing more within the window after the last reply.
+        if c.last_reply_source == "agent" and c.last_reply_delivered:
+            return "resolved_by_ai"
+        return "abandoned"  # after a holding message or a reply that never reached them
+
     async def _close(self, reason: CloseReason) -> None:
+        outcome = self._outcome(reason)
         await self._short(
             act.close_conversation,
-            CloseInput(conversation_id=self._conversation(), reason=reason),
-            summary=f"close conversation ({reason})",
+            CloseInput(conversation_id=self._conversation(), reason=reason, outcome=outcome),
+            summary=f"close conversation ({reason}: {outcome})",
         )
         self.carried.status = "closed"
-        self._log(f"closed ({reason})")
+        self._log(f"closed ({reason}): {outcome.replace('_', ' ')}")
         self._publish_status()
 
     def _continue_as_new(self, *, fresh: bool) -> None:

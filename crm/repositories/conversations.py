@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.vocabulary import Channel, ConversationStatus
+from core.vocabulary import Channel, ConversationOutcome, ConversationStatus
 from crm.models import Conversation, Customer, CustomerIdentifier, Ticket
 from crm.repositories.customers import CustomerContact
 
@@ -78,13 +78,25 @@ async def end_escalation(session: AsyncSession, *, conversation_id: str, status:
     )
 
 
-async def close(session: AsyncSession, *, conversation_id: str) -> None:
-    """Close the conversation; the first close time is kept when it is closed again."""
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id)
-        .values(status="closed", ended_at=func.coalesce(Conversation.ended_at, func.now()))
-    )
+async def close(
+    session: AsyncSession, *, conversation_id: str, outcome: ConversationOutcome | None = None
+) -> Channel | None:
+    """Close the conversation; the first close time and the first outcome are kept when it is closed
+    again. Returns the conversation's channel when this call gave it its outcome (None otherwise)."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE conversations c SET status = 'closed', ended_at = coalesce(c.ended_at, now()), "
+                "outcome = coalesce(c.outcome, CAST(:o AS text)), "
+                "outcome_at = CASE WHEN c.outcome IS NULL AND CAST(:o AS text) IS NOT NULL THEN now() "
+                "  ELSE c.outcome_at END "
+                "FROM conversations prev WHERE c.id = CAST(:c AS uuid) AND prev.id = c.id "
+                "RETURNING c.channel, prev.outcome IS NULL AND CAST(:o AS text) IS NOT NULL AS decided"
+            ),
+            {"c": conversation_id, "o": outcome},
+        )
+    ).one_or_none()
+    return row.channel if row is not None and row.decided else None
 
 
 async def set_sentiment(session: AsyncSession, *, conversation_id: str, score: float) -> None:

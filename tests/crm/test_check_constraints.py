@@ -38,6 +38,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "ck_notification_deliveries_sink": v.NOTIFICATION_SINKS,
     "ck_notification_deliveries_status": v.NOTIFICATION_DELIVERY_STATUSES,
     "ck_conversation_notes_kind": v.NOTE_KINDS,
+    "ck_conversations_outcome": v.CONVERSATION_OUTCOMES,
 }
 _LITERAL = re.compile(r"'((?:[^']|'')*)'::")
 

@@ -78,7 +78,9 @@ async def test_a_person_claims_replies_many_times_and_hands_back_with_a_note(
 
     # The customer writes while Ana owns it: recorded, not answered by the AI.
     await signal_with_start(
-        client, settings, inbound("web_form", "hello?? anyone there", key=first.conversation_key, email=first.sender.email)
+        client,
+        settings,
+        inbound("web_form", "hello?? anyone there", key=first.conversation_key, email=first.sender.email),
     )
 
     async def second_inbound() -> bool | None:
@@ -146,3 +148,8 @@ async def test_taking_over_from_the_ai_sends_no_holding_message_and_closing_ends
     result = await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 30)
     assert result == "closed"
     assert (await _escalation(sessions, workflow_id))["resolution_action"] == "close"
+    async with sessions() as session:
+        outcome = await session.scalar(
+            text("SELECT outcome FROM conversations WHERE workflow_id = :w"), {"w": workflow_id}
+        )
+    assert outcome == "resolved_by_human"

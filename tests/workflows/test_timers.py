@@ -25,7 +25,7 @@ from core.settings import Settings
 from tests.fakes.webhook_sink import WebhookSink
 from tests.workflows.helpers import eventually, inbound, make_worker
 from workers.bridge import signal_with_start
-from workflows.contracts import ConversationState
+from workflows.contracts import OWNERSHIP_UPDATE, ConversationState, OwnershipChange, OwnershipOutcome
 
 
 def _test_server() -> str:
@@ -180,12 +180,34 @@ async def test_idle_conversation_closes_and_resolves_its_ticket(
                 row = (
                     await session.execute(
                         text(
-                            "SELECT c.status, t.status FROM conversations c JOIN tickets t ON t.conversation_id = c.id "
-                            "WHERE c.workflow_id = :w"
+                            "SELECT c.status, t.status, c.outcome FROM conversations c "
+                            "JOIN tickets t ON t.conversation_id = c.id WHERE c.workflow_id = :w"
                         ),
                         {"w": workflow_id},
                     )
                 ).one()
-            assert tuple(row) == ("closed", "resolved")
+            # The AI's answer was delivered and the customer wrote nothing more within the window.
+            assert tuple(row) == ("closed", "resolved", "resolved_by_ai")
+
+            # Escalated, handed back by a person who never replied, then silence: nobody answered.
+            pricing = inbound("web_form", "how much for 40 seats on pro? any discount?")
+            waiting_id = await signal_with_start(skipping_env.client, own, pricing)
+
+            async def waiting() -> ConversationState | None:
+                state = await _state(skipping_env, waiting_id)
+                return state if state.ownership == "waiting" and len(state.last_messages) >= 2 else None
+
+            await eventually(waiting)
+            waiting_handle = skipping_env.client.get_workflow_handle(waiting_id)
+            await waiting_handle.execute_update(
+                OWNERSHIP_UPDATE, OwnershipChange(action="hand_back", agent="Ana"), result_type=OwnershipOutcome
+            )
+            await skipping_env.sleep(timedelta(hours=1, minutes=1))
+            assert await waiting_handle.result() == "closed"
+            async with sessions() as session:
+                outcome = await session.scalar(
+                    text("SELECT outcome FROM conversations WHERE workflow_id = :w"), {"w": waiting_id}
+                )
+            assert outcome == "abandoned"
     finally:
         await deps.close()
