@@ -30,6 +30,7 @@ from crm import identity
 from crm.db import transaction
 from crm.repositories import conversations, escalations, messages, metrics, notes, tickets
 from crm.repositories.escalations import EscalationRecord
+from kb import learning
 from workflows.contracts import (
     AssignInput,
     BumpEscalationInput,
@@ -83,6 +84,7 @@ class CRMActivities:
             sla_business_hours=s.escalation_sla_business_hours,
             business_day_start_hour=s.business_day_start_hour,
             business_day_end_hour=s.business_day_end_hour,
+            holidays=[d.isoformat() for d in s.holiday_dates],
             max_agent_steps=s.agent_max_steps,
             max_tokens_per_conversation=s.agent_max_tokens_per_conversation,
             max_turns_per_run=s.conversation_max_turns_per_run,
@@ -303,6 +305,12 @@ class CRMActivities:
                     api_key_id=None,
                     kind="hand_back",
                 )
+            if resolved_now:
+                # Issue 17: a `no_answer` gap a person already answered (the ownership flow replies
+                # before handing back) becomes a suggested KB entry in this transaction; the SQL
+                # checks the reason, and a one-step resolve's reply, recorded after this activity,
+                # is picked up when the review queue is listed (see kb/learning.py).
+                await learning.collect_suggestions(session, escalation_id=inp.escalation_id)
             await conversations.end_escalation(
                 session,
                 conversation_id=inp.conversation_id,

@@ -8,6 +8,7 @@ FastAPI lifespan. Variable names follow what users already have (``DATABASE_URL`
 from __future__ import annotations
 
 import re
+from datetime import date
 from functools import lru_cache
 from typing import Literal
 
@@ -26,6 +27,19 @@ DEFAULT_KAFKA_PORT = 9092
 DEFAULT_GATEWAY_PORT = 8000
 # The shortest TICKET_LINK_SECRET accepted (32 characters of `openssl rand -base64` is 192 bits).
 MIN_TICKET_LINK_SECRET_CHARS = 32
+
+
+def parse_holidays(value: str) -> tuple[date, ...]:
+    """ "2026-12-25, 2027-01-01" as sorted dates; a word that is not an ISO date is refused, naming it."""
+    found: set[date] = set()
+    for word in (w.strip() for w in value.split(",")):
+        if not word:
+            continue
+        try:
+            found.add(date.fromisoformat(word))
+        except ValueError:
+            raise ValueError(f"not a date such as 2026-12-25: {word!r}") from None
+    return tuple(sorted(found))
 
 
 class Settings(BaseSettings):
@@ -104,6 +118,9 @@ class Settings(BaseSettings):
     # kb/docs/company-profile.md) and the SLA clock's, so a promise and its timer agree.
     business_day_start_hour: int = Field(default=8, ge=0, le=23)
     business_day_end_hour: int = Field(default=20, ge=1, le=24)
+    # Days the team does not work (ISO dates, comma-separated, e.g. "2026-12-25,2027-01-01"): the SLA
+    # clock skips them like a weekend, and the holding reply's promise ("by Monday 10:00 UTC") follows.
+    business_holidays: str = ""
     agent_max_steps: int = Field(default=6, ge=1, le=50)
     agent_max_tokens_per_conversation: int = Field(default=60_000, ge=1000)
     agent_kb_results: int = Field(default=5, ge=1, le=20)
@@ -266,6 +283,17 @@ class Settings(BaseSettings):
     def _template_variables(cls, value: str) -> str:
         parse_variable_names(value)
         return value
+
+    @field_validator("business_holidays")
+    @classmethod
+    def _holidays(cls, value: str) -> str:
+        parse_holidays(value)
+        return value
+
+    @property
+    def holiday_dates(self) -> tuple[date, ...]:
+        """BUSINESS_HOLIDAYS as dates, sorted."""
+        return parse_holidays(self.business_holidays)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -203,6 +203,8 @@ class ConversationConfig(BaseModel):
     sla_business_hours: float = 2.0
     business_day_start_hour: int = 8
     business_day_end_hour: int = 20
+    # BUSINESS_HOLIDAYS (ISO dates): skipped by the SLA clock like weekends.
+    holidays: list[str] = Field(default_factory=list)
     max_agent_steps: int = 6
     max_tokens_per_conversation: int = 60_000
     max_turns_per_run: int = 200

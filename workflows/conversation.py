@@ -10,7 +10,7 @@ short fields.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -987,6 +987,7 @@ class ConversationWorkflow:
             config.sla_business_hours,
             day_start=config.business_day_start_hour,
             day_end=config.business_day_end_hour,
+            holidays=frozenset(date.fromisoformat(day) for day in config.holidays),
         )
 
     def _language(self, language: str | None) -> None:

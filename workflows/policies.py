@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from datetime import date, datetime, timedelta
 
 from temporalio.common import RetryPolicy
 
@@ -49,15 +50,21 @@ SEND_RETRY = RetryPolicy(
 SEND_SCHEDULE_TO_CLOSE = timedelta(hours=1)
 
 
-def add_business_hours(start: datetime, hours: float, *, day_start: int = 9, day_end: int = 17) -> datetime:
-    """`start` plus `hours` of Monday-Friday working time (in start's timezone); deterministic."""
+def add_business_hours(
+    start: datetime,
+    hours: float,
+    *,
+    day_start: int = 9,
+    day_end: int = 17,
+    holidays: Collection[date] = (),
+) -> datetime:
+    """`start` plus `hours` of Monday-Friday working time (in start's timezone), skipping `holidays`;
+    deterministic."""
     remaining = timedelta(hours=hours)
     current = start
     while remaining > timedelta(0):
-        if current.weekday() >= 5:  # weekend: jump to Monday's opening
-            current = (current + timedelta(days=7 - current.weekday())).replace(
-                hour=day_start, minute=0, second=0, microsecond=0
-            )
+        if current.weekday() >= 5 or current.date() in holidays:  # a day off: the next day's opening
+            current = (current + timedelta(days=1)).replace(hour=day_start, minute=0, second=0, microsecond=0)
             continue
         opening = current.replace(hour=day_start, minute=0, second=0, microsecond=0)
         closing = current.replace(hour=day_end, minute=0, second=0, microsecond=0)

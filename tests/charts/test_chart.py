@@ -136,6 +136,8 @@ def sample_value(field_name: str) -> Any:
         return "HX" + "0123456789abcdef" * 2  # a Twilio Content SID
     if field_name == "whatsapp_late_reply_content_variables":
         return "ticket_number,customer_first_name"  # names from core.whatsapp_window.TEMPLATE_VARIABLES
+    if field_name == "business_holidays":
+        return "2026-12-25,2027-01-01"  # validated: ISO dates
     if field_name == "identity_phone_default_region":
         return "GB"  # an ISO 3166 country code
     if kind is str and field_name.startswith("rate_limit_"):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from activities.channels.formatting import business_hours_text, escalation_message
+from activities.channels.formatting import business_hours_text, escalation_message, sla_hint
 from core.settings import Settings
 from workflows.policies import add_business_hours
 
@@ -50,3 +51,20 @@ def test_the_sla_clock_counts_the_stated_hours(defaults: Settings) -> None:
     )
     # 30 minutes on Friday, the other 90 from Monday's 08:00 opening.
     assert due == datetime(2026, 1, 12, 9, 30, tzinfo=UTC)
+
+
+def test_holidays_are_skipped_like_a_weekend_and_a_bad_date_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUSINESS_HOLIDAYS", " 2026-12-25, 2026-12-28 ,")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings' init-only option
+    assert settings.holiday_dates == (date(2026, 12, 25), date(2026, 12, 28))
+    christmas_eve = datetime(2026, 12, 24, 19, 0, tzinfo=UTC)  # a Thursday, an hour before closing
+    due = add_business_hours(christmas_eve, 2, day_start=8, day_end=20, holidays=settings.holiday_dates)
+    # One hour on Thursday; Friday the 25th, the weekend and Monday the 28th are days off: Tuesday 09:00.
+    assert due == datetime(2026, 12, 29, 9, 0, tzinfo=UTC)
+    assert add_business_hours(christmas_eve, 2, day_start=8, day_end=20) == datetime(2026, 12, 25, 9, 0, tzinfo=UTC)
+    # The holding reply promises the same moment the timer waits for.
+    assert sla_hint(christmas_eve, due, 2) == "by Tuesday 09:00 UTC"
+
+    monkeypatch.setenv("BUSINESS_HOLIDAYS", "2026-12-25,Christmas")
+    with pytest.raises(ValidationError, match="not a date such as 2026-12-25: 'Christmas'"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

@@ -59,9 +59,16 @@ async def test_escalation_sla_timer_raises_priority_when_no_human_answers(
     sessions: async_sessionmaker[AsyncSession],
     kb_ingested: None,
 ) -> None:
+    # Today and the next three days are holidays: the SLA clock skips them like a weekend.
+    today = (await skipping_env.get_current_time()).date()
+    holidays = [today + timedelta(days=n) for n in range(4)]
     # The time-skipping server cannot register custom search attributes.
     own = settings.model_copy(
-        update={"temporal_task_queue": f"sla-{uuid.uuid4().hex[:8]}", "temporal_search_attributes": False}
+        update={
+            "temporal_task_queue": f"sla-{uuid.uuid4().hex[:8]}",
+            "temporal_search_attributes": False,
+            "business_holidays": ",".join(d.isoformat() for d in holidays),
+        }
     )
     deps = ActivityDeps.create(own)
     try:
@@ -84,7 +91,8 @@ async def test_escalation_sla_timer_raises_priority_when_no_human_answers(
             assert state.escalation.reason == "refund" and state.escalation.priority == "high"
             due = state.escalation.sla_due_at
             now = await skipping_env.get_current_time()
-            assert due > now  # two business hours from now, weekends and nights excluded
+            assert due > now  # two business hours from now, weekends, nights and holidays excluded
+            assert due.date() > holidays[-1] and due.weekday() < 5
             await skipping_env.sleep(due - now + timedelta(minutes=1))
             state = await eventually(lambda: _bumped(skipping_env, workflow_id))
             assert state.escalation is not None and state.escalation.priority == "urgent"
