@@ -1,7 +1,8 @@
 """Record workflow histories for the Replayer test: `python -m tests.workflows.record_histories`.
 
-Starts the embedded services in a temporary directory, runs two real conversations (a question
-answered from the knowledge base; an escalation resolved by a human), and writes their histories
+Starts the embedded services in a temporary directory, runs three real conversations (a question
+answered from the knowledge base; an escalation resolved by a human; one a person claims, answers
+twice, hands back, takes over and closes), and writes their histories
 to tests/workflows/histories/. Re-record after an intended workflow change that is guarded by
 `workflow.patched` or a change of an activity's input, keeping the previous files under a
 version prefix (v1_* are from before the short steps became local activities, v2_* from before
@@ -17,6 +18,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from temporalio.client import Client
+
 from activities.deps import ActivityDeps
 from core.logging import configure_logging
 from core.settings import Settings
@@ -28,7 +31,7 @@ from tests.workflows.helpers import eventually, inbound, make_worker
 from workers.bridge import signal_with_start
 from workers.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedTemporal, free_port
 from workers.temporal_setup import ensure_search_attributes
-from workflows.contracts import ConversationState
+from workflows.contracts import OWNERSHIP_UPDATE, ConversationState, OwnershipChange, OwnershipOutcome
 
 OUT = Path(__file__).parent / "histories"
 
@@ -51,10 +54,33 @@ async def record(settings: Settings) -> None:
             "resolve_escalation", {"agent": "Sam", "reply": "Sales will call you today.", "action": "close"}
         )
         await client.get_workflow_handle(escalated).result()
-        for name, workflow_id in (("answered_web_question", answered), ("escalated_then_resolved", escalated)):
+        owned = await _owned_then_handed_back(client, settings, state)
+        for name, workflow_id in (
+            ("answered_web_question", answered),
+            ("escalated_then_resolved", escalated),
+            ("owned_then_handed_back", owned),
+        ):
             history = await client.get_workflow_handle(workflow_id).fetch_history()
             (OUT / f"{name}.json").write_text(history.to_json())
     await deps.close()
+
+
+async def _owned_then_handed_back(client: Client, settings: Settings, state) -> str:  # type: ignore[no-untyped-def]
+    """Escalated; claimed; two replies; handed back with a note; taken over again; closed."""
+    workflow_id = await signal_with_start(client, settings, inbound("web_form", "How much is the Pro plan?"))
+    await eventually(lambda: _is(state, workflow_id, "escalated"))
+    handle = client.get_workflow_handle(workflow_id)
+    for change in (
+        OwnershipChange(action="claim", agent="Ana"),
+        OwnershipChange(action="reply", agent="Ana", reply="Checking the price for you."),
+        OwnershipChange(action="reply", agent="Ana", reply="It is 20 dollars a seat."),
+        OwnershipChange(action="hand_back", agent="Ana", note="Quoted the list price."),
+        OwnershipChange(action="take_over", agent="Ana"),
+        OwnershipChange(action="close", agent="Ana"),
+    ):
+        await handle.execute_update(OWNERSHIP_UPDATE, change, result_type=OwnershipOutcome)
+    await handle.result()
+    return workflow_id
 
 
 async def _has_outbound(state, workflow_id: str) -> bool:  # type: ignore[no-untyped-def]

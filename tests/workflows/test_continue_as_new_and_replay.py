@@ -90,7 +90,7 @@ def _send_inputs(path: Path) -> list[object]:
 
 def test_there_are_checked_in_histories() -> None:
     names = {p.stem for p in _histories()}
-    assert {"answered_web_question", "escalated_then_resolved"} <= names
+    assert {"answered_web_question", "escalated_then_resolved", "owned_then_handed_back"} <= names
     # Older shapes must keep replaying: v1_* have only regular activities (before the short steps
     # became local activities, behind workflow.patched); v2_* pass the send activities a bare
     # message id (before SendReplyInput); the current ones pass {"message_id": ...}.
