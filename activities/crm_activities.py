@@ -16,7 +16,14 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import ActivityDeps
 from activities.guardrails.activities import screen_inbound
 from core.logging import get_logger
-from core.observability import CONVERSATION_OUTCOMES, CONVERSATIONS_STARTED, ESCALATIONS, REPLY_LATENCY, SLA_BREACHES
+from core.observability import (
+    CONVERSATION_OUTCOMES,
+    CONVERSATIONS_STARTED,
+    CSAT_RATINGS,
+    ESCALATIONS,
+    REPLY_LATENCY,
+    SLA_BREACHES,
+)
 from core.vocabulary import (
     CHANNELS,
     ESCALATION_REASONS,
@@ -28,7 +35,7 @@ from core.vocabulary import (
 from core.vocabulary import CONVERSATION_OUTCOMES as CONVERSATION_OUTCOMES_WORDS
 from crm import identity
 from crm.db import transaction
-from crm.repositories import conversations, escalations, messages, metrics, notes, tickets
+from crm.repositories import conversations, escalations, messages, metrics, notes, ratings, tickets
 from crm.repositories.escalations import EscalationRecord
 from kb import learning
 from workflows.contracts import (
@@ -46,6 +53,7 @@ from workflows.contracts import (
     OpenConversationInput,
     RecordedMessage,
     RecordInboundInput,
+    RecordRatingInput,
     ResolveEscalationInput,
     TicketRef,
     ToolInput,
@@ -85,6 +93,9 @@ class CRMActivities:
             business_day_start_hour=s.business_day_start_hour,
             business_day_end_hour=s.business_day_end_hour,
             holidays=[d.isoformat() for d in s.holiday_dates],
+            csat_enabled=s.csat_enabled,
+            csat_window_seconds=s.csat_window_hours * 3600,
+            csat_low_score=s.csat_low_score,
             max_agent_steps=s.agent_max_steps,
             max_tokens_per_conversation=s.agent_max_tokens_per_conversation,
             max_turns_per_run=s.conversation_max_turns_per_run,
@@ -328,6 +339,33 @@ class CRMActivities:
                 session, escalation_id=inp.escalation_id, assignee=inp.assignee, responded=inp.responded
             )
         log.info("escalation.assigned", escalation=inp.escalation_id, assignee=inp.assignee, responded=inp.responded)
+
+    @activity.defn(name="record_rating")
+    async def record_rating(self, inp: RecordRatingInput) -> bool:
+        """Store the customer's rating once; a low one is also a note beside the messages (the comment
+        attached for the person who follows up). True when this call stored it."""
+        r = inp.rating
+        async with transaction(self.deps.sessions) as session:
+            stored = await ratings.record(
+                session,
+                conversation_id=inp.conversation_id,
+                channel=inp.channel,
+                score=r.score,
+                comment=r.comment,
+                via=r.via,
+            )
+            if stored and inp.low:
+                await notes.add_note(
+                    session,
+                    conversation_id=uuid.UUID(inp.conversation_id),
+                    author="Customer rating",
+                    body=f"Rated {r.score}/5" + (f": {r.comment}" if r.comment else " (no comment)"),
+                    api_key_id=None,
+                )
+        if stored:
+            CSAT_RATINGS.labels(inp.channel, str(r.score)).inc()
+        log.info("conversation.rated", conversation=inp.conversation_id, score=r.score, via=r.via, stored=stored)
+        return stored
 
     @activity.defn(name="close_conversation")
     async def close_conversation(self, inp: CloseInput) -> str:

@@ -40,6 +40,13 @@ class Forbidden(CRMError):
     code = "forbidden"
 
 
+class Gone(CRMError):
+    """What was asked for existed but is over for good (a rating window that closed)."""
+
+    status_code = 410
+    code = "gone"
+
+
 class ServiceUnavailable(CRMError):
     """A dependency (Kafka, Temporal, PostgreSQL) is down: the caller should retry."""
 

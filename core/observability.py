@@ -54,6 +54,9 @@ CONVERSATION_OUTCOMES = Counter(
     ["channel", "outcome"],
 )
 
+# Customer satisfaction ratings (1-5), once per conversation.
+CSAT_RATINGS = Counter("crm_fte_csat_ratings_total", "Customer satisfaction ratings, by score", ["channel", "score"])
+
 _configured = False
 
 

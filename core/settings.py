@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     # kb/docs/company-profile.md) and the SLA clock's, so a promise and its timer agree.
     business_day_start_hour: int = Field(default=8, ge=0, le=23)
     business_day_end_hour: int = Field(default=20, ge=1, le=24)
+    # CSAT: once a conversation the AI or a person resolved closes, ask the customer for a rating on
+    # its channel; wait this long for it; a score at or below CSAT_LOW_SCORE reopens it to a person.
+    csat_enabled: bool = True
+    csat_window_hours: float = Field(default=72.0, gt=0, le=24 * 30)
+    csat_low_score: int = Field(default=2, ge=1, le=4)
     # Days the team does not work (ISO dates, comma-separated, e.g. "2026-12-25,2027-01-01"): the SLA
     # clock skips them like a weekend, and the holding reply's promise ("by Monday 10:00 UTC") follows.
     business_holidays: str = ""
@@ -247,6 +252,10 @@ class Settings(BaseSettings):
     notify_http_timeout_seconds: float = Field(default=10.0, gt=0, le=25)
     # How long before an escalation's SLA deadline the team is warned that it is about to pass.
     notify_sla_due_soon_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    # --- Daily report (issue 17) ----------------------------------------------------------------
+    # When (HH:MM, UTC) a Temporal Schedule runs the report of the previous UTC day and sends it to
+    # the notification sinks above.
+    daily_report_time_utc: str = Field(default="06:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -8,7 +8,9 @@ revokes them all. Tokens are compared in constant time.
 
 The link carries the token in the URL fragment (`#token=...`): browsers never send a fragment to
 a server, so it stays out of access logs, proxies and Referer headers. The page's script reads it
-and sends it in the `X-Ticket-Token` header of its API calls.
+and sends it in the `X-Ticket-Token` header of its API calls. A rating link (`rating_link`) is the
+same link with `&score=N` after the token: it opens the page with that score preselected, and the
+ticket may be of any channel (an email customer rates there too).
 
 No I/O: shared by the gateway (checking) and the channel activities (the reply notice's link).
 """
@@ -45,3 +47,14 @@ def token_matches(secret: str, ticket_id: uuid.UUID | str, token: str) -> bool:
 def ticket_link(public_base_url: str, ticket_number: str, token: str) -> str:
     """`{public base URL}/support/ticket/{ticket number}#token={token}`."""
     return f"{public_base_url.rstrip('/')}/support/ticket/{ticket_number}#token={token}"
+
+
+def rating_link(public_base_url: str, ticket_number: str, token: str, score: int) -> str:
+    """The ticket link with `score` (1-5) preselected: `…/support/ticket/{number}#token={token}&score={score}`.
+
+    One per score in the rating email. The page only preselects the score and waits for the
+    customer's click: link scanners open every link in an email, so opening one must not rate.
+    """
+    if not 1 <= score <= 5:
+        raise ValueError(f"a rating is 1 to 5, not {score}")
+    return f"{ticket_link(public_base_url, ticket_number, token)}&score={score}"

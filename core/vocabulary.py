@@ -79,6 +79,7 @@ EscalationReason = Literal[
     "language",  # written in a language the offline path does not support
     "delivery_failed",  # the channel refused a reply (or kept failing for the whole send window)
     "taken_over",  # a person took the conversation from the AI
+    "low_rating",  # the customer rated the closed conversation low (CSAT): a person follows up
 ]
 ESCALATION_REASONS: Final[tuple[EscalationReason, ...]] = get_args(EscalationReason)
 
@@ -109,6 +110,7 @@ REASON_PRIORITY: Final[dict[EscalationReason, Priority]] = {
     "language": "medium",
     "delivery_failed": "high",
     "taken_over": "medium",
+    "low_rating": "high",
 }
 
 EscalationStatus = Literal["open", "resolved"]
@@ -127,6 +129,11 @@ CLOSE_REASONS: Final[tuple[CloseReason, ...]] = get_args(CloseReason)
 # yet: it is `escalated`.
 ConversationOutcome = Literal["resolved_by_ai", "resolved_by_human", "abandoned"]
 CONVERSATION_OUTCOMES: Final[tuple[ConversationOutcome, ...]] = get_args(ConversationOutcome)
+# Where a customer's satisfaction rating (1-5, asked once after a conversation closes) came from: a
+# reply on the conversation's channel (WhatsApp, email), or the ticket page (opened on the site, or
+# from the rating links of an email).
+RatingVia = Literal["reply", "ticket_page", "email_link"]
+RATING_VIAS: Final[tuple[RatingVia, ...]] = get_args(RatingVia)
 
 AgentStepRole = Literal["assistant", "tool"]
 AGENT_STEP_ROLES: Final[tuple[AgentStepRole, ...]] = get_args(AgentStepRole)
@@ -150,6 +157,12 @@ OWNERSHIP_ACTIONS: Final[tuple[OwnershipAction, ...]] = get_args(OwnershipAction
 NoteKind = Literal["note", "hand_back"]
 NOTE_KINDS: Final[tuple[NoteKind, ...]] = get_args(NoteKind)
 
+# A suggested knowledge-base entry learned from a resolved `no_answer` escalation (issue 17): the
+# customer's question and the person's answer wait (`pending`) until an agent approves them (then
+# they are embedded into the knowledge base) or rejects them.
+KbSuggestionStatus = Literal["pending", "approved", "rejected"]
+KB_SUGGESTION_STATUSES: Final[tuple[KbSuggestionStatus, ...]] = get_args(KbSuggestionStatus)
+
 # What the support team is told (issue 16), where, and how far each delivery got. A sink's delivery
 # is `pending` until the sink accepted it (`delivered`) or refused it for good (`refused`).
 NotificationKind = Literal["escalation_new", "sla_due_soon", "sla_breached", "customer_replied"]
@@ -166,6 +179,16 @@ NOTIFICATION_KIND_LABELS: Final[dict[NotificationKind, str]] = {
 }
 
 # --- added by the gateway
+
+# Where a rating sent through the ticket page came from: the page's own buttons, or an email's
+# one-click rating link (which opens the page with the score preselected).
+PageRatingVia = Literal["ticket_page", "email_link"]
+PAGE_RATING_VIAS: Final[tuple[PageRatingVia, ...]] = get_args(PageRatingVia)
+# Why a conversation takes no rating now (the 409's `detail.reason` on the ticket page's rating):
+# not closed yet, rated already, or not waiting for one for any other reason (e.g. started before
+# ratings were asked for). The workflow's refusal starts with one of these words.
+RatingRefusal = Literal["not_closed", "already_rated", "not_waiting"]
+RATING_REFUSALS: Final[tuple[RatingRefusal, ...]] = get_args(RatingRefusal)
 
 # The priorities a customer may choose on the web form; `urgent` is for escalations only.
 WebFormPriority = Literal["low", "medium", "high"]
@@ -219,6 +242,7 @@ ESCALATION_REASON_LABELS: Final[dict[EscalationReason, str]] = {
     "language": "Language not supported",
     "delivery_failed": "Reply not delivered",
     "taken_over": "Taken over by a person",
+    "low_rating": "Low satisfaction rating",
 }
 # What the web form's priority choice starts at.
 WEB_FORM_DEFAULT_PRIORITY: Final[WebFormPriority] = "medium"

@@ -40,7 +40,9 @@ from gateway import (
 )
 from gateway.agents import customers as agent_customers
 from gateway.agents import kb as agent_kb
+from gateway.agents import kb_suggestions as agent_kb_suggestions
 from gateway.agents import ownership as agent_ownership
+from gateway.agents import reports as agent_reports
 from gateway.agents import workspace as agent_workspace
 from gateway.ratelimit import SenderLimiter, TooManyRequests
 from gateway.resources import KafkaProducerHolder, Resources, TemporalHolder
@@ -450,6 +452,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agent_workspace.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
     app.include_router(agent_ownership.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503))
     app.include_router(agent_kb.router, responses=error_responses(400, 401, 403, 413, 422, 503))
+    app.include_router(agent_reports.router, responses=error_responses(400, 401, 403, 422, 503))
+    app.include_router(
+        agent_kb_suggestions.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
+    )
     app.include_router(vocabulary.router)
     app.include_router(ui.router)
     app.include_router(help.router, responses=error_responses(400, 404, 413, 415, 422, 429))

@@ -1,6 +1,7 @@
 """A web-form ticket for its customer: `GET /api/v1/tickets/{ticket_id}` (the ticket, its messages and
 escalation state), `POST /api/v1/tickets/{ticket_id}/replies` (the customer answers from the ticket
-page) and the page itself, `/support/ticket/{ticket_id}`, which the reply notice's secure link opens.
+page), `POST /api/v1/tickets/{ticket_id}/rating` (the customer rates a closed conversation, on any
+channel's ticket) and the page itself, `/support/ticket/{ticket_id}`, which the secure links open.
 
 A customer proves access with the email that filed the ticket (the status page) or with the
 ticket's secure link (core/ticket_links.py), whose token the page sends in `X-Ticket-Token`.
@@ -8,28 +9,38 @@ ticket's secure link (core/ticket_links.py), whose token the page sends in `X-Ti
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowUpdateStage as UpdateStage
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from core.errors import Conflict, Forbidden, Gone, NotFound, ServiceUnavailable
 from core.logging import get_logger
 from core.markdown import render_html
 from core.ticket_links import TOKEN_HEADER, token_matches
 from core.vocabulary import (
+    RATING_REFUSALS,
     Channel,
+    ConversationStatus,
     DeliveryStatus,
     EscalationReason,
     EscalationStatus,
     MessageDirection,
     MessageRole,
+    PageRatingVia,
     Priority,
+    RatingRefusal,
     TicketCategory,
     TicketStatus,
 )
@@ -42,7 +53,7 @@ from gateway.producer import publish_inbound
 from gateway.resources import Resources
 from gateway.ui import SECURITY_HEADERS, STATIC_DIR
 from gateway.web_form import MESSAGE_MAX_LENGTH, refuse_control_characters, web_form_message
-from workflows.contracts import SenderIdentity
+from workflows.contracts import RATE_UPDATE, Rating, RatingOutcome, SenderIdentity
 
 log = get_logger(__name__)
 router = APIRouter(tags=["tickets"])
@@ -80,6 +91,8 @@ class TicketView(BaseModel):
     created_at: datetime
     updated_at: datetime
     workflow_id: str | None
+    # The conversation's own status: once it is `closed` the page asks for a rating.
+    conversation_status: ConversationStatus | None = None
     escalation: TicketEscalation | None
     messages: list[TicketMessage]
 
@@ -209,6 +222,7 @@ async def get_ticket(
         created_at=ticket.created_at,
         updated_at=ticket.updated_at,
         workflow_id=ticket.workflow_id,
+        conversation_status=ticket.conversation_status,
         escalation=TicketEscalation.model_validate(escalation, from_attributes=True) if escalation else None,
         messages=[
             TicketMessage(
@@ -312,6 +326,155 @@ async def post_reply(
         reply_id=reply_id,
         status="received",
         message="Your reply was sent. It appears on this page in a moment, and so will our answer.",
+    )
+
+
+# ----------------------------------------------------------------------------- the customer's rating
+
+# How long the page waits for the workflow: to take the rating in, then to have stored it.
+RATING_ACCEPT_SECONDS = 15.0
+RATING_RESULT_SECONDS = 10.0
+RATING_COMMENT_MAX_LENGTH = 1000
+_THANKS = "Thank you! Your rating helps us improve."
+_FOLLOW_UP = "Sorry to hear that — a person from our team will follow up."
+_RECEIVED = "Thank you! Your rating was received."
+_REFUSED: dict[RatingRefusal, str] = {
+    "not_closed": "This conversation is still open: you can rate it once it is closed.",
+    "already_rated": "This conversation has already been rated. Thank you!",
+    "not_waiting": "This conversation cannot be rated any more.",
+}
+_WINDOW_CLOSED = "The time to rate this conversation has passed. Thank you all the same."
+
+
+class TicketRating(BaseModel):
+    """A customer's rating of the ticket's closed conversation."""
+
+    score: int = Field(ge=1, le=5, description="1 (very poor) to 5 (excellent)")
+    comment: Annotated[str | None, StringConstraints(strip_whitespace=True, max_length=RATING_COMMENT_MAX_LENGTH)] = (
+        None
+    )
+    via: PageRatingVia = Field(
+        default="ticket_page", description="`email_link` when the page was opened from an email's rating link"
+    )
+
+    @field_validator("comment")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        # An empty box is no comment (the workflow's contract takes 1-1000 characters or none).
+        return refuse_control_characters(value) or None if value is not None else None
+
+
+class TicketRatingResult(BaseModel):
+    ticket_id: str
+    score: int
+    # Null on 202: the workflow took the rating in but had not finished with it yet.
+    reopened: bool | None = Field(description="A low score reopened the conversation to a person")
+    message: str = Field(description="What the page shows the customer")
+
+
+def _refusal(exc: WorkflowUpdateFailedError) -> tuple[RatingRefusal, str]:
+    """The refusal's word (the workflow's reason starts with one; anything else is `not_waiting`) and its text."""
+    cause = exc.cause
+    text = str(cause.message if isinstance(cause, ApplicationError) else (cause or exc))[:300]
+    first = re.split(r"[^a-z_]", text.strip().lower(), maxsplit=1)[0]
+    word: RatingRefusal = next((w for w in RATING_REFUSALS if w == first), "not_waiting")
+    return word, text
+
+
+def _refused(ticket_number: str, exc: WorkflowUpdateFailedError) -> Conflict:
+    word, text = _refusal(exc)
+    log.info("gateway.ticket_rating_refused", ticket=ticket_number, reason=word)
+    return Conflict(_REFUSED[word], detail={"reason": word, "workflow_reason": text})
+
+
+@router.post(
+    "/api/v1/tickets/{ticket_id}/rating",
+    response_model=TicketRatingResult,
+    responses={
+        202: {"description": "Taken in by the conversation, not yet stored (`reopened` is null)"},
+        400: {"description": "Malformed request"},
+        403: {"description": "No or wrong ticket link (detail.reason: missing_token, invalid_token, links_disabled)"},
+        409: {"description": "No rating taken now (detail.reason: not_closed, already_rated, not_waiting)"},
+        410: {"description": "The rating window has closed (the conversation's workflow has ended)"},
+        413: {"description": "Request body too large"},
+        415: {"description": "The body is not JSON (send Content-Type: application/json)"},
+        422: {"description": "Invalid fields"},
+        429: {"description": "Too many failed look-ups from this address; see Retry-After"},
+        503: {"description": "Temporal or the database unavailable; retry"},
+    },
+)
+async def post_rating(
+    request: Request,
+    response: Response,
+    resources: ResourcesDep,
+    ticket_id: Annotated[str, Path(pattern=TICKET_NUMBER, description="e.g. TKT-0001")],
+    rating: TicketRating,
+    token: TicketToken = None,
+) -> TicketRatingResult:
+    """Rate the ticket's closed conversation, once: the workflow stores it, and a low score reopens it to a person.
+
+    Any channel's ticket may be rated here (an email's rating links open this ticket's page).
+    """
+    if not token:
+        raise Forbidden(
+            "a rating needs the ticket's secure link; open the link from the email we sent you",
+            detail={"reason": "missing_token"},
+        )
+    try:
+        async with resources.sessions() as session:
+            ticket = await linked_ticket(session, request, resources, ticket_number=ticket_id, token=token)
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable("the database is unavailable; retry later") from exc
+    if ticket.workflow_id is None:
+        raise Conflict(_REFUSED["not_waiting"], detail={"reason": "not_waiting", "workflow_reason": "no conversation"})
+    try:
+        temporal = await resources.temporal.get()
+    except Exception as exc:
+        raise ServiceUnavailable("Temporal is not reachable; retry") from exc
+    update = Rating(score=rating.score, comment=rating.comment, via=rating.via)
+    handle = temporal.get_workflow_handle(ticket.workflow_id)
+    try:
+        started = await handle.start_update(
+            RATE_UPDATE,
+            update,
+            wait_for_stage=UpdateStage.ACCEPTED,
+            result_type=RatingOutcome,
+            rpc_timeout=timedelta(seconds=RATING_ACCEPT_SECONDS),
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _refused(ticket.ticket_number, exc) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        raise ServiceUnavailable("the conversation did not answer in time; retry") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            # The workflow waits for a rating for a while after closing, then ends: nothing to rate.
+            raise Gone(_WINDOW_CLOSED, detail={"reason": "window_closed"}) from None
+        raise ServiceUnavailable("Temporal did not answer; retry") from exc
+
+    try:
+        outcome = await asyncio.wait_for(started.result(), RATING_RESULT_SECONDS)
+    except TimeoutError:
+        log.warning("gateway.ticket_rating_still_running", ticket=ticket.ticket_number)
+        response.status_code = 202
+        return TicketRatingResult(ticket_id=ticket.ticket_number, score=rating.score, reopened=None, message=_RECEIVED)
+    except WorkflowUpdateFailedError as exc:
+        raise _refused(ticket.ticket_number, exc) from None
+    except RPCError as exc:
+        raise ServiceUnavailable("Temporal did not answer; your rating may have been received") from exc
+    # Never the comment in the log: it is the customer's own words.
+    log.info(
+        "gateway.ticket_rated",
+        ticket=ticket.ticket_number,
+        score=outcome.score,
+        reopened=outcome.reopened,
+        via=rating.via,
+        commented=rating.comment is not None,
+    )
+    return TicketRatingResult(
+        ticket_id=ticket.ticket_number,
+        score=outcome.score,
+        reopened=outcome.reopened,
+        message=_FOLLOW_UP if outcome.reopened else _THANKS,
     )
 
 

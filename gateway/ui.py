@@ -1,7 +1,8 @@
 """The gateway's pages: the web support form, the ticket status page and the human-agent console.
 
-Plain HTML, CSS and JavaScript written for this project (gateway/static), served with a strict
-Content-Security-Policy: no inline script or style, nothing loaded from another origin.
+Plain HTML, CSS and JavaScript written for this project (gateway/static), plus the vendored files
+of gateway/static/vendor (its README names each one's package, version and licence), served with a
+strict Content-Security-Policy: no inline script or style, nothing loaded from another origin.
 """
 
 from __future__ import annotations
@@ -64,6 +65,24 @@ async def support_slash() -> RedirectResponse:
 @router.get("/agent/", response_class=RedirectResponse)
 async def agent_slash() -> RedirectResponse:
     return RedirectResponse("/agent", status_code=308)
+
+
+# The vendored files served, by name: nothing else under static/vendor is reachable. Declared
+# before /static/{kind}/{name}, whose pattern would answer 422 for `vendor`.
+_VENDOR_FILES = {"chart.umd.min.js": "text/javascript; charset=utf-8"}
+
+
+@router.get("/static/vendor/{name}")
+async def vendor_asset(name: Annotated[str, Path(pattern=r"^[a-z0-9.-]+$", max_length=64)]) -> FileResponse:
+    """A vendored third-party script (Chart.js for the console's dashboard), by its listed name only."""
+    media_type = _VENDOR_FILES.get(name)
+    if media_type is None:
+        raise NotFound(f"no asset vendor/{name}")
+    return FileResponse(
+        STATIC_DIR / "vendor" / name,
+        media_type=media_type,
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
+    )
 
 
 @router.get("/static/{kind}/{name}")

@@ -84,6 +84,10 @@ async def check_embedding_column(sessions: async_sessionmaker[AsyncSession], emb
     """Fail with a clear message when `knowledge_base.embedding` is missing or of another dimension."""
     async with sessions() as session:
         dimension = await knowledge_base.embedding_dimension(session)
+    _check_dimension(dimension, embedder)
+
+
+def _check_dimension(dimension: int | None, embedder: Embedder) -> None:
     if dimension is None:
         raise IngestError("the knowledge_base table does not exist: run `crm-fte migrate` first")
     # -1 for an unsized `vector` column: any dimension fits.
@@ -221,3 +225,48 @@ async def ingest_articles(
 
     log.info("kb.ingest_finished", **report.model_dump(), embedding_model=model)
     return report
+
+
+async def ingest_article(session: AsyncSession, article: Article, *, embedder: Embedder) -> IngestReport:
+    """Chunk, embed and upsert one article inside the caller's transaction (a reviewed entry, issue 17).
+
+    The same chunking, hashing and embedding as :func:`ingest_articles`, so the entry is found by
+    `kb.search` as soon as the caller commits; chunks the article no longer has are deleted.
+    """
+    _check_dimension(await knowledge_base.embedding_dimension(session), embedder)
+    model = embedder.model_name
+    existing = await knowledge_base.chunk_hashes(session, article_ids=[article.article_id])
+    chunks = chunk_article(article)
+    hashes = [content_hash(c, model) for c in chunks]
+    changed = [(c, h) for c, h in zip(chunks, hashes, strict=True) if existing.get((c.article_id, c.chunk_index)) != h]
+    vectors = await embedder.embed([embedding_text(c) for c, _ in changed]) if changed else []
+    await knowledge_base.upsert_chunks(
+        session,
+        chunks=[
+            ChunkRow(
+                article_id=c.article_id,
+                chunk_index=c.chunk_index,
+                title=c.title,
+                category=c.category,
+                content=c.content,
+                content_hash=h,
+                embedding=v,
+                embedding_model=model,
+                section=c.section,
+                heading_path=c.heading_path,
+            )
+            for (c, h), v in zip(changed, vectors, strict=True)
+        ],
+    )
+    stale = max(0, len(existing) - len(chunks))
+    if stale:
+        await knowledge_base.delete_chunks_from(session, article_id=article.article_id, first_index=len(chunks))
+    inserted = sum(1 for c, _ in changed if (c.article_id, c.chunk_index) not in existing)
+    return IngestReport(
+        articles=1,
+        inserted=inserted,
+        updated=len(changed) - inserted,
+        unchanged=len(chunks) - len(changed),
+        deleted=stale,
+        embedded=len(changed),
+    )

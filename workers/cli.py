@@ -393,6 +393,15 @@ def _mount_notify() -> None:
 _mount_notify()
 
 
+def _mount_report() -> None:
+    from workers.report_cli import report_app
+
+    app.add_typer(report_app, name="report", help="The daily support report: run it for any day.")
+
+
+_mount_report()
+
+
 @app.command("mcp")
 def mcp_command(
     transport: Annotated[

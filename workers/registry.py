@@ -14,15 +14,23 @@ from activities.deps import ActivityDeps
 from activities.guardrails.activities import GuardrailActivities
 from activities.identity import IdentityActivities
 from activities.notifications import NotificationActivities
+from activities.notifications.daily_report import DailyReportActivities
 from core.settings import Settings
 from workflows.conversation import ConversationWorkflow
 from workflows.gmail_watch import GmailWatchWorkflow
 from workflows.identity_confirmation import IdentityConfirmationWorkflow
 from workflows.notifications import NotificationWorkflow
+from workflows.reports import DailyReportWorkflow
 
 
 def workflow_classes() -> list[type]:
-    return [ConversationWorkflow, GmailWatchWorkflow, IdentityConfirmationWorkflow, NotificationWorkflow]
+    return [
+        ConversationWorkflow,
+        GmailWatchWorkflow,
+        IdentityConfirmationWorkflow,
+        NotificationWorkflow,
+        DailyReportWorkflow,
+    ]
 
 
 # Modules the workflows import that hold no state and do no I/O: loaded once per worker instead of
@@ -36,6 +44,7 @@ PASSTHROUGH_MODULES = (
     "workflows.contracts",
     "workflows.notification_contracts",
     "workflows.policies",
+    "workflows.report_contracts",
     "workflows.search_attributes",
 )
 
@@ -52,6 +61,7 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
     gmail, guardrails = GmailWatchActivities(deps), GuardrailActivities(deps)
     identity = IdentityActivities(deps)
     notifications = NotificationActivities(deps)
+    reports = DailyReportActivities(deps)
     return [
         crm.load_conversation_config,
         crm.resolve_customer,
@@ -65,6 +75,7 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
         crm.bump_escalation,
         crm.resolve_escalation_record,
         crm.assign_escalation,
+        crm.record_rating,
         crm.close_conversation,
         crm.record_turn_metrics,
         guardrails.check_inbound_guardrails,
@@ -81,6 +92,8 @@ def activity_callables(deps: ActivityDeps) -> list[Callable[..., Any]]:
         identity.send_identity_confirmation,
         notifications.notification_sinks,
         notifications.send_notification,
+        reports.compute_daily_report,
+        reports.send_daily_report,
     ]
 
 

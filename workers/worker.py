@@ -19,7 +19,7 @@ from workers.health_server import serve_health
 from workers.metrics import MetricsInterceptor
 from workers.process import install_stop_event, retry_forever
 from workers.registry import build_activities, close_activities, workflow_classes, workflow_runner
-from workers.schedules import ensure_gmail_watch_schedule
+from workers.schedules import ensure_daily_report_schedule, ensure_gmail_watch_schedule
 from workers.temporal_setup import ensure_search_attributes
 
 log = get_logger(__name__)
@@ -65,6 +65,11 @@ async def run_worker(settings: Settings) -> None:
             )
         except Exception as exc:  # the worker still serves conversations; the schedule is retried next start
             log.warning("worker.gmail_watch_schedule_failed", error=str(exc)[:200])
+    try:
+        schedule_id = await ensure_daily_report_schedule(client, settings)
+        log.info("worker.daily_report_scheduled", schedule_id=schedule_id, at_utc=settings.daily_report_time_utc)
+    except Exception as exc:  # as above: conversations first; the schedule is retried next start
+        log.warning("worker.daily_report_schedule_failed", error=str(exc)[:200])
 
     # Provider SDKs without asyncio support (Twilio, Gmail) and the embedding model run in the loop's
     # default executor; its default size (CPUs + 4: six threads on two cores) would queue sends

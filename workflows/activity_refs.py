@@ -39,6 +39,7 @@ from workflows.contracts import (
     PrepareReplyInput,
     RecordedMessage,
     RecordInboundInput,
+    RecordRatingInput,
     ResolveEscalationInput,
     SendReplyInput,
     SendResult,
@@ -102,6 +103,12 @@ async def record_escalation(inp: EscalateInput) -> EscalationState:
 async def bump_escalation(inp: BumpEscalationInput) -> EscalationState:
     """The SLA passed: raise the priority and re-notify."""
     _declared_only("bump_escalation")
+
+
+@activity.defn(name="record_rating")
+async def record_rating(inp: RecordRatingInput) -> bool:
+    """Store the customer's rating once (a low one also as a note); True when this call stored it."""
+    _declared_only("record_rating")
 
 
 @activity.defn(name="assign_escalation")

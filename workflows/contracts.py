@@ -22,6 +22,7 @@ from core.vocabulary import (
     Ownership,
     OwnershipAction,
     Priority,
+    RatingVia,
     ReplySource,
     ResolutionAction,
 )
@@ -108,6 +109,9 @@ OWNERSHIP_UPDATE = "change_ownership"
 # The `ApplicationError.type` of an ownership action the workflow refused when it came to act on it
 # (the state changed after the validator let it in, e.g. two people claimed at once).
 OWNERSHIP_REFUSED = "OwnershipRefused"
+# The customer's satisfaction rating (CSAT), asked once after a conversation closes: from the ticket
+# page or an email's rating link (through the gateway), or a WhatsApp reply "1".."5" (in the workflow).
+RATE_UPDATE = "rate_conversation"
 MAX_NOTE_CHARS = 5000  # as an internal note (migration 0012)
 
 
@@ -151,6 +155,31 @@ class OwnershipChange(BaseModel):
         if self.action == "reply" and self.reply is None:
             raise ValueError("a reply has text (`reply`)")
         return self
+
+
+class Rating(BaseModel):
+    """Update `rate_conversation`: a score from 1 (bad) to 5 (great), with an optional comment."""
+
+    score: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, min_length=1, max_length=1000)
+    via: RatingVia
+
+
+class RecordRatingInput(BaseModel):
+    """Store a conversation's rating once; a low one also becomes a note the team reads."""
+
+    conversation_id: str
+    channel: Channel
+    rating: Rating
+    low: bool
+
+
+class RatingOutcome(BaseModel):
+    """What the workflow did with a rating: stored; a low one reopened the conversation to a person."""
+
+    score: int
+    reopened: bool
+    ticket_number: str | None = None
 
 
 class OwnershipOutcome(BaseModel):
@@ -205,6 +234,11 @@ class ConversationConfig(BaseModel):
     business_day_end_hour: int = 20
     # BUSINESS_HOLIDAYS (ISO dates): skipped by the SLA clock like weekends.
     holidays: list[str] = Field(default_factory=list)
+    # CSAT (issue 17): ask after a resolved conversation closes; wait this long; this score or lower
+    # reopens it to a person. Off in histories from before it (their config lacks these fields).
+    csat_enabled: bool = False
+    csat_window_seconds: float = 72 * 3600.0
+    csat_low_score: int = 2
     max_agent_steps: int = 6
     max_tokens_per_conversation: int = 60_000
     max_turns_per_run: int = 200
@@ -503,6 +537,9 @@ class CarriedState(BaseModel):
     human_replied: bool = False
     last_reply_source: ReplySource | None = None
     last_reply_delivered: bool = True
+    # How it ended (set when it closes) and whether the customer was already asked for a rating.
+    outcome: ConversationOutcome | None = None
+    rating_asked: bool = False
 
 
 class ConversationInput(BaseModel):

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         INBOUND_SIGNAL,
         OWNERSHIP_REFUSED,
         OWNERSHIP_UPDATE,
+        RATE_UPDATE,
         RESOLVE_ESCALATION_SIGNAL,
         RESOLVE_ESCALATION_UPDATE,
         AgentStepInput,
@@ -63,7 +64,10 @@ with workflow.unsafe.imports_passed_through():
         OwnershipChange,
         OwnershipOutcome,
         PrepareReplyInput,
+        Rating,
+        RatingOutcome,
         RecordInboundInput,
+        RecordRatingInput,
         ResolutionOutcome,
         ResolveEscalation,
         ResolveEscalationInput,
@@ -89,6 +93,7 @@ with workflow.unsafe.imports_passed_through():
         SEND_TIMEOUT,
         add_business_hours,
     )
+    from workflows.ratings import parse_rating
 
 MAX_SEEN_IDS = 1000
 MAX_LAST_MESSAGES = 10
@@ -109,6 +114,9 @@ DELIVERY_PATCH = "undelivered-reply-to-human"
 # The team is told (NOTIFY_* sinks) of a new escalation, an SLA breach and a customer's message
 # while a person owns the conversation: each one an abandoned child NotificationWorkflow.
 NOTIFY_PATCH = "notify-the-team"
+# After a resolved conversation closes, the customer is asked once for a rating (CSAT) and the run
+# waits CSAT_WINDOW_HOURS for it; a low one reopens the conversation to a person.
+RATING_PATCH = "ask-for-a-rating"
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -143,6 +151,11 @@ class ConversationWorkflow:
         self.ownership_actions: list[tuple[int, OwnershipChange]] = []
         self.ownership_results: dict[int, OwnershipOutcome | str] = {}
         self.ownership_counter = 0
+        self.ask_for_rating = False  # set by `run` (the `ask-for-a-rating` patch)
+        # The customer's rating (update `rate_conversation`) while the run waits for one, and its outcome.
+        self.awaiting_rating = False
+        self.rating: Rating | None = None
+        self.rating_outcome: RatingOutcome | None = None
 
     # ------------------------------------------------------------------ signals and queries
     @workflow.signal(name=INBOUND_SIGNAL)
@@ -223,6 +236,22 @@ class ConversationWorkflow:
         if refusal is not None:
             raise ValueError(refusal)
 
+    @workflow.update(name=RATE_UPDATE)
+    async def rate(self, rating: Rating) -> RatingOutcome:
+        """The customer's rating from the ticket page or an email's link (through the gateway)."""
+        self.rating = rating
+        await workflow.wait_condition(lambda: self.rating_outcome is not None)
+        if self.rating_outcome is None:  # cannot happen: the condition above waited for it
+            raise ApplicationError("rating finished without an outcome", non_retryable=True)
+        return self.rating_outcome
+
+    @rate.validator
+    def _validate_rating(self, rating: Rating) -> None:
+        if self.rating is not None or self.rating_outcome is not None:
+            raise ValueError("already_rated")
+        if not self.awaiting_rating:
+            raise ValueError("not_closed" if self.carried.status != "closed" else "not_waiting")
+
     @workflow.query(name="state")
     def state(self) -> ConversationState:
         c = self.carried
@@ -251,6 +280,7 @@ class ConversationWorkflow:
         self.one_intake_step = workflow.patched(INTAKE_PATCH)
         self.undelivered_to_human = workflow.patched(DELIVERY_PATCH)
         self.notify_team = workflow.patched(NOTIFY_PATCH)
+        self.ask_for_rating = workflow.patched(RATING_PATCH)
         if self.carried.config is None:
             # Read once per conversation and carried: the run stays deterministic.
             if self._local():
@@ -288,6 +318,10 @@ class ConversationWorkflow:
                 for number, change in self.ownership_actions:  # too late: tell each person why
                     self.ownership_results[number] = self._ownership_refusal(change) or "the conversation is closed"
                 self.ownership_actions.clear()
+                if not self.carried.pending and self._rating_wanted():
+                    await self._ask_for_rating()
+                    if self.carried.status != "closed":
+                        continue  # a low rating reopened it to a person
                 if self.carried.pending:
                     # Messages arrived while closing: they start a fresh conversation on the same key.
                     self._continue_as_new(fresh=True)
@@ -916,8 +950,62 @@ class ConversationWorkflow:
             summary=f"close conversation ({reason}: {outcome})",
         )
         self.carried.status = "closed"
+        self.carried.outcome = outcome
         self._log(f"closed ({reason}): {outcome.replace('_', ' ')}")
         self._publish_status()
+
+    # ------------------------------------------------------------------ the customer's rating
+    def _rating_wanted(self) -> bool:
+        c = self.carried
+        config = self._config()
+        return (
+            self.ask_for_rating
+            and config.csat_enabled
+            and not c.rating_asked
+            and c.conversation_id is not None
+            and c.outcome in ("resolved_by_ai", "resolved_by_human")
+        )
+
+    async def _ask_for_rating(self) -> None:
+        """Ask once; wait for a rating (a reply "4", or the ticket page / an email's link through the
+        gateway's update); store it; a low one reopens the conversation to a person with it attached.
+        A message that is not a rating ends the wait: it starts a new conversation."""
+        c, config = self.carried, self._config()
+        c.rating_asked = True
+        await self._reply("template", template="rating:ask")
+        if not self.last_reply_delivered:
+            return
+        self.awaiting_rating = True
+        self._log("asked the customer for a rating")
+        try:
+            await workflow.wait_condition(
+                lambda: self.rating is not None or bool(c.pending),
+                timeout=timedelta(seconds=config.csat_window_seconds),
+            )
+        except TimeoutError:
+            self._log("no rating within the window")
+            return
+        finally:
+            self.awaiting_rating = False
+        rating = self.rating
+        if rating is None:
+            parsed = parse_rating(c.pending[0].text)
+            if parsed is None:
+                return  # a new question: the main loop starts a fresh conversation with it
+            c.pending.pop(0)
+            rating = self.rating = Rating(score=parsed[0], comment=parsed[1], via="reply")
+        low = rating.score <= config.csat_low_score
+        await self._short(
+            act.record_rating,
+            RecordRatingInput(conversation_id=self._conversation(), channel=self.channel, rating=rating, low=low),
+            summary=f"customer rating {rating.score}/5",
+        )
+        self._log(f"rated {rating.score}/5" + (": reopened for a person" if low else ""))
+        # Decided: the update answers now, and any later rating is refused as already given.
+        self.rating_outcome = RatingOutcome(score=rating.score, reopened=low, ticket_number=c.ticket_number)
+        if low:
+            c.status = "active"  # reopened; the escalation below hands it to a person
+            await self._escalate("low_rating")
 
     def _continue_as_new(self, *, fresh: bool) -> None:
         c = self.carried

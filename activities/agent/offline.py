@@ -31,6 +31,7 @@ from core.markdown import heading_anchor as heading_anchor  # re-exported: reply
 from crm.repositories import agent_steps, messages
 from kb.chunking import Article, read_article
 from kb.ingest import default_docs_path
+from kb.learning import is_learned
 from workflows.contracts import AgentStepInput
 
 MODEL_NAME = "offline-responder"
@@ -411,6 +412,9 @@ def compose_answer(candidate: Candidate, *, help_url: str) -> str:
     body = _trim(section.markdown)
     # Sub-headings inside the section become bold lines (channels render no Markdown headings).
     body = re.sub(r"^#{1,6}\s+(.+?)\s*#*$", r"**\1**", body, flags=re.MULTILINE)
+    if is_learned(section.article_id):
+        # An answer the team wrote for an earlier customer (issue 17): no help-centre page to link.
+        return f"{heading}\n\n{body}"
     link = f"{help_url.rstrip('/')}/help/{section.article_id}"
     if section.anchor:
         link += f"#{section.anchor}"

@@ -26,6 +26,7 @@ from core.observability import LLM_COST, LLM_TOKENS
 from core.vocabulary import MODEL_ESCALATION_REASONS, PRIORITIES, EscalationReason, Priority
 from crm.db import transaction
 from crm.repositories import agent_steps, channel_configs, messages, notes
+from kb.learning import is_learned
 from kb.sections import section_texts
 from kb.sections import whole_section as whole_section  # re-exported: its tests import it from here
 from workflows.contracts import AgentStepInput, AgentStepResult, ErrorType, ToolCall, ToolInput, ToolResult
@@ -73,7 +74,10 @@ class AgentActivities:
                     "title": h.title,
                     "section": " > ".join(h.heading_path) or None,
                     # The help centre's page for the article, at the section's heading: what the reply cites.
-                    "url": f"{help_url}/help/{h.slug}" + (f"#{heading_anchor(h.section)}" if h.section else ""),
+                    # None for an answer the team wrote (issue 17): it has no help-centre page.
+                    "url": None
+                    if is_learned(h.article_id)
+                    else f"{help_url}/help/{h.slug}" + (f"#{heading_anchor(h.section)}" if h.section else ""),
                     "content": content,
                     "score": round(h.score, 4),
                 }

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels.formatting import business_hours_text, email_html, format_reply, holding_message, sla_hint
+from activities.channels.formatting import (
+    business_hours_text,
+    email_html,
+    format_reply,
+    holding_message,
+    rating_request,
+    sla_hint,
+)
 from activities.channels.gmail import GmailAdapter, email_thread, reply_recipient, watch_inbox
 from activities.channels.late_reply import WhatsAppPlan, plan_whatsapp_send
 from activities.channels.port import ChannelAdapter, Delivery, OutboundMessage
@@ -28,7 +35,7 @@ from activities.channels.web import WebFormAdapter, send_reply_notice
 from activities.channels.whatsapp import WhatsAppAdapter
 from activities.deps import ActivityDeps
 from core.logging import get_logger
-from core.ticket_links import ticket_link, ticket_token
+from core.ticket_links import rating_link, ticket_link, ticket_token
 from core.vocabulary import Channel
 from crm.db import transaction
 from crm.repositories import channel_configs, conversations, escalations, gmail_sync, messages, tickets
@@ -158,6 +165,8 @@ class ChannelActivities:
             return inp.human_reply or ""
         if inp.source == "template":
             kind, _, reason = (inp.template or "").partition(":")
+            if inp.template == "rating:ask":
+                return await self._rating_request(inp)
             if kind != "escalation":
                 raise ApplicationError(f"unknown reply template {inp.template!r}", non_retryable=True)
             settings = self.deps.settings
@@ -189,6 +198,19 @@ class ChannelActivities:
         if not message:
             raise ApplicationError("the model's send_response had no message", non_retryable=True)
         return message
+
+    async def _rating_request(self, inp: PrepareReplyInput) -> str:
+        """The CSAT question; an email's carries one link per score to the ticket page (when links can be made)."""
+        settings = self.deps.settings
+        links: dict[int, str] | None = None
+        if inp.channel == "email" and settings.ticket_links_configured:
+            async with self.deps.reads() as session:
+                ticket = await tickets.find_for_conversation(session, conversation_id=inp.conversation_id)
+            secret, base = settings.ticket_link_secret, settings.public_base_url
+            if ticket is not None and secret is not None and base is not None:
+                token = ticket_token(secret.get_secret_value(), ticket.ticket_id)
+                links = {n: rating_link(str(base), ticket.ticket_number, token, n) for n in range(1, 6)}
+        return rating_request(inp.channel, links=links)
 
     async def _send(self, message_id: str) -> SendResult:
         async with self.deps.reads() as session:

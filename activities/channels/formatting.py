@@ -200,6 +200,8 @@ ESCALATION_TEMPLATES: dict[str, str] = {
     "team to look at this personally, and they will reply to you here.",
     "security": "For your security, a member of our security team will handle this personally. If you think "
     "your account is compromised, change your password and revoke your API tokens now.",
+    "low_rating": "I'm sorry we fell short. I've passed your rating and your words to a member of our support "
+    "team, who will follow up with you here.",
 }
 DEFAULT_ESCALATION = (
     "I want to make sure you get the right answer, so I've passed your message to a member of our "
@@ -213,6 +215,27 @@ def escalation_message(
     """What the customer is told honestly when a human takes over (and when people work, if given)."""
     hours = f" Our support team works {business_hours}." if business_hours else ""
     return f"{ESCALATION_TEMPLATES.get(reason, DEFAULT_ESCALATION)} We usually answer {sla_hint}.{hours}"
+
+
+# --- asking for a rating (CSAT, issue 17) ---------------------------------------------------
+RATING_LABELS = {1: "very poor", 2: "poor", 3: "okay", 4: "good", 5: "excellent"}
+
+
+def rating_request(channel: str, *, links: dict[int, str] | None = None) -> str:
+    """The one question asked after a resolved conversation closes, in the form its channel answers.
+
+    WhatsApp and email: a reply with a number (the workflow reads "4", "4/5", "4 - quick, thanks");
+    email with ticket links also lists one link per score (the page asks to confirm: link scanners
+    open emailed links); the web form's ticket page shows the buttons.
+    """
+    ask = "How did we do?"
+    if channel == "web_form":
+        return f"{ask} You can rate this conversation from 1 (very poor) to 5 (excellent) on your ticket page."
+    text = f"{ask} Reply with a number from 1 (very poor) to 5 (excellent), and a few words if you like."
+    if channel == "email" and links:
+        lines = "\n".join(f"{score} ({RATING_LABELS[score]}): {links[score]}" for score in sorted(links))
+        text += f"\n\nOr choose one:\n{lines}"
+    return text
 
 
 # --- holding messages in the customer's language (issue 14, guardrails) ----------------------

@@ -130,9 +130,9 @@ async def erase(session: AsyncSession, *, customer_ids: Sequence[uuid.UUID], era
     lose their subject, and their key and workflow id (which hold a phone number or an address) become
     `erased:<id>`; open ones are closed, open escalations resolved by `erased_by`; tickets lose their
     subject, contact address and notes; the model's steps are deleted; human replies kept in the audit
-    trail are removed from it; the team's internal notes are deleted; identifiers and confirmations
-    are deleted; merge records lose their reason and row snapshots; the customer rows keep only their
-    id, plan and dates. Returns counts.
+    trail are removed from it; the team's internal notes and unapproved KB suggestions are deleted;
+    identifiers and confirmations are deleted; merge records lose their reason and row snapshots; the
+    customer rows keep only their id, plan and dates. Returns counts.
     """
     ids = {"ids": list(customer_ids)}
     counts: dict[str, int] = {}
@@ -150,6 +150,13 @@ async def erase(session: AsyncSession, *, customer_ids: Sequence[uuid.UUID], era
     )
     await run("agent_steps", f"DELETE FROM agent_steps WHERE conversation_id IN ({convs_sql})", ids)
     await run("notes", f"DELETE FROM conversation_notes WHERE conversation_id IN ({convs_sql})", ids)
+    # Suggested KB entries quote the customer; the approved ones were reviewed into knowledge-base
+    # articles, and what stays of them is that reviewed text.
+    await run(
+        "kb_suggestions",
+        f"DELETE FROM kb_suggestions WHERE status <> 'approved' AND conversation_id IN ({convs_sql})",
+        ids,
+    )
     await run(
         "human_actions",
         f"UPDATE human_actions SET detail = detail - 'reply' WHERE conversation_id IN ({convs_sql}) "

@@ -140,6 +140,8 @@ def sample_value(field_name: str) -> Any:
         return "2026-12-25,2027-01-01"  # validated: ISO dates
     if field_name == "identity_phone_default_region":
         return "GB"  # an ISO 3166 country code
+    if field_name == "daily_report_time_utc":
+        return "07:45"  # HH:MM
     if kind is str and field_name.startswith("rate_limit_"):
         return "7/minute;70/hour"  # validated as a rate-limit expression
     if kind is str:

@@ -39,6 +39,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "ck_notification_deliveries_status": v.NOTIFICATION_DELIVERY_STATUSES,
     "ck_conversation_notes_kind": v.NOTE_KINDS,
     "ck_conversations_outcome": v.CONVERSATION_OUTCOMES,
+    "ck_daily_report_deliveries_sink": v.NOTIFICATION_SINKS,
+    "ck_daily_report_deliveries_status": v.NOTIFICATION_DELIVERY_STATUSES,
+    "ck_csat_ratings_via": v.RATING_VIAS,
+    "ck_kb_suggestions_status": v.KB_SUGGESTION_STATUSES,
 }
 _LITERAL = re.compile(r"'((?:[^']|'')*)'::")
 

@@ -199,7 +199,9 @@ async def test_a_conversation_reads_in_arrival_order_whatever_the_senders_clock_
     assert await messages.contents_by_ids(session, message_ids=[second, first]) == ["first question", "second question"]
     shown = await messages.thread(session, conversation_id=uuid.UUID(conversation))
     assert [m.content for m in shown] == ["first question", "first answer", "second question"]
-    latest = await messages.latest_of_conversations(session, conversation_ids=[uuid.UUID(conversation)], per_conversation=2)
+    latest = await messages.latest_of_conversations(
+        session, conversation_ids=[uuid.UUID(conversation)], per_conversation=2
+    )
     assert [m.content for m in latest] == ["first answer", "second question"]
 
 

