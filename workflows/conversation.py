@@ -983,8 +983,9 @@ class ConversationWorkflow:
                 timeout=timedelta(seconds=config.csat_window_seconds),
             )
         except TimeoutError:
-            self._log("no rating within the window")
-            return
+            if self.rating is None:  # a rating that came with the timer's last tick is still taken
+                self._log("no rating within the window")
+                return
         finally:
             self.awaiting_rating = False
         rating = self.rating

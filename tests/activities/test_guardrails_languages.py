@@ -291,13 +291,14 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 446
-    # The second round of messages (g-1201...) was added after the rules' last change: no rule was
-    # written for it, so the rules alone miss many of them (28 when written).
+    assert len(_tuning()) == 474
+    # The second round of messages (g-1201...) was written before the construction rules (not_ours,
+    # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
+    # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 28, missed
+    assert sum(missed.values()) <= 2, missed
     assert false_escalations <= 4, false_escalations
-    assert action_errors <= 32, action_errors
+    assert action_errors <= 6, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
     assert false_escalations <= 4, false_escalations

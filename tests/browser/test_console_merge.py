@@ -74,7 +74,7 @@ async def test_merge_with_a_preview_then_unmerge_in_the_console(
     await page.get_by_role("button", name="Preview the merge").click()
     await expect(page.locator("#merge-into-error")).to_contain_text("Enter the id")
     await page.get_by_label("Merge this customer into…").fill(str(uuid.uuid4()))
-    await page.get_by_label("Reason").fill("Same person: confirmed by phone")
+    await page.get_by_label("Reason", exact=True).fill("Same person: confirmed by phone")
     await page.get_by_role("button", name="Preview the merge").click()
     await expect(page.locator("#merge-into-error")).to_contain_text("no customer")
 
