@@ -99,6 +99,7 @@ async def test_claim_talk_live_hand_back_take_over_and_close_in_the_console(
         await expect(page.locator("#reply-status")).to_contain_text(re.compile(r"Reply (sent|delivered)"))
     human = page.locator('#thread li[data-role="human_agent"]')
     await expect(human).to_have_count(2)
+    await expect(page.locator("#escalation-line")).to_contain_text("(SLA met)")  # a person answered
     await expect(page.locator('#thread li[data-role="agent"]')).to_have_count(1)  # the holding message only
 
     # A colleague sees who owns it and cannot reply.

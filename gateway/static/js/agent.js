@@ -352,7 +352,10 @@
       line.className = "notice warn";
       line.replaceChildren(
         el("strong", {}, (holder ? "With a person: " : "Waiting for a human: ") + label(REASONS, open.reason)),
-        " · priority " + label(PRIORITIES, open.priority).toLowerCase() + " · SLA due " + formatDateTime(open.sla_due_at) + " (" + formatRelative(open.sla_due_at) + ")"
+        " · priority " + label(PRIORITIES, open.priority).toLowerCase() +
+          (open.responded_at
+            ? " · first reply " + formatDateTime(open.responded_at) + " (SLA met)"
+            : " · SLA due " + formatDateTime(open.sla_due_at) + " (" + formatRelative(open.sla_due_at) + ")")
       );
     } else {
       const last = current.escalations[current.escalations.length - 1];
