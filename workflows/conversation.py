@@ -117,6 +117,8 @@ NOTIFY_PATCH = "notify-the-team"
 # After a resolved conversation closes, the customer is asked once for a rating (CSAT) and the run
 # waits CSAT_WINDOW_HOURS for it; a low one reopens the conversation to a person.
 RATING_PATCH = "ask-for-a-rating"
+# WhatsApp's customer-service window, less an hour of margin for the send's own retries.
+WHATSAPP_FREE_FORM_WINDOW = timedelta(hours=23)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -623,8 +625,13 @@ class ConversationWorkflow:
         template: str | None = None,
         human_agent: str | None = None,
         human_reply: str | None = None,
+        hand_off_if_undelivered: bool = True,
     ) -> list[str]:
-        """Format and record the reply under a deterministic key, then send each part in order."""
+        """Format and record the reply under a deterministic key, then send each part in order.
+
+        An AI or template reply the channel refuses hands the conversation to a person
+        (`delivery_failed`), unless `hand_off_if_undelivered` is False (the rating question: nobody
+        needs a person because a survey did not go out)."""
         self.carried.replies += 1
         # Deterministic across retries, resets and continue-as-new (the counter is carried), unique
         # per conversation: a replayed turn finds its reply already recorded and never sends twice.
@@ -665,7 +672,7 @@ class ConversationWorkflow:
                 workflow.logger.warning("conversation.reply_undelivered", extra={"error": cause})
                 self._log(f"{source} reply on {self.channel}: not delivered ({cause})")
                 self._replied(source, delivered=False)
-                if source != "human":
+                if source != "human" and hand_off_if_undelivered:
                     await self._escalate("delivery_failed")
                 return prepared.message_ids
             self._remember(result.message_id, "outbound", "human_agent" if source == "human" else "agent", "")
@@ -964,7 +971,16 @@ class ConversationWorkflow:
             and not c.rating_asked
             and c.conversation_id is not None
             and c.outcome in ("resolved_by_ai", "resolved_by_human")
+            and self._may_message_first()
         )
+
+    def _may_message_first(self) -> bool:
+        """WhatsApp takes a free-form message only within 24 hours of the customer's last one: after
+        an idle close (24 h of silence by default) the question would be refused, so it is not asked."""
+        if self.channel != "whatsapp":
+            return True
+        last_inbound = max((m.at for m in self.carried.last_messages if m.direction == "inbound"), default=None)
+        return last_inbound is not None and workflow.now() - last_inbound < WHATSAPP_FREE_FORM_WINDOW
 
     async def _ask_for_rating(self) -> None:
         """Ask once; wait for a rating (a reply "4", or the ticket page / an email's link through the
@@ -972,7 +988,7 @@ class ConversationWorkflow:
         A message that is not a rating ends the wait: it starts a new conversation."""
         c, config = self.carried, self._config()
         c.rating_asked = True
-        await self._reply("template", template="rating:ask")
+        await self._reply("template", template="rating:ask", hand_off_if_undelivered=False)
         if not self.last_reply_delivered:
             return
         self.awaiting_rating = True

@@ -193,3 +193,40 @@ async def test_without_a_rating_the_window_ends_the_run(
             assert count == 0
     finally:
         await deps.close()
+
+
+async def test_after_a_day_of_silence_whatsapp_is_not_asked_for_a_rating(
+    skipping_env: WorkflowEnvironment, settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
+) -> None:
+    """WhatsApp refuses a free-form message 24 h after the customer's last one: an idle close after
+    25 h asks nothing (a refused question would otherwise hand the conversation to a person)."""
+    own = settings.model_copy(
+        update={
+            "temporal_task_queue": f"csat-{uuid.uuid4().hex[:8]}",
+            "conversation_idle_timeout_seconds": 25 * 3600.0,
+            "temporal_search_attributes": False,
+        }
+    )
+    deps = ActivityDeps.create(own)
+    try:
+        async with make_worker(skipping_env.client, own, deps):
+            message = inbound("whatsapp", "How do I turn on two-factor authentication?")
+            workflow_id = await signal_with_start(skipping_env.client, own, message)
+
+            async def answered() -> ConversationState | None:
+                state = await _state(skipping_env, workflow_id)
+                return state if any(m.direction == "outbound" for m in state.last_messages) else None
+
+            await eventually(answered)
+            await skipping_env.sleep(timedelta(hours=25, minutes=1))
+            handle = skipping_env.client.get_workflow_handle(workflow_id)
+            assert await handle.result() == "closed"
+            replies = [r for r in await messages_of(sessions, workflow_id) if r["direction"] == "outbound"]
+            assert replies and not any("How did we do?" in str(r["content"]) for r in replies)
+            async with sessions() as session:
+                outcome = await session.scalar(
+                    text("SELECT outcome FROM conversations WHERE workflow_id = :w"), {"w": workflow_id}
+                )
+            assert outcome == "resolved_by_ai"
+    finally:
+        await deps.close()
