@@ -16,10 +16,10 @@ workflow records the reply at a different moment in each:
 
 So the suggestion is *derived* from what the CRM holds, never handed over by the workflow:
 `collect_suggestions` turns every resolved `no_answer` escalation that has a person's reply and no
-suggestion yet into one (the unique escalation id makes a second finding a no-op). It runs in two
-places: inside `resolve_escalation_record`'s transaction (immediate for the ownership flow), and
-when the review queue is listed (which picks up the one-step path, whose reply arrived after the
-resolve, and anything a failed attempt missed). Nothing depends on the order of the workflow's
+suggestion yet into one (the unique escalation id makes a second finding a no-op). It runs in three
+places: inside `resolve_escalation_record`'s transaction (immediate for the ownership flow), inside
+`prepare_reply`'s when it records a person's reply (the one-step path, whose reply arrives after the
+resolve), and when the review queue is listed (anything a failed attempt missed). Nothing depends on the order of the workflow's
 activities, and the workflow itself is untouched.
 
 The stored replies are what the customer read (greeting, signature, ticket reference).

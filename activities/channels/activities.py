@@ -40,6 +40,7 @@ from core.vocabulary import Channel
 from crm.db import transaction
 from crm.repositories import channel_configs, conversations, escalations, gmail_sync, messages, tickets
 from crm.repositories.messages import OutboundRecord
+from kb import learning
 from workflows.contracts import (
     ErrorType,
     PreparedReply,
@@ -158,6 +159,15 @@ class ChannelActivities:
                         attributes=attributes,
                     )
                 )
+            if inp.source == "human":
+                # The one-step resolve records the escalation's resolution before this reply: a
+                # `no_answer` gap it answered becomes a suggested KB entry now, not when someone
+                # next opens the review panel (idempotent: one suggestion per escalation).
+                answered = await escalations.last_resolved_id(
+                    session, conversation_id=inp.conversation_id, reason="no_answer"
+                )
+                if answered is not None:
+                    await learning.collect_suggestions(session, escalation_id=answered)
         return PreparedReply(message_ids=ids)
 
     async def _body(self, inp: PrepareReplyInput) -> str:

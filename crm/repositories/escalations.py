@@ -159,6 +159,20 @@ async def assign(session: AsyncSession, *, escalation_id: str, assignee: str | N
     )
 
 
+async def last_resolved_id(
+    session: AsyncSession, *, conversation_id: str, reason: EscalationReason
+) -> uuid.UUID | None:
+    """The conversation's most recently resolved escalation with this reason; None if there is none."""
+    found = await session.scalar(
+        text(
+            "SELECT id FROM escalations WHERE conversation_id = CAST(:c AS uuid) AND reason = :r "
+            "AND status = 'resolved' ORDER BY resolved_at DESC NULLS LAST, created_at DESC LIMIT 1"
+        ),
+        {"c": conversation_id, "r": reason},
+    )
+    return uuid.UUID(str(found)) if found is not None else None
+
+
 # --- used by gateway
 @dataclass(frozen=True)
 class QueueEntry:

@@ -87,8 +87,14 @@ async def test_a_person_answer_becomes_a_kb_entry_the_next_customer_gets(
         headers=bearer(key),
     )
     assert resolved.status_code == 200, resolved.text
+    # The one-step resolve records the reply after the escalation's resolution: the reply's own
+    # activity stores the suggestion, before anyone opens the review panel.
+    async with sessions() as session:
+        early = await session.scalar(
+            text("SELECT count(*) FROM kb_suggestions WHERE escalation_id = :e"), {"e": gap["id"]}
+        )
+    assert early == 1
 
-    # The one-step resolve records the reply after the escalation's resolution: listing collects it.
     async def suggested() -> dict[str, Any] | None:
         listed = await http.get("/api/v1/kb-suggestions", params={"status": "pending"}, headers=bearer(key))
         assert listed.status_code == 200, listed.text
