@@ -352,9 +352,18 @@ class Settings(BaseSettings):
         return bool(self.gmail_user_email and self.gmail_client_id and self.gmail_refresh_token)
 
     @property
+    def customer_base_url(self) -> str:
+        """Where customers and people reach the gateway (links in replies, notices, notifications):
+        PUBLIC_BASE_URL, else the gateway's own address (a local `crm-fte up`), without a trailing slash."""
+        if self.public_base_url is not None:
+            return str(self.public_base_url).rstrip("/")
+        host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host
+        return f"http://{host}:{self.gateway_port}"
+
+    @property
     def ticket_links_configured(self) -> bool:
-        """Secure ticket links can be made: a signing key and the public URL they point at."""
-        return self.ticket_link_secret is not None and self.public_base_url is not None
+        """Secure ticket links can be made: a signing key (they point at `customer_base_url`)."""
+        return self.ticket_link_secret is not None
 
     @property
     def openai_configured(self) -> bool:

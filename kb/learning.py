@@ -19,8 +19,8 @@ So the suggestion is *derived* from what the CRM holds, never handed over by the
 suggestion yet into one (the unique escalation id makes a second finding a no-op). It runs in three
 places: inside `resolve_escalation_record`'s transaction (immediate for the ownership flow), inside
 `prepare_reply`'s when it records a person's reply (the one-step path, whose reply arrives after the
-resolve), and when the review queue is listed (anything a failed attempt missed). Nothing depends on the order of the workflow's
-activities, and the workflow itself is untouched.
+resolve), and when the review queue is listed (anything a failed attempt missed). Nothing depends
+on the order of the workflow's activities, and the workflow itself is untouched.
 
 The stored replies are what the customer read (greeting, signature, ticket reference).
 `strip_framing` takes those off, by the channel's greeting and signature (`channel_configs`) and

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import secrets
 import signal
 import sys
 import time
@@ -217,6 +218,11 @@ class Stack:
             + (f" (created {', '.join(created)})" if created else "")
         )
 
+        if self.settings.ticket_link_secret is None:
+            # The ticket page's links (reply box, rating) need a signing key: one per data directory,
+            # kept across restarts so links already emailed keep working.
+            env["TICKET_LINK_SECRET"] = self._ticket_link_secret()
+
         # Application processes
         self.child_env = {
             **os.environ,
@@ -250,6 +256,15 @@ class Stack:
             "  Ctrl-C stops everything.",
         ):
             self.console.print(plain(line))
+
+    def _ticket_link_secret(self) -> str:
+        """DATA/ticket-link.secret (owner-only), created on the first `up`."""
+        path = self.options.data_dir / "ticket-link.secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
     def _record_stack(self, env: dict[str, str], gateway_url: str, ui: str | None) -> Path:
         """Write DATA_DIR/stack.json, so sub-commands talk to this stack and no other."""

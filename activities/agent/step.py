@@ -179,10 +179,7 @@ class AgentActivities:
 
     def help_url(self) -> str:
         """Where customers reach the gateway's help centre (links in replies point there)."""
-        s = self.deps.settings
-        if s.public_base_url is not None:
-            return str(s.public_base_url).rstrip("/")
-        return f"http://{s.gateway_host}:{s.gateway_port}"
+        return self.deps.settings.customer_base_url
 
     async def _openai_step(self, inp: AgentStepInput) -> tuple[ModelTurn, tuple[int, int], str]:
         """Ask the model for the next step of this turn and interpret its answer."""

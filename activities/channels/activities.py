@@ -216,10 +216,10 @@ class ChannelActivities:
         if inp.channel == "email" and settings.ticket_links_configured:
             async with self.deps.reads() as session:
                 ticket = await tickets.find_for_conversation(session, conversation_id=inp.conversation_id)
-            secret, base = settings.ticket_link_secret, settings.public_base_url
-            if ticket is not None and secret is not None and base is not None:
+            secret, base = settings.ticket_link_secret, settings.customer_base_url
+            if ticket is not None and secret is not None:
                 token = ticket_token(secret.get_secret_value(), ticket.ticket_id)
-                links = {n: rating_link(str(base), ticket.ticket_number, token, n) for n in range(1, 6)}
+                links = {n: rating_link(base, ticket.ticket_number, token, n) for n in range(1, 6)}
         return rating_request(inp.channel, links=links)
 
     async def _send(self, message_id: str) -> SendResult:
@@ -341,8 +341,8 @@ class ChannelActivities:
             return {"status": "skipped", "reason": "no_web_form_ticket"}
         if not target.contact_email:
             return {"status": "skipped", "reason": "no_contact_email"}
-        if s.ticket_link_secret is None or s.public_base_url is None:
-            # Fail closed: without the key (or the URL the link points at) there is no link to send.
+        if s.ticket_link_secret is None:
+            # Fail closed: without the key there is no link to send.
             return {"status": "skipped", "reason": "ticket_links_not_configured"}
         if not s.gmail_configured:
             return {"status": "not_configured"}
@@ -352,7 +352,7 @@ class ChannelActivities:
             message_id=message_id,
             ticket_number=target.ticket_number,
             to=target.contact_email,
-            link=ticket_link(str(s.public_base_url), target.ticket_number, token),
+            link=ticket_link(s.customer_base_url, target.ticket_number, token),
         )
 
     @activity.defn(name="send_whatsapp_reply")

@@ -24,12 +24,7 @@ WEBHOOK_SCHEMA_VERSION = 1
 
 def console_url(settings: Settings, notification: Notification) -> str:
     """PUBLIC_BASE_URL (else the gateway's own address) + the console's path for the conversation."""
-    base = (
-        str(settings.public_base_url)
-        if settings.public_base_url
-        else f"http://{settings.gateway_host}:{settings.gateway_port}"
-    )
-    return base.rstrip("/") + notification.console_path
+    return settings.customer_base_url + notification.console_path
 
 
 def headline(n: Notification) -> str:

@@ -57,9 +57,7 @@ class KbSearchResult(BaseModel):
 
 def _help_url(settings: Settings) -> str:
     """Where customers reach the help centre: the links must be the ones the AI's replies cite."""
-    if settings.public_base_url is not None:
-        return str(settings.public_base_url).rstrip("/")
-    return f"http://{settings.gateway_host}:{settings.gateway_port}"
+    return settings.customer_base_url
 
 
 def _embedder(request: Request, settings: Settings) -> Embedder:

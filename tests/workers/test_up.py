@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from core.ticket_links import TOKEN_HEADER, ticket_token
 from workers.embedded import free_port
 
 pytestmark = pytest.mark.slow
@@ -151,8 +152,37 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
             "workers.cli bridge",
         ):
             assert expected in names, f"{expected} not running under up"
-        # Write a customer through the embedded database so we can look for it after a restart.
+        # The ticket page's links work out of the box: `up` made a signing key for this data directory.
+        secret_file = data_dir / "ticket-link.secret"
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        secret = secret_file.read_text().strip()
+        form = httpx.post(
+            f"http://127.0.0.1:{ports['gateway']}/api/v1/support/form",
+            json={
+                "name": "Uma Up",
+                "email": f"uma.{uuid.uuid4().hex[:8]}@example.com",
+                "subject": "Export to PDF",
+                "category": "how_to",
+                "message": "How do I export a board to PDF?",
+            },
+            timeout=30,
+        )
+        assert form.status_code == 201, form.text
+        number = form.json()["ticket_id"]
         url = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/crm_fte"
+        ticket_id = subprocess.run(
+            [_psql(), url, "-tAc", f"SELECT id FROM tickets WHERE ticket_number = '{number}'"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        page = httpx.get(
+            f"http://127.0.0.1:{ports['gateway']}/api/v1/tickets/{number}",
+            headers={TOKEN_HEADER: ticket_token(secret, ticket_id)},
+            timeout=30,
+        )
+        assert page.status_code == 200, page.text
+        # Write a customer through the embedded database so we can look for it after a restart.
         subprocess.run(
             [_psql(), url, "-c", "INSERT INTO customers (email) VALUES ('keep.me@example.com')"],
             check=True,
@@ -163,6 +193,7 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
         raise
     output = _stop(proc, children, out)
     assert "Temporal UI" in output and f"http://127.0.0.1:{ports['ui']}" in output
+    assert secret not in output  # never printed
 
     # Second run on the same data directory: the CRM is still there; migrations are a no-op.
     proc = _start(data_dir, ports)
@@ -179,6 +210,7 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
         )
         assert result.stdout.strip() == "1"
         assert (data_dir / "temporal" / "temporal.db").exists()
+        assert (data_dir / "ticket-link.secret").read_text().strip() == secret  # links already sent still work
     except BaseException:
         proc.kill()
         raise
