@@ -45,7 +45,7 @@ from core.vocabulary import (
     TicketStatus,
 )
 from crm.identity import IdentityRules
-from crm.repositories import escalations, messages, tickets
+from crm.repositories import escalations, messages, ratings, tickets
 from crm.repositories.tickets import TicketPage
 from gateway.agents import OptionalAgent
 from gateway.deps import ResourcesDep
@@ -91,8 +91,9 @@ class TicketView(BaseModel):
     created_at: datetime
     updated_at: datetime
     workflow_id: str | None
-    # The conversation's own status: once it is `closed` the page asks for a rating.
+    # The conversation's own status: once it is `closed` the page asks for a rating (unless `rated`).
     conversation_status: ConversationStatus | None = None
+    rated: bool = False
     escalation: TicketEscalation | None
     messages: list[TicketMessage]
 
@@ -212,6 +213,10 @@ async def get_ticket(
             if ticket.conversation_id
             else None
         )
+        rated = bool(
+            ticket.conversation_id
+            and await ratings.of_conversations(session, conversation_ids=[ticket.conversation_id])
+        )
     return TicketView(
         ticket_id=ticket.ticket_number,
         status=ticket.status,
@@ -223,6 +228,7 @@ async def get_ticket(
         updated_at=ticket.updated_at,
         workflow_id=ticket.workflow_id,
         conversation_status=ticket.conversation_status,
+        rated=rated,
         escalation=TicketEscalation.model_validate(escalation, from_attributes=True) if escalation else None,
         messages=[
             TicketMessage(

@@ -86,6 +86,7 @@ async def test_a_low_rating_on_the_ticket_page_reopens_the_real_conversation(
     await eventually(asked, timeout=60)
     page = (await http.get(f"/api/v1/tickets/{ticket}", headers=auth)).json()
     assert page["conversation_status"] == "closed"  # what makes the page show "How did we do?"
+    assert page["rated"] is False
 
     # The question is recorded a moment before the workflow starts waiting: the page's customer is
     # slower than this loop, which retries only that gap's "not waiting".
@@ -117,3 +118,5 @@ async def test_a_low_rating_on_the_ticket_page_reopens_the_real_conversation(
 
     again = await http.post(path, json={"score": 5}, headers=auth)
     assert again.status_code == 409 and again.json()["detail"]["reason"] == "already_rated", again.text
+    # Reloaded, the page no longer offers the rating: it was given.
+    assert (await http.get(f"/api/v1/tickets/{ticket}", headers=auth)).json()["rated"] is True

@@ -87,7 +87,7 @@
       const finished = FINISHED.has(ticket.status) || ticket.channel !== "web_form";
       section.hidden = finished;
       closedNote.hidden = !finished;
-      showRating(FINISHED.has(ticket.conversation_status));
+      showRating(FINISHED.has(ticket.conversation_status) && !ticket.rated);
     },
   });
   panel.start();
