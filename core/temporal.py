@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import TLSConfig
 
 from core.observability import temporal_interceptors
@@ -42,3 +43,10 @@ async def connect_temporal(settings: Settings, *, identity: str | None = None) -
         interceptors=temporal_interceptors(settings),
         **kwargs,  # type: ignore[arg-type]  # identity is `str`; a typed dict of it would not match connect()'s overloads
     )
+
+
+def update_refusal(exc: WorkflowUpdateFailedError) -> str:
+    """Why a workflow refused an update, in its own words: the validator's ValueError, or an
+    ApplicationError its handler raised, without the exception type (at most 300 characters)."""
+    cause = exc.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else (cause or exc))[:300]

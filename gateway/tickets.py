@@ -22,12 +22,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.client import WorkflowUpdateStage as UpdateStage
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import Conflict, Forbidden, Gone, NotFound, ServiceUnavailable
 from core.logging import get_logger
 from core.markdown import render_html
+from core.temporal import update_refusal
 from core.ticket_links import TOKEN_HEADER, token_matches
 from core.vocabulary import (
     RATING_REFUSALS,
@@ -380,8 +380,7 @@ class TicketRatingResult(BaseModel):
 
 def _refusal(exc: WorkflowUpdateFailedError) -> tuple[RatingRefusal, str]:
     """The refusal's word (the workflow's reason starts with one; anything else is `not_waiting`) and its text."""
-    cause = exc.cause
-    text = str(cause.message if isinstance(cause, ApplicationError) else (cause or exc))[:300]
+    text = update_refusal(exc)
     first = re.split(r"[^a-z_]", text.strip().lower(), maxsplit=1)[0]
     word: RatingRefusal = next((w for w in RATING_REFUSALS if w == first), "not_waiting")
     return word, text

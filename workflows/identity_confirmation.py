@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from typing import NoReturn
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -20,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, Field
 
     from core.vocabulary import IdentifierType
+    from workflows.activity_refs import declared_only
     from workflows.contracts import ErrorType
 
 IDENTITY_CONFIRMATION_WORKFLOW = "IdentityConfirmationWorkflow"
@@ -70,14 +70,10 @@ def identity_confirmation_workflow_id(*, customer_id: str, identifier_type: Iden
     return f"identity-confirmation-{customer_id}-{identifier_type}-{digest}"
 
 
-def _declared_only(name: str) -> NoReturn:
-    raise NotImplementedError(f"{name} is a declaration; the worker registers the implementation")
-
-
 @activity.defn(name=SEND_IDENTITY_CONFIRMATION_ACTIVITY)
 async def send_identity_confirmation(inp: SendIdentityConfirmationInput) -> IdentityConfirmationSent:
     """Record the confirmation request and send its link to the claimed email or phone (at most once)."""
-    _declared_only(SEND_IDENTITY_CONFIRMATION_ACTIVITY)
+    declared_only(SEND_IDENTITY_CONFIRMATION_ACTIVITY)
 
 
 @workflow.defn(name=IDENTITY_CONFIRMATION_WORKFLOW)

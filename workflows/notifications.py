@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Literal, NoReturn
+from typing import Literal
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 
 with workflow.unsafe.imports_passed_through():
     from core.vocabulary import NotificationSink
+    from workflows.activity_refs import declared_only
     from workflows.notification_contracts import (
         NOTIFICATION_WORKFLOW,
         Notification,
@@ -55,20 +56,16 @@ SINKS_TIMEOUT = timedelta(seconds=10)
 SINKS_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
 
 
-def _declared_only(name: str) -> NoReturn:
-    raise NotImplementedError(f"{name} is a declaration; the worker registers the implementation")
-
-
 @activity.defn(name=NOTIFICATION_SINKS_ACTIVITY)
 async def notification_sinks() -> NotificationSinks:
     """The sinks configured on this worker (email, slack, webhook)."""
-    _declared_only(NOTIFICATION_SINKS_ACTIVITY)
+    declared_only(NOTIFICATION_SINKS_ACTIVITY)
 
 
 @activity.defn(name=SEND_NOTIFICATION_ACTIVITY)
 async def send_notification(inp: NotificationDelivery) -> NotificationDelivered:
     """Deliver one notification to one sink, at most once (a delivered one is never sent again)."""
-    _declared_only(SEND_NOTIFICATION_ACTIVITY)
+    declared_only(SEND_NOTIFICATION_ACTIVITY)
 
 
 @workflow.defn(name=NOTIFICATION_WORKFLOW)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Literal, NoReturn
+from typing import Literal
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.activity_refs import declared_only
     from workflows.notification_contracts import NotificationErrorType
     from workflows.report_contracts import (
         DAILY_REPORT_WORKFLOW,
@@ -65,20 +66,16 @@ DAILY_REPORT_WORKFLOW_TIMEOUT = timedelta(hours=14)
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
 
-def _declared_only(name: str) -> NoReturn:
-    raise NotImplementedError(f"{name} is a declaration; the worker registers the implementation")
-
-
 @activity.defn(name=COMPUTE_DAILY_REPORT_ACTIVITY)
 async def compute_daily_report(inp: DailyReportRequest) -> DailyReportStored:
     """Compute and keep a day's report (once per day), and say which sinks are configured."""
-    _declared_only(COMPUTE_DAILY_REPORT_ACTIVITY)
+    declared_only(COMPUTE_DAILY_REPORT_ACTIVITY)
 
 
 @activity.defn(name=SEND_DAILY_REPORT_ACTIVITY)
 async def send_daily_report(inp: DailyReportDelivery) -> DailyReportDelivered:
     """Send a stored day's report to one sink, at most once (a delivered one is never sent again)."""
-    _declared_only(SEND_DAILY_REPORT_ACTIVITY)
+    declared_only(SEND_DAILY_REPORT_ACTIVITY)
 
 
 @workflow.defn(name=DAILY_REPORT_WORKFLOW)

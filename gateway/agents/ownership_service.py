@@ -17,11 +17,11 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.client import WorkflowUpdateStage as UpdateStage
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from core.logging import get_logger
+from core.temporal import update_refusal
 from crm.db import transaction
 from crm.repositories import api_keys, conversations
 from gateway.agents.ownership_schemas import OwnershipResult
@@ -94,9 +94,8 @@ async def change_ownership(
             )
 
     async def refused(exc: WorkflowUpdateFailedError) -> Conflict:
-        # The validator's ValueError, or the main loop's OwnershipRefused: its message, without the type.
-        cause = exc.cause
-        reason = str(cause.message if isinstance(cause, ApplicationError) else (cause or exc))[:300]
+        # The validator's ValueError, or the main loop's OwnershipRefused.
+        reason = update_refusal(exc)
         await audit("refused", reason=reason)
         holder = reason[len(_HELD_BY) :] if reason.startswith(_HELD_BY) else None
         where = target.ticket_number or f"conversation {conversation_id}"
