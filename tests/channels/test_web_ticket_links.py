@@ -144,8 +144,18 @@ async def test_a_reply_sends_one_notice_whose_link_opens_the_ticket(
     assert opened.status_code == 200, opened.text
     assert [m["direction"] for m in opened.json()["messages"]] == ["inbound", "outbound"]
 
-    # The send activity again for the same reply (a retried attempt): no second notice.
+    # The send activity again for the same reply (a retried attempt, after the first one finished:
+    # Gmail has the notice a moment before the first attempt records it): no second notice.
     (reply_id,) = await outbound_ids(sessions, ticket)
+
+    async def notice_recorded() -> bool | None:
+        async with sessions() as session:
+            found = await session.scalar(
+                text("SELECT attributes->'reply_notice' IS NOT NULL FROM messages WHERE id = :i"), {"i": reply_id}
+            )
+        return True if found else None
+
+    await eventually(notice_recorded)
     env = ActivityEnvironment()
     result = await env.run(ChannelActivities(linked.deps).send_web_form_reply, SendReplyInput(message_id=reply_id))
     assert result.delivery_status == "delivered"
