@@ -32,7 +32,16 @@ TOOLS: Final[list[ChatCompletionToolParam]] = [
             ),
             "parameters": {
                 "type": "object",
-                "properties": {"query": {"type": "string", "description": "What to look for."}},
+                "properties": {
+                    "query": {
+                        "type": "string",
+                        "description": (
+                            "What to look for, in English (the help centre is written in English): the customer's "
+                            "question restated in a few words, with the product's own terms where you know them, "
+                            "not the whole message."
+                        ),
+                    }
+                },
                 "required": ["query"],
             },
         },

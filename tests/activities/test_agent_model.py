@@ -19,7 +19,7 @@ from activities.agent.model import (
 )
 from activities.agent.prompt import SYSTEM_PROMPT, system_prompt
 from activities.agent.step import whole_section
-from activities.agent.tools import TOOL_NAMES, argument_problem
+from activities.agent.tools import TOOL_NAMES, TOOLS, argument_problem
 from crm.repositories.agent_steps import StoredStep
 from crm.repositories.messages import TranscriptLine
 from kb.chunking import chunk_article, read_article
@@ -221,6 +221,15 @@ def test_the_prompt_asks_for_citations_one_clarifying_question_and_the_customers
     assert "link" in rules and "one short clarifying question" in rules and "language of the customer" in rules
     # The leak checks read the rules up to the channel line.
     assert "Channel:" in SYSTEM_PROMPT
+
+
+def test_the_model_rewrites_the_customers_message_into_an_english_search_query() -> None:
+    # The help centre is English: a Spanish message searched in Spanish finds little (bench/kb_search.py
+    # --quality, non-English questions), so the model is told to search with an English restatement.
+    assert "write the query in english" in SYSTEM_PROMPT.lower()
+    [search_tool] = [t for t in TOOLS if t["function"]["name"] == "search_knowledge_base"]
+    query = search_tool["function"]["parameters"]["properties"]["query"]  # type: ignore[typeddict-item]
+    assert "in English" in query["description"] and "not the whole message" in query["description"]
 
 
 def test_an_unknown_configured_tone_falls_back_to_the_channels() -> None:
