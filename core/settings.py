@@ -106,9 +106,9 @@ class Settings(BaseSettings):
     # Which request field caps the model's reply. "auto": `max_completion_tokens` for OpenAI itself
     # (its reasoning models reject `max_tokens`), `max_tokens` when OPENAI_BASE_URL points elsewhere.
     openai_max_tokens_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
-    embedding_provider: Literal["wordllama", "minilm", "openai"] = "wordllama"
+    embedding_provider: Literal["use", "wordllama", "minilm", "openai"] = "use"
     embedding_model: str = "l2_supercat"
-    embedding_dim: int = Field(default=256, ge=8, le=4000)
+    embedding_dim: int = Field(default=512, ge=8, le=4000)
 
     # --- Conversations, agent budget, escalation SLA, alerts ------------------------------------
     conversation_idle_timeout_seconds: float = Field(default=24 * 3600, gt=0)

@@ -29,6 +29,9 @@ log = get_logger(__name__)
 ProgressCallback = Callable[[str, int, int], None]
 """Called after each article as ``(article_id, articles_done, articles_total)``."""
 
+# Chunks without a vector embedded per transaction by :func:`embed_missing`.
+MISSING_BATCH = 256
+
 
 class IngestError(CRMError):
     """The articles to ingest cannot be read."""
@@ -216,6 +219,7 @@ async def ingest_articles(
         if on_progress is not None:
             on_progress(article.article_id, done, len(articles))
 
+    report.embedded += await embed_missing(sessions, embedder)
     gone = sorted(stored_ids - set(ids))
     if gone:
         async with transaction(sessions) as session:
@@ -225,6 +229,33 @@ async def ingest_articles(
 
     log.info("kb.ingest_finished", **report.model_dump(), embedding_model=model)
     return report
+
+
+async def embed_missing(
+    sessions: async_sessionmaker[AsyncSession], embedder: Embedder, *, batch: int = MISSING_BATCH
+) -> int:
+    """Embed every stored chunk that has no vector, from its stored text; returns how many.
+
+    Chunks lose their vectors when migration 0020 resizes the column for another embedding model;
+    the articles an ingest reads are re-embedded by it anyway, this covers the rest (reviewed answers).
+    """
+    done = 0
+    while True:
+        async with sessions() as session:
+            missing = await knowledge_base.chunks_without_embedding(session, limit=batch)
+        if not missing:
+            break
+        vectors = await embedder.embed([plain_text(c.content) for c in missing])
+        async with transaction(sessions) as session:
+            await knowledge_base.set_embeddings(
+                session,
+                vectors=[(c.chunk_id, v) for c, v in zip(missing, vectors, strict=True)],
+                model=embedder.model_name,
+            )
+        done += len(missing)
+    if done:
+        log.info("kb.embedded_missing", chunks=done, embedding_model=embedder.model_name)
+    return done
 
 
 async def ingest_article(session: AsyncSession, article: Article, *, embedder: Embedder) -> IngestReport:

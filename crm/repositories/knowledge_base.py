@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, Text, any_, bindparam, delete, func, select, text
+from sqlalchemy import Table, Text, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -345,6 +345,33 @@ async def upsert_chunks(session: AsyncSession, *, chunks: Sequence[ChunkRow]) ->
             },
         )
     )
+
+
+@dataclass(frozen=True)
+class UnembeddedChunk:
+    """A stored chunk without a vector (its column was resized by migration 0020)."""
+
+    chunk_id: uuid.UUID
+    content: str
+
+
+async def chunks_without_embedding(session: AsyncSession, *, limit: int) -> list[UnembeddedChunk]:
+    """Up to `limit` chunks whose vector is missing, oldest articles first."""
+    rows = await session.execute(
+        select(_kb.c.id, _kb.c.content)
+        .where(_kb.c.embedding.is_(None))
+        .order_by(_kb.c.article_id, _kb.c.chunk_index)
+        .limit(limit)
+    )
+    return [UnembeddedChunk(chunk_id=r.id, content=r.content) for r in rows]
+
+
+async def set_embeddings(
+    session: AsyncSession, *, vectors: Sequence[tuple[uuid.UUID, list[float]]], model: str
+) -> None:
+    """Store each chunk's vector and the model that made it."""
+    for chunk_id, vector in vectors:
+        await session.execute(update(_kb).where(_kb.c.id == chunk_id).values(embedding=vector, embedding_model=model))
 
 
 async def delete_chunks_from(session: AsyncSession, *, article_id: str, first_index: int) -> None:

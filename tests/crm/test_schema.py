@@ -65,8 +65,92 @@ async def test_migrations_apply_on_empty_database_and_round_trip(postgres: Embed
         await engine.dispose()
         assert ext is not None
         assert "hnsw" in index and "vector_cosine_ops" in index
-        assert dim == 256  # the configured EMBEDDING_DIM default
+        assert dim == 512  # the configured EMBEDDING_DIM default (USE multilingual v3)
     finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+async def test_a_database_migrated_for_another_embedding_model_is_resized_and_re_embedded(
+    postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading from WordLlama's 256 dimensions: migration 0020 resizes the column, clears the
+    vectors, and the next ingest re-embeds even chunks no article file holds (a reviewed answer)."""
+    from core.settings import reset_settings_cache
+    from crm.db import create_sessionmaker
+    from crm.repositories import knowledge_base
+    from crm.repositories.knowledge_base import ChunkRow
+    from kb.chunking import Article
+    from kb.embeddings import USEEmbedder
+    from kb.ingest import embed_missing, ingest_articles
+
+    name = f"resize_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(postgres.url("postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = postgres.url(name)
+    engine = create_async_engine(url)
+    try:
+        monkeypatch.setenv("EMBEDDING_DIM", "256")
+        reset_settings_cache()
+        await db.upgrade_async(url, "0019")
+        sessions = create_sessionmaker(engine)
+        async with sessions.begin() as session:
+            await knowledge_base.upsert_chunks(
+                session,
+                chunks=[
+                    ChunkRow(
+                        article_id="learned-1",
+                        chunk_index=0,
+                        title="Reviewed answer",
+                        category="learned",
+                        content="# Reviewed answer\n\nExport a board as CSV from the board menu.",
+                        content_hash="old",
+                        embedding=[1.0] + [0.0] * 255,
+                        embedding_model="wordllama/l2_supercat-256",
+                        section=None,
+                        heading_path=(),
+                    )
+                ],
+            )
+        monkeypatch.setenv("EMBEDDING_DIM", "512")
+        reset_settings_cache()
+        await db.upgrade_async(url)
+        async with engine.connect() as conn:
+            dim = await conn.scalar(
+                text(
+                    "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'knowledge_base'::regclass "
+                    "AND attname = 'embedding'"
+                )
+            )
+            kept = (await conn.execute(text("SELECT embedding IS NULL, content_hash FROM knowledge_base"))).one()
+            index = await conn.scalar(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_knowledge_base_embedding_hnsw'")
+            )
+        assert dim == 512 and "hnsw" in index
+        assert tuple(kept) == (True, "")  # the text stays, the vector and the hash are cleared
+
+        embedder = USEEmbedder()
+        article = Article(article_id="guide", title="Guide", category="general", body="## Boards\n\nMake a board.")
+        report = await ingest_articles([article], sessions=sessions, embedder=embedder)
+        assert report.embedded == 2  # the guide's chunk, and the reviewed answer from its stored text
+        assert await embed_missing(sessions, embedder) == 0
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT article_id, embedding_model, vector_dims(embedding) FROM knowledge_base ORDER BY article_id"
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("guide", embedder.model_name, 512),
+            ("learned-1", embedder.model_name, 512),
+        ]
+    finally:
+        reset_settings_cache()
+        await engine.dispose()
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
