@@ -6,6 +6,7 @@ Usage (from the repo root):
     .venv/bin/python bench/guardrails_eval.py --sets tuning regression --calibrate   # without held-out
     .venv/bin/python bench/guardrails_eval.py --errors         # also list tuning/regression mistakes
     .venv/bin/python bench/guardrails_eval.py --write-bank     # rebuild the learned layer's packaged bank
+    .venv/bin/python bench/guardrails_eval.py --sets tuning --calibrate --sentence-weight 0   # n-grams only
     .venv/bin/python bench/guardrails_eval.py --compare-learned --compare-detectors --compare-sentiment
     .venv/bin/python bench/guardrails_eval.py --json /tmp/guardrails.json
 
@@ -18,21 +19,21 @@ Each set is scored with the rules only and with the learned layer (activities/gu
 added where the rules answer. On the tuning set the layer is scored by k-fold cross-validation
 (``--folds``, default 10): each message by a layer trained without it, since the shipped layer is
 trained on that set. ``--calibrate`` prints the layer's threshold curve on those folds.
-``--nearest-example`` adds the nearest-labelled-example layer (activities/guardrails/semantic.py),
-which needs the offline embedding model; its example bank is the tuning set only.
+``--sentence-weight`` scores another weight of the sentence-encoder vector in those folds (0: the
+n-grams alone), at the threshold calibrated on them within the same false-escalation budget.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import math
 import platform
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Running as `python bench/guardrails_eval.py` puts bench/ (not the repo) on sys.path.
@@ -41,7 +42,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from activities.guardrails import check_output, evaluate_inbound, score_sentiment  # noqa: E402
 from activities.guardrails.language import SUPPORTED_LANGUAGES  # noqa: E402
-from core.vocabulary import GUARDRAIL_REASONS, EscalationReason  # noqa: E402
+from core.vocabulary import GUARDRAIL_REASONS  # noqa: E402
 
 DATA = REPO_ROOT / "bench" / "data" / "guardrails"
 SETS: dict[str, Path] = {
@@ -87,23 +88,17 @@ def _lang(row: dict[str, Any]) -> str:
     return lang if lang in SUPPORTED_LANGUAGES else "other"
 
 
-def evaluate(
-    rows: list[dict[str, Any]],
-    *,
-    learned: Any = None,
-    nearest: Any = None,
-    embedder: Any = None,
-) -> dict[str, Any]:
+def evaluate(rows: list[dict[str, Any]], *, learned: Any = None, threshold: float | None = None) -> dict[str, Any]:
     """Score every row once: action/reason accuracy, false escalations, misses per reason and language.
 
     The rules decide first (evaluate_inbound without its learned layer). `learned` adds the learned
     layer where the rules answer, as evaluate_inbound does: True for the layer trained on the whole
-    bank, or a list of out-of-fold (reason, score) per row (cross-validation on the tuning set).
-    `nearest` is the nearest-labelled-example layer (semantic.py) over `embedder`'s vectors.
+    bank, or a list of out-of-fold (reason, score) per row (cross-validation on the tuning set),
+    escalating at `threshold` (default: the shipped THRESHOLD).
     """
     from activities.guardrails import learned as learned_layer
 
-    vectors = asyncio.run(embedder.embed([r["text"] for r in rows])) if nearest is not None else None
+    threshold = learned_layer.THRESHOLD if threshold is None else threshold
     added_right = added_wrong = 0
     mistakes: list[dict[str, Any]] = []
     action_hits = reason_hits = benign = false_escalations = 0
@@ -112,19 +107,14 @@ def evaluate(
     support: Counter[str] = Counter()
     by_lang: dict[str, Counter[str]] = {}
     for n, row in enumerate(rows):
-        decision = evaluate_inbound(row["text"], row["channel"], semantic=False)
-        action, reason = decision.action, decision.reason
-        added: str | None = None
-        if action == "answer" and learned is True:
-            found = learned_layer.escalation(row["text"], row["channel"])
-            added = found[0] if found else None
-        elif action == "answer" and learned is not None:
+        layer = None
+        if learned is not None and learned is not True:
             assessed = learned[n]
-            added = assessed[0] if assessed is not None and assessed[1] >= learned_layer.THRESHOLD else None
-        if vectors is not None and action == "answer":
-            added = nearest.classify_vector(vectors[n])
-        if added is not None:
-            action, reason = "escalate", cast(EscalationReason, added)
+            found = assessed if assessed is not None and assessed[1] >= threshold else None
+            layer = lambda _prepared, found=found: found  # noqa: E731  (this row's out-of-fold verdict)
+        decision = evaluate_inbound(row["text"], row["channel"], semantic=learned is not None, layer=layer)
+        action, reason = decision.action, decision.reason
+        if decision.matched and decision.matched[0].startswith("learned."):
             added_right += row["expected_action"] == "escalate"
             added_wrong += row["expected_action"] == "answer"
         expected = row["expected_reason"] or ANSWER
@@ -372,24 +362,39 @@ def compare_learned(rows: list[dict[str, Any]], folds: int) -> None:
     )
 
 
-def calibrate(rows: list[dict[str, Any]], folds: int) -> list[Any]:
+def calibrate(
+    rows: list[dict[str, Any]], folds: int, *, sentence_weight: float | None = None, show: bool = True
+) -> tuple[list[Any], float]:
     """Out-of-fold scores of the learned layer on the tuning set, and the threshold they support."""
     from activities.guardrails import learned
 
+    weight = learned.SENTENCE_WEIGHT if sentence_weight is None else sentence_weight
     start = time.perf_counter()
-    oof = learned.out_of_fold(rows, extra_examples(), folds=folds)
+    oof = learned.out_of_fold(rows, extra_examples(), folds=folds, sentence_weight=weight)
     elapsed = time.perf_counter() - start
+    rules = [evaluate_inbound(row["text"], row["channel"], semantic=False).action for row in rows]
+    # The messages the layer may escalate: the rules answer them and no guard stops the layer.
     answered = [
         (row, assessed)
         for row, assessed in zip(rows, oof, strict=True)
-        if assessed is not None and evaluate_inbound(row["text"], row["channel"], semantic=False).action == "answer"
+        if assessed is not None and _layer_reads(row, assessed)
     ]
     benign = sum(row["expected_action"] == "answer" for row in rows)
-    allowed = int(learned.FALSE_ESCALATION_BUDGET * benign)
+    rules_false = sum(
+        row["expected_action"] == "answer" and action == "escalate" for row, action in zip(rows, rules, strict=True)
+    )
+    # The budget covers the rules' false escalations and the layer's together; the layer gets the rest.
+    allowed = max(0, int(learned.FALSE_ESCALATION_BUDGET * benign) - rules_false)
     benign_scores = sorted((s for row, (_, s) in answered if row["expected_action"] == "answer"), reverse=True)
-    # The lowest threshold at which at most `allowed` benign messages the rules answer would escalate.
+    # The lowest threshold at which at most `allowed` benign messages the rules answer would escalate,
+    # raised to just under the lowest escalation it catches (a lower one adds no catch, only risk).
     suggested = benign_scores[allowed] + 1e-3 if len(benign_scores) > allowed else -1.0
-    print(f"learned layer, {folds}-fold cross-validation on tuning ({elapsed:.1f} s):")
+    caught_scores = [s for row, (_, s) in answered if row["expected_action"] == "escalate" and s >= suggested]
+    if caught_scores:
+        suggested = max(suggested, math.floor((min(caught_scores) - 1e-4) * 1000) / 1000)
+    if not show:
+        return oof, suggested
+    print(f"learned layer (sentence weight {weight}), {folds}-fold cross-validation on tuning ({elapsed:.1f} s):")
     print(f"  {'threshold':>9}{'caught (layer alone)':>22}{'hard':>8}{'false (layer alone)':>21}{'false added':>13}")
     escalations = [r for r in rows if r["expected_reason"] not in (None, "language")]
     hard_total = sum(r["expected_reason"] in HARD_REASONS for r in rows)
@@ -404,8 +409,17 @@ def calibrate(rows: list[dict[str, Any]], folds: int) -> list[Any]:
             f"  {threshold:>9.3f}{caught:>15}/{len(escalations):<6}{hard:>4}/{hard_total:<4}"
             f"{false:>14}/{benign:<6}{added:>8}/{benign}{mark}"
         )
-    print(f"  suggested threshold (<= {allowed} benign added): {suggested:.3f}; in use: {learned.THRESHOLD}\n")
-    return oof
+    print(
+        f"  suggested threshold (<= {allowed} benign added to the rules' {rules_false}): {suggested:.3f}; "
+        f"in use: {learned.THRESHOLD}\n"
+    )
+    return oof, suggested
+
+
+def _layer_reads(row: dict[str, Any], assessed: tuple[Any, float]) -> bool:
+    """Whether this verdict of the layer, were it over the threshold, would escalate the message."""
+    decision = evaluate_inbound(row["text"], row["channel"], layer=lambda _prepared: assessed)
+    return bool(decision.matched) and decision.matched[0].startswith("learned.")
 
 
 def extra_examples() -> list[Any]:
@@ -470,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-bank", action="store_true", help="rewrite the learned layer's packaged bank")
     parser.add_argument("--compare-learned", action="store_true", help="the same features with scikit-learn")
     parser.add_argument(
-        "--nearest-example", action="store_true", help="add the nearest-labelled-example layer (semantic.py)"
+        "--sentence-weight",
+        type=float,
+        help="score this sentence-vector weight in the tuning CV (0: n-grams only) at its own calibrated threshold",
     )
     parser.add_argument("--compare-detectors", action="store_true", help="py3langid against lingua on tuning")
     parser.add_argument("--compare-sentiment", action="store_true", help="lexicon against vaderSentiment")
@@ -493,33 +509,23 @@ def main(argv: list[str] | None = None) -> int:
         f"+ {len(learned.rule_examples())} rule examples; threshold {learned.THRESHOLD}\n"
     )
     sets = {args.data.name: args.data} if args.data else {name: SETS[name] for name in args.sets}
-    nearest = embedder = None
-    if args.nearest_example:
-        from activities.guardrails import semantic as layer
-        from core.settings import Settings
-        from kb.embeddings import create_embedder
-
-        embedder = create_embedder(Settings())
-        nearest = asyncio.run(layer.build(embedder, layer.tuning_rows()))
-        loo = layer.leave_one_out(nearest)
-        print(
-            f"nearest-example layer ({embedder.model_name}): threshold {nearest.threshold:.3f} calibrated on "
-            f"tuning; leave-one-out on tuning catches {loo['caught']}/{loo['escalations']} escalations, "
-            f"{loo['false']} false\n"
-        )
     results: dict[str, Any] = {}
     for name, path in sets.items():
         rows = load_rows(path)
         configurations = {"rules only": evaluate(rows)}
-        if nearest is not None:
-            configurations["rules + nearest example"] = evaluate(rows, nearest=nearest, embedder=embedder)
         if name == "tuning" and args.data is None:
-            oof = (
-                calibrate(rows, args.folds)
-                if args.calibrate
-                else learned.out_of_fold(rows, extra_examples(), folds=args.folds)
-            )
-            configurations[f"rules + layer ({args.folds}-fold CV)"] = shipped = evaluate(rows, learned=oof)
+            if args.sentence_weight is not None:
+                # Another weight: its own threshold, calibrated on its folds within the same budget.
+                oof, threshold = calibrate(rows, args.folds, sentence_weight=args.sentence_weight, show=args.calibrate)
+                label = f"rules + layer w={args.sentence_weight} ({args.folds}-fold CV)"
+                configurations[label] = shipped = evaluate(rows, learned=oof, threshold=threshold)
+            else:
+                oof = (
+                    calibrate(rows, args.folds)[0]
+                    if args.calibrate
+                    else learned.out_of_fold(rows, extra_examples(), folds=args.folds)
+                )
+                configurations[f"rules + layer ({args.folds}-fold CV)"] = shipped = evaluate(rows, learned=oof)
             configurations["rules + layer (trained on all)"] = evaluate(rows, learned=True)
         else:
             configurations["rules + layer"] = shipped = evaluate(rows, learned=True)

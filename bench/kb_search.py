@@ -147,7 +147,7 @@ async def _load(engine: AsyncEngine, schema: str, source: str, rows: list[dict[s
         await conn.execute(
             text(
                 f'CREATE TABLE "{schema}".knowledge_base (LIKE "{source}".knowledge_base '
-                "INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)"
+                "INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE)"
             )
         )
         await conn.execute(text(f'ALTER TABLE "{schema}".knowledge_base ADD PRIMARY KEY (id)'))

