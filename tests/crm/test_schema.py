@@ -128,7 +128,14 @@ async def test_a_database_migrated_for_another_embedding_model_is_resized_and_re
             index = await conn.scalar(
                 text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_knowledge_base_embedding_hnsw'")
             )
+            storage = await conn.scalar(
+                text(
+                    "SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'knowledge_base'::regclass "
+                    "AND attname = 'embedding'"
+                )
+            )
         assert dim == 512 and "hnsw" in index
+        assert storage == "p"  # inline: the planner costs a scan for the vectors it reads
         assert tuple(kept) == (True, "")  # the text stays, the vector and the hash are cleared
 
         embedder = USEEmbedder()
