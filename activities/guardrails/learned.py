@@ -30,8 +30,12 @@ false-escalation budget (``python bench/guardrails_eval.py --sets tuning --calib
 ``--sentence-weight 0`` for the n-grams alone):
 - n-grams alone: action accuracy 0.975, false escalations 5/303, missed 11 (10 pricing, refund,
   legal or security); the layer alone caught 180 of 323 escalations;
-- n-grams and the sentence vector (shipped): action accuracy 0.984, false escalations 4/303 (all
-  the rules'), missed 6 (5 hard); the layer alone caught 251 of 323.
+- n-grams and the sentence vector: action accuracy 0.984, false escalations 4/303 (all the
+  rules'), missed 6 (5 hard); the layer alone caught 251 of 323;
+- the same with reference-like tokens masked (``without_codes``; shipped): 0.981, 4/303, missed 8
+  (7 hard), the layer alone 242 of 323 at its recalibrated threshold. A little less on these folds,
+  but a message's reading no longer depends on the random reference or ticket number it carries
+  (one benign message crossed the threshold for some references and not others).
 Weights 0.5-1.5 and ridge penalties 0.3-2 were within 0.003 of each other over three fold seeds;
 1.0 and 1.0 scored best. A nearest-labelled-examples scorer over the same vectors, in place of this
 layer (k = 1, 5, 10; same folds and budget, with the rules of the time), missed no fewer than the
@@ -65,7 +69,7 @@ from core.vocabulary import GUARDRAIL_REASONS, GuardrailReason
 BANK_FILE = "learned_bank.jsonl"
 ANSWER = "answer"
 # The "needs a human" score at or above which the layer escalates (see the module docstring).
-THRESHOLD = 0.321
+THRESHOLD = 0.356
 # The calibration's allowance: out-of-fold false escalations of the rules and the layer together, as a
 # share of the benign tuning messages (the layer may add what the rules leave of it).
 FALSE_ESCALATION_BUDGET = 0.02
@@ -137,8 +141,32 @@ class Example:
 
     @classmethod
     def of(cls, text: str, channel: str | None, label: str) -> Example:
-        sentence = prepare(text, channel)
+        return cls.of_prepared(prepare(text, channel), label)
+
+    @classmethod
+    def of_prepared(cls, prepared: str, label: str) -> Example:
+        sentence = without_codes(prepared)
         return cls(fold_accents(sentence.lower()), label, sentence)
+
+
+# A reference, ticket, order or phone number: a token with four digits, or a longer mix of letters and
+# digits ("ref-3f9a12", "TKT-0012", "INV-2024-001"). Its random part says nothing about what the
+# customer wants, yet its character n-grams moved a benign message's score by a third of the threshold
+# from one random reference to the next. The token keeps its lead-in up to the last separator ("ref-",
+# "sk_live_", "ghp_": what kind of code it is) and the rest becomes "#"; "2FA", "$40" and "40 people"
+# stay as they are.
+_CODE = re.compile(r"(?<!\S)(?=\S*\d)(?:\S*\d\S*\d\S*\d\S*\d\S*|(?=\S*[^\W\d_])\S{6,})(?!\S)")
+_LEAD_IN = re.compile(r"^[^\W\d_]*(?:[-_][^\W\d_]*)*[-_]")
+
+
+def _masked(code: re.Match[str]) -> str:
+    lead_in = _LEAD_IN.match(code.group(0))
+    return (lead_in.group(0) if lead_in else "") + "#"
+
+
+def without_codes(text: str) -> str:
+    """The text with reference-like tokens masked (see _CODE)."""
+    return _CODE.sub(_masked, text)
 
 
 def bank_rows() -> list[dict[str, Any]]:
@@ -273,7 +301,7 @@ class LearnedLayer:
 
     def assess_prepared(self, prepared: str) -> tuple[GuardrailReason, float]:
         """The same, for a message as prepare() left it."""
-        return self.assess_example(Example(fold_accents(prepared.lower()), ANSWER, prepared))
+        return self.assess_example(Example.of_prepared(prepared, ANSWER))
 
     def assess(self, text: str, channel: str | None) -> tuple[GuardrailReason, float]:
         """The likeliest escalation reason for this message and its "needs a human" score."""

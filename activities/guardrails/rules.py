@@ -121,6 +121,8 @@ class _GuardsFile(Entry):
     troubleshooting_margin: float = Field(ge=0.0, le=1.0)
     troubleshooting_question: PatternText
     naming_words: PatternText
+    identity_frame: PatternText
+    identity_request: PatternText
 
 
 class _IntlGuardsFile(Entry):
@@ -128,6 +130,8 @@ class _IntlGuardsFile(Entry):
     page_nouns: list[str]
     broken: PatternText
     naming_words: PatternText
+    identity_frame: PatternText
+    identity_request: PatternText
 
 
 # ---------------------------------------------------------------------------------- guards
@@ -154,6 +158,8 @@ class Guards:
     troubleshooting_margin: float
     troubleshooting: re.Pattern[str]
     naming_words: re.Pattern[str]
+    identity_frame: re.Pattern[str]
+    identity_request: re.Pattern[str]
 
     def named(self, text: str, hit: re.Match[str]) -> bool:
         """Every rule's guard: the hit is a name the customer gave something."""
@@ -161,6 +167,24 @@ class Guards:
             return True
         before = fold_accents(text[max(0, hit.start() - 40) : hit.start()])
         return bool(self.naming_words.search(before) or intl_guards().naming_words.search(before))
+
+    def identity_question(self, text: str, hit: re.Match[str]) -> bool:
+        """Every human_request rule's guard: the hit sits in a question about whether a person or a
+        machine is answering ("am I chatting with a real person or an AI?"), in a message that asks
+        for nothing."""
+        start = max(text.rfind(mark, 0, hit.start()) for mark in ".!?\n;") + 1
+        ends = [i for i in (text.find(mark, hit.end()) for mark in ".!?\n;") if i != -1]
+        end = min(ends, default=len(text))
+        if end == len(text) or text[end] != "?":
+            return False
+        return self.asks_who_answers(fold_accents(text[start:end]), fold_accents(text))
+
+    def asks_who_answers(self, sentence: str, message: str) -> bool:
+        """`sentence` asks whether a person or a machine answers, and `message` requests nothing."""
+        intl = intl_guards()
+        if not (self.identity_frame.search(sentence) or intl.identity_frame.search(sentence)):
+            return False
+        return not (self.identity_request.search(message) or intl.identity_request.search(message))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
         # A full stop only ends a sentence before a space: "techcorp.io" is one word.
@@ -220,6 +244,8 @@ class IntlGuards:
     page_nouns: frozenset[str]
     broken: re.Pattern[str]
     naming_words: re.Pattern[str]
+    identity_frame: re.Pattern[str]
+    identity_request: re.Pattern[str]
 
     def board_object(self, text: str, hit: re.Match[str]) -> bool:
         if _quoted_name(text, hit):
@@ -247,6 +273,8 @@ def intl_guards() -> IntlGuards:
         page_nouns=frozenset(data.page_nouns),
         broken=compile_pattern(data.broken, where=f"{INTL_GUARDS_FILE}: broken"),
         naming_words=compile_pattern(data.naming_words, where=f"{INTL_GUARDS_FILE}: naming_words"),
+        identity_frame=compile_pattern(data.identity_frame, where=f"{INTL_GUARDS_FILE}: identity_frame"),
+        identity_request=compile_pattern(data.identity_request, where=f"{INTL_GUARDS_FILE}: identity_request"),
     )
 
 
@@ -270,6 +298,8 @@ def guards() -> Guards:
             data.troubleshooting_question, where=f"{GUARDS_FILE}: troubleshooting_question"
         ),
         naming_words=compile_pattern(data.naming_words, where=f"{GUARDS_FILE}: naming_words"),
+        identity_frame=compile_pattern(data.identity_frame, where=f"{GUARDS_FILE}: identity_frame"),
+        identity_request=compile_pattern(data.identity_request, where=f"{GUARDS_FILE}: identity_request"),
     )
 
 
@@ -353,7 +383,12 @@ def rule_book() -> RuleBook:
                     pattern=compile_any(entry.patterns, where=where, fragments=fragments),
                     # Every rule discards a name the customer gave something, but the one that
                     # reads quoted text on purpose (an injection is as live inside quotes).
-                    guards=(*(() if entry.reads_quoted_text else (g.named,)), *(by_name[n] for n in entry.guards)),
+                    guards=(
+                        *(() if entry.reads_quoted_text else (g.named,)),
+                        # A question about who answers is not a request for a person.
+                        *((g.identity_question,) if entry.reason == "human_request" else ()),
+                        *(by_name[n] for n in entry.guards),
+                    ),
                     reads_quoted_text=entry.reads_quoted_text,
                     examples=tuple(entry.examples),
                     language=language,
@@ -476,6 +511,10 @@ def evaluate_inbound(
     if sentiment_hits:
         hits.setdefault("negative_sentiment", []).extend(sentiment_hits)
     if not hits and semantic:
+        if guards().asks_who_answers(folded, folded):
+            # "Are you a bot?": a question about who answers, which the reply answers (a person is
+            # one message away); the layer may not read it as a request for one.
+            guarded.add("human_request")
         found = (layer or learned_escalation)(prepared)
         if found is not None and found[0] not in guarded and not reports_a_broken_page(lowered, folded):
             hits[found[0]] = [f"learned.{found[0]}:{found[1]:.2f}"]

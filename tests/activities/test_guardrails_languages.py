@@ -331,3 +331,39 @@ def test_regression_gate_on_the_tuning_set() -> None:
     assert sum(missed.values()) == 0, missed
     assert false_escalations <= 4, false_escalations
     assert action_errors <= 4, action_errors
+
+
+# ---------------------------------------------------------------------------------- who answers
+@pytest.mark.parametrize(
+    "text",
+    [
+        "am I chatting with a real person or an AI?",
+        "are you a bot?",
+        "is this a real human?",
+        "¿hablo con una persona real o con un bot?",
+        "estou falando com uma pessoa de verdade?",
+        "est-ce que je parle à un humain ?",
+        "bin ich mit einem Menschen oder einer KI verbunden?",
+    ],
+)
+def test_asking_who_answers_is_not_asking_for_a_person(text: str) -> None:
+    # The reply says an AI answers and that a person is one message away (activities/agent/offline.py).
+    assert evaluate_inbound(text, "whatsapp").action == "answer"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can I talk to a real person please",
+        "is this a bot? I want a human",
+        "are you a real person? can I talk to one?",
+        "am I talking to a human or not? please put me through to one",
+        "are you able to get a human to call me?",
+        "is it possible to talk to a human?",
+        "hola, ¿eres un bot? necesito hablar con alguien",
+        "bist du ein Bot? Ich möchte mit einem Menschen sprechen.",
+    ],
+)
+def test_a_request_for_a_person_still_escalates_beside_the_question(text: str) -> None:
+    decision = evaluate_inbound(text, "whatsapp")
+    assert (decision.action, decision.reason) == ("escalate", "human_request")

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -175,10 +176,24 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
         1 for row, o in zip(tuning, oof, strict=True) if o and not row["expected_reason"] and o[1] >= learned.THRESHOLD
     )
     # 633 messages. The n-grams alone (`--sentence-weight 0`) caught 180 at their own threshold.
-    assert alone_caught >= 245, alone_caught  # of 323 escalations, the layer alone (251 when written)
+    # Reference-like tokens are masked (learned.without_codes): 251 caught before, 242 since, at the
+    # recalibrated threshold.
+    assert alone_caught >= 238, alone_caught  # of 323 escalations, the layer alone (242 when written)
     assert alone_false <= 2, alone_false  # of 303 benign (1 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 5, result["misses"]  # 5 when written
-    assert sum(result["misses"].values()) <= 6, result["misses"]  # 6 when written (11 with the n-grams alone)
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 7, result["misses"]  # 7 when written
+    assert sum(result["misses"].values()) <= 8, result["misses"]  # 8 when written (11 with the n-grams alone)
     # The budget: 2 % of the benign messages, the rules' false escalations included (4 when written).
     assert result["false_escalations"] <= 6, result["false_escalations"]
+
+
+def test_a_reference_number_does_not_change_the_layers_reading() -> None:
+    """A random reference ("ref-3f9a12", a ticket or order number) says nothing about intent: the
+    layer reads it masked, so the same message scores the same whatever reference it carries (its
+    n-grams once moved a benign message across the threshold)."""
+    text = "Hi, could you remind me what I told you in my earlier conversations? I lost my notes."
+    layer = learned.learned_layer()
+    scores = {layer.assess(f"{text} (ref-{uuid.uuid4().hex[:6]})", "web_form") for _ in range(6)}
+    assert len({round(score, 9) for _, score in scores}) == 1, scores
+    masked = learned.without_codes("token sk_live_51Hxyzabc and TKT-0012, 2FA for $40")
+    assert masked == "token sk_live_# and TKT-# 2FA for $40"
