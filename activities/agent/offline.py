@@ -7,7 +7,8 @@ complete and in order, never a collage of sentences), with the article's title a
 help centre. A confidence score (how much of the question's rare-word weight the section covers)
 below a threshold calibrated on the tuning set hands off with `no_answer` instead of answering
 wrong. Small talk (greetings, thanks, "are you a bot?") gets a short friendly reply without a
-search; "thanks, that worked" closes the conversation politely.
+search, in the customer's language when it is Spanish, Portuguese, French or German; "thanks, that
+worked" closes the conversation politely.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ _RESOLVED = frozenset(
 )
 _CLOSE_TICKET = frozenset("close closed".split())
 _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs ciao".split())
-_BOT = frozenset("bot robot chatbot ai automated machine human person real".split())
+_BOT = frozenset("bot robot chatbot ai automated machine human person real ia ki robô robo máquina maquina".split())
+_BOT_WORDS = frozenset("bot ai robot chatbot machine ia ki robô robo máquina maquina".split())
 _NEGATION = frozenset(
     "not no never still again but however although doesn't didn't don't isn't wasn't won't can't cannot nothing "
     "nicht kein keine nie aber pas jamais mais não nao nunca pero todavía".split()
@@ -132,7 +134,7 @@ def small_talk_kind(text: str) -> SmallTalk | None:
         return None
     vocabulary = set(tokens)
     asks = "?" in text
-    if vocabulary & _BOT and asks and len(tokens) <= 14 and vocabulary & {"bot", "ai", "robot", "chatbot", "machine"}:
+    if vocabulary & _BOT and asks and len(tokens) <= 14 and vocabulary & _BOT_WORDS:
         return "bot"
     if asks or vocabulary & _NEGATION:
         return None
@@ -152,6 +154,24 @@ def small_talk_kind(text: str) -> SmallTalk | None:
     return None
 
 
+# The language a small-talk message is written in, told by its marker words (a two-word "merci
+# beaucoup" is too short for a language detector); anything else gets the English reply.
+_SMALL_TALK_LANGUAGE: Mapping[str, frozenset[str]] = {
+    "es": frozenset("hola buenas buenos gracias adios adiós funcionó funciona resuelto eres hablo una".split()),
+    "pt": frozenset("olá ola oi obrigado obrigada valeu tchau funcionou resolvido você voce falando uma".split()),
+    "fr": frozenset("bonjour salut coucou merci réglé résolu parle êtes suis une".split()),
+    "de": frozenset("hallo moin servus danke dankeschön funktioniert funktionierte geklappt klappt gelöst "
+                    "tschüss tschüs bist spreche einem einer".split()),
+}  # fmt: skip
+
+
+def small_talk_language(text: str) -> str:
+    """ "es", "pt", "fr" or "de" when the message's small-talk words are that language's, else "en"."""
+    vocabulary = set(words(text))
+    found = [language for language, markers in _SMALL_TALK_LANGUAGE.items() if vocabulary & markers]
+    return found[0] if len(found) == 1 else "en"
+
+
 SMALL_TALK_REPLIES: Mapping[SmallTalk, str] = {
     "greeting": "Hello! I'm TechCorp's support assistant. What can I help you with today?",
     "thanks": "You're welcome! If anything else comes up, just write to us here.",
@@ -161,6 +181,50 @@ SMALL_TALK_REPLIES: Mapping[SmallTalk, str] = {
     "just say so and I'll pass your message to our support team.",
     "goodbye": "Thanks for getting in touch. Have a great day!",
 }
+LOCAL_SMALL_TALK_REPLIES: Mapping[str, Mapping[SmallTalk, str]] = {
+    "es": {
+        "greeting": "¡Hola! Soy el asistente de soporte de TechCorp. ¿En qué puedo ayudarle hoy?",
+        "thanks": "¡De nada! Si surge cualquier otra cosa, escríbanos aquí.",
+        "resolved": "¡Me alegro de que haya funcionado! Cierro esta conversación; si surge cualquier otra cosa, "
+        "escríbanos aquí y la retomaremos.",
+        "bot": "Soy el asistente de soporte con IA de TechCorp. Respondo con nuestro centro de ayuda y, cuando "
+        "prefiera hablar con una persona, dígamelo y pasaré su mensaje a nuestro equipo.",
+        "goodbye": "Gracias por escribirnos. ¡Que tenga un buen día!",
+    },
+    "pt": {
+        "greeting": "Olá! Sou o assistente de suporte da TechCorp. Como posso ajudar hoje?",
+        "thanks": "De nada! Se precisar de mais alguma coisa, é só escrever aqui.",
+        "resolved": "Que bom que funcionou! Vou encerrar esta conversa; se precisar de mais alguma coisa, é só "
+        "escrever aqui que retomamos.",
+        "bot": "Sou o assistente de suporte com IA da TechCorp. Respondo com base na nossa central de ajuda e, "
+        "quando quiser falar com uma pessoa, é só dizer que encaminho sua mensagem para a nossa equipe.",
+        "goodbye": "Obrigado pelo contato. Tenha um ótimo dia!",
+    },
+    "fr": {
+        "greeting": "Bonjour ! Je suis l'assistant du support TechCorp. Comment puis-je vous aider aujourd'hui ?",
+        "thanks": "Avec plaisir ! Pour toute autre question, écrivez-nous ici.",
+        "resolved": "Ravi que cela ait fonctionné ! Je clôture cette conversation ; pour toute autre question, "
+        "écrivez-nous ici et nous la reprendrons.",
+        "bot": "Je suis l'assistant IA du support TechCorp. Je réponds à partir de notre centre d'aide et, si vous "
+        "préférez parler à une personne, dites-le-moi et je transmettrai votre message à notre équipe.",
+        "goodbye": "Merci de nous avoir contactés. Bonne journée !",
+    },
+    "de": {
+        "greeting": "Hallo! Ich bin der Support-Assistent von TechCorp. Wobei kann ich Ihnen heute helfen?",
+        "thanks": "Gern geschehen! Wenn noch etwas ist, schreiben Sie uns einfach hier.",
+        "resolved": "Schön, dass es geklappt hat! Ich schließe diese Unterhaltung; wenn noch etwas ist, schreiben "
+        "Sie uns einfach hier und wir machen weiter.",
+        "bot": "Ich bin der KI-Support-Assistent von TechCorp. Ich antworte aus unserem Hilfe-Center, und wenn Sie "
+        "lieber mit einem Menschen sprechen möchten, sagen Sie es einfach: Ich gebe Ihre Nachricht an unser Team "
+        "weiter.",
+        "goodbye": "Danke für Ihre Nachricht. Einen schönen Tag noch!",
+    },
+}
+
+
+def small_talk_reply(kind: SmallTalk, text: str) -> str:
+    """The short friendly reply to small talk, in the message's language where we have one."""
+    return LOCAL_SMALL_TALK_REPLIES.get(small_talk_language(text), SMALL_TALK_REPLIES)[kind]
 
 
 # ----------------------------------------------------------------------------- help-article sections
@@ -454,7 +518,7 @@ async def offline_decision(
     call_id = f"offline-{inp.turn}-{inp.step}"
     kind = small_talk_kind(question)
     if kind is not None:
-        reply = json.dumps({"message": SMALL_TALK_REPLIES[kind]})
+        reply = json.dumps({"message": small_talk_reply(kind, question)})
         return OfflineDecision([{"id": call_id, "name": "send_response", "arguments": reply}], kind == "resolved")
     hits: Sequence[Mapping[str, Any]] | None
     hits = await agent_steps.turn_search_hits(session, conversation_id=inp.conversation_id, turn=inp.turn)

@@ -10,6 +10,7 @@ from activities.agent.offline import (
     bundled_index,
     compose_grounded_answer,
     small_talk_kind,
+    small_talk_reply,
 )
 from core.settings import Settings
 from kb.embeddings import create_embedder
@@ -40,6 +41,25 @@ from kb.search import search
 )
 def test_small_talk_is_told_apart_from_requests(message: str, kind: str | None) -> None:
     assert small_talk_kind(message) == kind
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "opening"),
+    [
+        ("hola!", "greeting", "¡Hola!"),
+        ("Merci beaucoup, c'est réglé !", "resolved", "Ravi que cela ait fonctionné"),
+        ("Danke, hat funktioniert!", "resolved", "Schön, dass es geklappt hat"),
+        ("obrigado!!", "thanks", "De nada!"),
+        ("¿eres un bot?", "bot", "Soy el asistente de soporte con IA"),
+        ("bist du eine KI?", "bot", "Ich bin der KI-Support-Assistent"),
+        ("thanks!", "thanks", "You're welcome!"),
+        # Words of two languages: the English reply rather than a guess.
+        ("hola, merci!", "thanks", "You're welcome!"),
+    ],
+)
+def test_small_talk_is_answered_in_the_customers_language(message: str, kind: str, opening: str) -> None:
+    assert small_talk_kind(message) == kind
+    assert small_talk_reply(kind, message).startswith(opening)
 
 
 def test_a_section_is_kept_whole_with_its_steps_in_order() -> None:
