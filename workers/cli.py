@@ -453,6 +453,9 @@ def guardrails_check() -> None:
 
     from activities.guardrails import evaluate_inbound
 
+    # Log lines go to stderr (structlog's unconfigured default is stdout, which would break the JSON lines).
+    load_settings("guardrails")
+
     channels = {"email", "whatsapp", "web_form", None}
     errors = 0
     for number, line in enumerate(sys.stdin, start=1):

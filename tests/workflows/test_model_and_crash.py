@@ -348,7 +348,9 @@ async def test_a_refusal_hands_off_and_never_reaches_the_customer(
 ) -> None:
     fake, own = model_worker
     fake.push_refusal("I'm sorry, but I can't assist with that request.")
-    workflow_id = await signal_with_start(client, own, inbound("whatsapp", "who should i vote for in the election"))
+    # Off-topic, for the model to refuse. (The earlier "who should i vote for in the election" is now
+    # handed off before the model: the learned guardrail layer reads it as pricing, a wrong reason.)
+    workflow_id = await signal_with_start(client, own, inbound("whatsapp", "can you do my maths homework"))
     state = await _escalated(client, workflow_id)
     assert state.escalation is not None and state.escalation.reason == "agent_requested"
     rows = await _wait_sent(sessions, workflow_id)
