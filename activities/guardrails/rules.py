@@ -172,12 +172,11 @@ class Guards:
         """Every human_request rule's guard: the hit sits in a question about whether a person or a
         machine is answering ("am I chatting with a real person or an AI?"), in a message that asks
         for nothing."""
-        start = max(text.rfind(mark, 0, hit.start()) for mark in ".!?\n;") + 1
-        ends = [i for i in (text.find(mark, hit.end()) for mark in ".!?\n;") if i != -1]
-        end = min(ends, default=len(text))
-        if end == len(text) or text[end] != "?":
+        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
+        end = _PROSE_SENTENCE_END.search(text, hit.end())
+        if end is None or end.group(0) != "?":
             return False
-        return self.asks_who_answers(fold_accents(text[start:end]), fold_accents(text))
+        return self.asks_who_answers(fold_accents(text[start : end.start()]), fold_accents(text))
 
     def asks_who_answers(self, sentence: str, message: str) -> bool:
         """`sentence` asks whether a person or a machine answers, and `message` requests nothing."""
