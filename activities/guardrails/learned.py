@@ -42,9 +42,17 @@ layer (k = 1, 5, 10; same folds and budget, with the rules of the time), missed 
 n-grams alone (k = 5: 10 missed, as the n-grams; this layer 5), and the earlier one over WordLlama
 vectors caught nothing at a safe threshold (semantic.py, removed); neither is kept.
 
+Since session 7 the tuning set has 803 messages (a fourth round of 170, written blind, half of them
+benign chat and how-tos built to trip the layer: off-topic questions, thanks, money or police
+mentioned in passing) and the bank also holds the second round of answer cases (128 customer
+questions the help centre answers, labelled "answer"). Same folds and budget: rules and layer 0.975
+action accuracy, false escalations 7/388 (5 the rules'), missed 13 (10 hard); the layer alone
+catches 309 of 403.
+
 ``THRESHOLD`` on the "needs a human" score was calibrated on those folds: the lowest at which the
 rules' and the layer's false escalations stay within ``FALSE_ESCALATION_BUDGET`` of the benign
-tuning messages, raised to just under the lowest escalation it catches. Deterministic: the same bank
+tuning messages, raised to just under the lowest escalation it catches (0.356 on the 633 messages;
+0.352 on the 803 with the second round of answer cases in the bank). Deterministic: the same bank
 and text always give the same decision.
 """
 
@@ -69,7 +77,7 @@ from core.vocabulary import GUARDRAIL_REASONS, GuardrailReason
 BANK_FILE = "learned_bank.jsonl"
 ANSWER = "answer"
 # The "needs a human" score at or above which the layer escalates (see the module docstring).
-THRESHOLD = 0.356
+THRESHOLD = 0.352
 # The calibration's allowance: out-of-fold false escalations of the rules and the layer together, as a
 # share of the benign tuning messages (the layer may add what the rules leave of it).
 FALSE_ESCALATION_BUDGET = 0.02
@@ -102,14 +110,9 @@ def sentence_encoder() -> Any:
 
 def embed(sentences: Sequence[str]) -> np.ndarray:
     """Unit-length sentence vectors, one row per text (float32)."""
-    encoder = sentence_encoder()
-    blocks = [
-        np.asarray(encoder.encode(list(sentences[start : start + _ENCODE_BATCH])), dtype=np.float32)
-        for start in range(0, len(sentences), _ENCODE_BATCH)
-    ]
-    vectors = np.concatenate(blocks) if blocks else np.zeros((0, 512), dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.asarray(vectors / np.where(norms == 0, 1, norms), dtype=np.float32)
+    from kb.embeddings import use_vectors
+
+    return use_vectors(sentences, batch_size=_ENCODE_BATCH)
 
 
 def _char_ngrams(text: str) -> Iterable[str]:

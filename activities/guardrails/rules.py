@@ -47,6 +47,9 @@ RULES_FILE = RULES_FILES["en"]
 # Above this detector probability the other languages' rules are not run on a message (speed only:
 # on the tuning set every message detected this surely was in the detected language).
 SURE_OF_LANGUAGE = 0.95
+# A message of at most this many words that only asks who answers ("are you a bot?") is not read by
+# the learned layer at all.
+WHO_ANSWERS_ONLY_WORDS = 12
 GUARDS_FILE = "guards_en.toml"
 INTL_GUARDS_FILE = "guards_intl.toml"
 
@@ -174,9 +177,17 @@ class Guards:
         for nothing."""
         start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
         end = _PROSE_SENTENCE_END.search(text, hit.end())
-        if end is None or end.group(0) != "?":
+        sentence = fold_accents(text[start : end.start() if end else len(text)])
+        if end is not None and end.group(0) != "?":
             return False
-        return self.asks_who_answers(fold_accents(text[start : end.start()]), fold_accents(text))
+        if end is None:
+            # A chat message often drops the question mark ("r u a bot or a real person lol"): without
+            # one, the sentence must open with the question itself.
+            intl = intl_guards()
+            opened = self.identity_frame.search(sentence) or intl.identity_frame.search(sentence)
+            if opened is None or len(sentence[: opened.start()].split()) > 1:
+                return False
+        return self.asks_who_answers(sentence, fold_accents(text))
 
     def asks_who_answers(self, sentence: str, message: str) -> bool:
         """`sentence` asks whether a person or a machine answers, and `message` requests nothing."""
@@ -510,10 +521,15 @@ def evaluate_inbound(
     if sentiment_hits:
         hits.setdefault("negative_sentiment", []).extend(sentiment_hits)
     if not hits and semantic:
-        if guards().asks_who_answers(folded, folded):
+        who_answers = guards().asks_who_answers(folded, folded)
+        if who_answers:
             # "Are you a bot?": a question about who answers, which the reply answers (a person is
             # one message away); the layer may not read it as a request for one.
             guarded.add("human_request")
+        if who_answers and len(folded.split()) <= WHO_ANSWERS_ONLY_WORDS:
+            # ... and when that question is all the message says ("bist du eine KI?"), the layer has
+            # nothing else to read: it scored such one-liners as legal or security.
+            guarded.update(GUARDRAIL_REASONS)
         found = (layer or learned_escalation)(prepared)
         if found is not None and found[0] not in guarded and not reports_a_broken_page(lowered, folded):
             hits[found[0]] = [f"learned.{found[0]}:{found[1]:.2f}"]

@@ -32,6 +32,7 @@ _SHOUT_WORD = re.compile(r"[A-Za-z]{2,}")
 class _Words(Entry):
     negators: list[str]
     acronyms: list[str]
+    feature_words: list[str]
 
 
 class _LexiconFile(Entry):
@@ -48,6 +49,8 @@ class Lexicon:
     boosters: dict[str, float]
     negators: frozenset[str]
     acronyms: frozenset[str]
+    # Negative words that also name a part of the product ("the trash"): see lexicon_en.toml.
+    feature_words: frozenset[str] = frozenset()
 
 
 @cache
@@ -61,6 +64,7 @@ def lexicon() -> Lexicon:
         boosters=data.boosters,
         negators=frozenset(data.words.negators),
         acronyms=frozenset(data.words.acronyms),
+        feature_words=frozenset(data.words.feature_words),
     )
 
 
@@ -73,6 +77,17 @@ def _lookback(tokens: list[str], j: int, n: int) -> list[str]:
     return out
 
 
+_FEATURE_BEFORE = frozenset({"the", "from", "to", "into", "in", "my", "our"})
+_FEATURE_AFTER = frozenset({"bin", "can", "folder"})
+
+
+def _names_the_feature(tokens: list[str], i: int) -> bool:
+    """ "where is the trash bin", "restore from trash": the product's Trash, not "your app is trash"."""
+    before = tokens[i - 1].lower() if i > 0 else ""
+    after = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+    return before in _FEATURE_BEFORE or after in _FEATURE_AFTER
+
+
 def score_sentiment(text: str) -> float:
     """Score text from -1.0 (very negative) to 1.0 (very positive) with a small lexicon."""
     lex = lexicon()
@@ -83,6 +98,8 @@ def score_sentiment(text: str) -> float:
         word = raw.lower()
         valence = lex.valence.get(word)
         if not valence:
+            continue
+        if word in lex.feature_words and _names_the_feature(tokens, i):
             continue
         if not raw[0].isalpha():
             # Emoji carry their own tone; "dont know why 😭" must not flip the crying face.

@@ -317,20 +317,22 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 633
+    assert len(_tuning()) == 803
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
     # The third round (g-2001..., 159 messages written blind to the rules) brought the misses to 27;
     # the naming, dead-control and "I'm not a bot" guards took the false escalations from 10 to 4.
+    # The fourth (g-2201..., 170 blind) brought them to 57 and 11; narrower police and hacker
+    # patterns, stuck/buggy pages and any how-to beside mere frustration took the false ones to 5.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 27, missed
-    assert false_escalations <= 4, false_escalations
-    assert action_errors <= 31, action_errors
+    assert sum(missed.values()) <= 57, missed
+    assert false_escalations <= 5, false_escalations
+    assert action_errors <= 62, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 4, false_escalations
-    assert action_errors <= 4, action_errors
+    assert false_escalations <= 5, false_escalations
+    assert action_errors <= 5, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers
@@ -344,6 +346,10 @@ def test_regression_gate_on_the_tuning_set() -> None:
         "estou falando com uma pessoa de verdade?",
         "est-ce que je parle à un humain ?",
         "bin ich mit einem Menschen oder einer KI verbunden?",
+        # chat drops the question mark; the question opens the message
+        "r u a bot or a real person lol",
+        # the whole message is the question: the learned layer does not read it (it said "legal")
+        "bist du eine KI?",
     ],
 )
 def test_asking_who_answers_is_not_asking_for_a_person(text: str) -> None:
@@ -362,8 +368,50 @@ def test_asking_who_answers_is_not_asking_for_a_person(text: str) -> None:
         "is it possible to talk to a human?",
         "hola, ¿eres un bot? necesito hablar con alguien",
         "bist du ein Bot? Ich möchte mit einem Menschen sprechen.",
+        "hey are you a real person i want to speak to one",
     ],
 )
 def test_a_request_for_a_person_still_escalates_beside_the_question(text: str) -> None:
     decision = evaluate_inbound(text, "whatsapp")
     assert (decision.action, decision.reason) == ("escalate", "human_request")
+
+
+# ------------------------------------------------------------------ words with an everyday meaning
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Any good films about hackers for movie night? Nothing too technical",
+        "Filme über Hacker für den Teamabend?",
+        "Watching a police procedural, the detectives had a kanban board of suspects. What do police teams use?",
+        "We're a locksmith firm and the police are one of our clients. How do I share a board with their officer?",
+        "your pricing page has the monthly/annual toggle stuck on annual in Safari, just flagging it",
+        "Annoying: every notification arrives twice. How do I keep only Slack?",
+        # found by running the rules over the question banks (customer questions the help centre answers)
+        "la API me devuelve error 429, ¿por qué?",
+        "i imported into the wrong project, can i reverse it",
+        "If I switch from the board to the table layout, do my tasks change?",
+        "how long do deleted projects stay in the trash",
+    ],
+)
+def test_an_everyday_use_of_a_trigger_word_is_answered(text: str) -> None:
+    assert evaluate_inbound(text, "web_form", semantic=False).action == "answer"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a hacker got into my account and changed the password", "security"),
+        ("hackers took over our workspace last night", "security"),
+        ("Hacker haben sich in mein Konto eingeloggt", "security"),
+        ("I'm writing from the county police department regarding an investigation; we need account records.", "legal"),
+        ("if this isn't fixed I'm going to report you to the police", "legal"),
+        ("We received a court order for one of your user's data", "legal"),
+        ("you charged us twice, please reverse it", "refund"),
+        ("¿cuándo me devuelven el dinero?", "refund"),
+        ("if this is not fixed by friday we will switch to asana", "negative_sentiment"),
+        ("your app is trash", "negative_sentiment"),
+    ],
+)
+def test_the_narrowed_patterns_still_catch_what_they_are_for(text: str, reason: str) -> None:
+    decision = evaluate_inbound(text, "web_form", semantic=False)
+    assert (decision.action, decision.reason) == ("escalate", reason)

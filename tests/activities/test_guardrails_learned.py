@@ -175,16 +175,15 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     alone_false = sum(
         1 for row, o in zip(tuning, oof, strict=True) if o and not row["expected_reason"] and o[1] >= learned.THRESHOLD
     )
-    # 633 messages. The n-grams alone (`--sentence-weight 0`) caught 180 at their own threshold.
-    # Reference-like tokens are masked (learned.without_codes): 251 caught before, 242 since, at the
-    # recalibrated threshold.
-    assert alone_caught >= 238, alone_caught  # of 323 escalations, the layer alone (242 when written)
-    assert alone_false <= 2, alone_false  # of 303 benign (1 when written)
+    # 803 messages (633 before the fourth round). At the threshold calibrated on these folds (0.352)
+    # the layer alone catches 309 of 403 escalations.
+    assert alone_caught >= 303, alone_caught  # of 403 escalations, the layer alone (309 when written)
+    assert alone_false <= 2, alone_false  # of 388 benign (2 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 7, result["misses"]  # 7 when written
-    assert sum(result["misses"].values()) <= 8, result["misses"]  # 8 when written (11 with the n-grams alone)
-    # The budget: 2 % of the benign messages, the rules' false escalations included (4 when written).
-    assert result["false_escalations"] <= 6, result["false_escalations"]
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 10, result["misses"]  # 10 when written
+    assert sum(result["misses"].values()) <= 13, result["misses"]  # 13 when written
+    # The budget: 2 % of the benign messages, the rules' false escalations included (7 when written).
+    assert result["false_escalations"] <= 7, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
