@@ -15,9 +15,10 @@ scripted as a grounded model that searches, then answers with the best passage o
     .venv/bin/python bench/answers_eval.py --responder model
     .venv/bin/python bench/answers_eval.py --part tuning --calibrate --json bench/results/answers_eval.json
 
-`--calibrate` (tuning only) also prints, for the offline responder, each confidence threshold's
-answerable correct / wrong / handed-off shares, from the same searches, so CONFIDENCE_THRESHOLD in
-activities/agent/offline.py is chosen on tuning data only.
+`--calibrate` (tuning only) also prints, for the offline responder, the answerable correct / wrong /
+handed-off shares of each pair of thresholds (the question bank's similarity and the search's word
+coverage), from the same searches, so BANK_MATCH and CONFIDENCE_THRESHOLD in
+activities/agent/offline.py are chosen on tuning data only.
 """
 
 from __future__ import annotations
@@ -118,52 +119,64 @@ def print_summary(label: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Case]) -> None:
-    """Each threshold's shares on the answerable and unanswerable tuning cases (offline responder)."""
+    """Each pair of thresholds' shares on the answerable and unanswerable tuning cases (offline responder):
+    the question bank's similarity (BANK_MATCH) and its lead over other articles (BANK_MARGIN)."""
     from activities.agent.offline import (
-        CANDIDATE_PASSAGES,
-        best_section,
+        SEARCH_PASSAGES,
         bundled_index,
+        bundled_matcher,
+        choose_section,
         compose_answer,
         small_talk_kind,
     )
     from kb.search import search
 
     index = bundled_index()
-    scored: list[tuple[Case, float, str]] = []
+    matcher = bundled_matcher()
+    scored: list[tuple[Case, list[dict[str, Any]], Any]] = []
     for case in cases:
         if case.kind not in ("answerable", "unanswerable") or small_talk_kind(case.message):
             continue
         # The same section-level search the responder runs after its search tool call.
         hits = await search(
-            case.message[:500], sessions=sessions, embedder=embedder, limit=CANDIDATE_PASSAGES, per_article=None
+            case.message[:500], sessions=sessions, embedder=embedder, limit=SEARCH_PASSAGES, per_article=None
         )
-        candidate = best_section(case.message, [h.model_dump(mode="json") for h in hits], index)
-        reply = compose_answer(candidate, help_url="http://x") if candidate else ""
-        scored.append((case, candidate.confidence if candidate else 0.0, reply))
-    sys.stdout.write("threshold  correct  partial  wrong  handed_off | unanswerable safe\n")
-    for step in range(0, 19):
-        threshold = step * 0.05
-        verdicts: Counter[str] = Counter()
-        safe = total_un = 0
-        for case, confidence, reply in scored:
-            answered = confidence >= threshold and bool(reply)
-            outcome = Outcome(case=case, reply=reply if answered else "", escalation=None if answered else "no_answer")
-            verdict = judge(outcome).verdict
-            if case.kind == "answerable":
-                verdicts[verdict] += 1
-            else:
-                total_un += 1
-                safe += verdict == "safe"
-        n = sum(verdicts.values())
-        sys.stdout.write(
-            f"  {threshold:4.2f}    {verdicts['correct'] / n:6.1%}  {verdicts['partial'] / n:6.1%}  "
-            f"{verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  | {safe}/{total_un}\n"
-        )
+        scored.append((case, [h.model_dump(mode="json") for h in hits], matcher.match(case.message)))
+    sys.stdout.write("bank  margin  | correct  partial  wrong  handed_off | unanswerable safe\n")
+    for bank_threshold in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
+        for margin in (0.0, 0.03, 0.05, 0.07, 0.1):
+            verdicts: Counter[str] = Counter()
+            safe = total_un = 0
+            for case, hits, bank in scored:
+                candidate = choose_section(
+                    case.message,
+                    hits,
+                    bank=bank,
+                    banked=matcher.has_bank,
+                    bank_threshold=bank_threshold,
+                    bank_margin=margin,
+                    index=index,
+                )
+                reply = compose_answer(candidate, help_url="http://x") if candidate else ""
+                outcome = Outcome(case=case, reply=reply, escalation=None if reply else "no_answer")
+                verdict = judge(outcome).verdict
+                if case.kind == "answerable":
+                    verdicts[verdict] += 1
+                else:
+                    total_un += 1
+                    safe += verdict == "safe"
+            n = sum(verdicts.values())
+            sys.stdout.write(
+                f"  {bank_threshold:4.2f}  {margin:4.2f}  | {verdicts['correct'] / n:6.1%}  "
+                f"{verdicts['partial'] / n:6.1%}  {verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  "
+                f"| {safe}/{total_un}\n"
+            )
 
 
 async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, Any]:
     from temporalio.worker import Worker
 
+    from activities.agent.offline import bundled_matcher
     from activities.deps import ActivityDeps
     from core.logging import configure_logging
     from core.temporal import connect_temporal
@@ -184,6 +197,8 @@ async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, An
     deps = ActivityDeps.create(settings)
     embedder = create_embedder(settings)
     await ingest_path(default_docs_path(), sessions=deps.sessions, embedder=embedder)
+    # As the worker does before polling: the question bank is embedded once, not in a case's turn.
+    bundled_matcher().warm()
     client = await connect_temporal(settings)
     results: dict[str, Any] = {"responder": args.responder}
     worker = Worker(
@@ -195,15 +210,17 @@ async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, An
     )
     try:
         async with worker:
-            for part in args.part:
+            parts: list[Part | Path] = [args.data] if args.data else list(args.part)
+            for part in parts:
                 cases = load_cases(part)
                 if args.limit:
                     cases = cases[: args.limit]
                 if args.calibrate and part == "tuning" and args.responder == "offline":
                     await calibrate(settings, deps.sessions, embedder, cases)
                 outcomes = await run_cases(client, settings, deps.sessions, cases, concurrency=args.concurrency)
-                results[part] = print_summary(f"{args.responder} responder, {part}", outcomes)
-                results[part]["outcomes"] = [describe(o) for o in outcomes]
+                name = part.name if isinstance(part, Path) else part
+                results[name] = print_summary(f"{args.responder} responder, {name}", outcomes)
+                results[name]["outcomes"] = [describe(o) for o in outcomes]
                 if args.show:
                     for o in outcomes:
                         if o.verdict in args.show:
@@ -218,6 +235,7 @@ async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=PARTS, action="append", help="default: both parts")
+    parser.add_argument("--data", type=Path, help="evaluate this labelled JSONL file instead of the parts")
     parser.add_argument("--responder", choices=("offline", "model"), default="offline")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases of each part")
@@ -225,6 +243,8 @@ def main() -> None:
     parser.add_argument("--show", nargs="*", default=[], help="print the outcomes with these verdicts")
     parser.add_argument("--json", type=Path, help="write the figures and every outcome here")
     args = parser.parse_args()
+    if args.data is not None and not args.data.is_file():
+        parser.error(f"--data {args.data}: no such file")
     args.part = args.part or list(PARTS)
     children = Children()
     services = Services(children=children)

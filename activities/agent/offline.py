@@ -2,17 +2,32 @@
 
 It speaks the same tool-call protocol as a model (search first, then `send_response` or
 `escalate_to_human`), so every reply still passes the reply check, and it says nothing it cannot
-ground in the knowledge base. An answer is the best-matching section *as a whole* (a step list
-complete and in order, never a collage of sentences), with the article's title and a link to the
-help centre. A confidence score (how much of the question's rare-word weight the section covers)
-below a threshold calibrated on the tuning set hands off with `no_answer` instead of answering
-wrong. Small talk (greetings, thanks, "are you a bot?") gets a short friendly reply without a
-search, in the customer's language when it is Spanish, Portuguese, French or German; "thanks, that
-worked" closes the conversation politely.
+ground in the knowledge base. An answer is one section *as a whole* (a step list complete and in
+order, never a collage of sentences), with the article's title and a link to the help centre.
+
+Which section, and whether to answer at all, is decided by two pieces of evidence, each with a
+threshold calibrated on the tuning set (`python bench/answers_eval.py --part tuning --calibrate`):
+- for an article with a question bank (kb/questions.py: customers' own wordings of what each of its
+  sections answers; every bundled article has one): the message, whole and sentence by sentence, is
+  compared with every bank question through the multilingual sentence encoder. A section scores
+  the mean similarity of its two nearest bank questions; the best section answers when it scores at
+  least `BANK_MATCH`, leads every other article's best by `BANK_MARGIN` (two close articles mean
+  the message is ambiguous) and is among the knowledge-base search's first `SEARCH_PASSAGES`
+  sections (a second, independent retriever agrees), whatever words the message uses and in any of
+  the encoder's languages;
+- for an article without a bank (an operator's own): the section-level search's top passages,
+  scored by the question's rare words they contain; a section covering at least
+  `CONFIDENCE_THRESHOLD` of the question's word weight answers.
+Otherwise the responder hands off with `no_answer` instead of answering wrong.
+
+Small talk (greetings, thanks, "are you a bot?") gets a short friendly reply without a search, in
+the customer's language when it is Spanish, Portuguese, French or German; "thanks, that worked"
+closes the conversation politely.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -24,26 +39,52 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.agent.tools import ModelToolCall
+from core.logging import get_logger
 from core.markdown import heading_anchor as heading_anchor  # re-exported: reply links use it
-from crm.repositories import agent_steps, messages
+from crm.repositories import agent_steps, knowledge_base, messages
 from kb.chunking import Article, read_article
+from kb.embeddings import use_vectors
 from kb.ingest import default_docs_path
 from kb.learning import is_learned
+from kb.questions import BankQuestion, read_question_banks
 from workflows.contracts import AgentStepInput
+
+log = get_logger(__name__)
 
 MODEL_NAME = "offline-responder"
 
-# Below this confidence the responder hands off (`no_answer`). Calibrated on the tuning part of
-# bench/data/answers with `python bench/answers_eval.py --part tuning --calibrate`: the lowest
-# threshold at which at most 3 % of answerable tuning cases are answered wrongly.
+# A section answers when the mean cosine similarity of its two nearest bank questions to the message
+# is at least BANK_MATCH, exceeds every other article's best section by BANK_MARGIN, and the search
+# found it too. Calibrated on the tuning part of bench/data/answers with `python bench/answers_eval.py
+# --part tuning --calibrate` (204 answerable and 36 unanswerable questions): the pair answering the
+# most correctly with at most 2 % answered wrongly and at least 90 % of the unanswerable ones handed
+# off — 40.9 % right, 2.0 % wrong, 35/36. (A 3 % bound, chosen first on the 104 questions of the
+# first round, held out worse: 6-9 % wrong; figures in the README.)
+BANK_MATCH = 0.55
+BANK_MARGIN = 0.07
+# For an article without a bank, the search's best section answers when it covers at least this
+# share of the question's rare-word weight: the lowest threshold at which at most 3 % of answerable
+# tuning cases were answered wrongly before the banks existed.
 CONFIDENCE_THRESHOLD = 0.85
-# How many passages of a section-level search the responder chooses among. On the tuning set the
-# search's own order among them helps less than the question's rare words do (bench/answers_eval.py).
+# The message is compared whole (its first MAX_MATCHED_CHARS) and sentence by sentence: a long email's
+# question is one sentence among greetings, context and a signature. Sentences of fewer words than
+# this carry no question ("Thanks a lot,").
+MIN_SENTENCE_WORDS = 3
+MAX_MATCHED_SENTENCES = 12
+MAX_MATCHED_CHARS = 500
+# How many passages of a section-level search the responder chooses among by words (an article
+# without a bank). On the tuning set the search's own order among them helps less than the
+# question's rare words do (bench/answers_eval.py).
 CANDIDATE_PASSAGES = 3
+# How many section-level passages the responder asks the search for: a bank match must be among them.
+# On the first 104 tuning questions, requiring it among the first 10 kept 53 of 56 right answers and
+# 2 of 4 wrong ones (among the first 3, or the top article only, lost more right ones).
+SEARCH_PASSAGES = 10
 # A section longer than this is cut at a block boundary (a list item, a paragraph), never mid-sentence.
 MAX_SECTION_CHARS = 1800
 # Internal policy articles feed the guardrails and the prompt; they are never quoted to a customer.
@@ -99,7 +140,7 @@ def terms(text: str) -> list[str]:
 # Whole words only (never substrings: "hell" is not "hello", "ty" is not "party").
 _GREETING = frozenset(
     "hi hello hey hiya heya howdy yo morning afternoon evening hola buenas buenos olá ola oi bonjour salut coucou "
-    "hallo moin servus ciao".split()
+    "bonsoir hallo moin servus ciao guten morgen".split()
 )
 _THANKS = frozenset(
     "thanks thank thx ty cheers appreciate appreciated gracias obrigado obrigada valeu merci danke dankeschön "
@@ -114,6 +155,19 @@ _CLOSE_TICKET = frozenset("close closed".split())
 _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs ciao".split())
 _BOT = frozenset("bot robot chatbot ai automated machine human person real ia ki robô robo máquina maquina".split())
 _BOT_WORDS = frozenset("bot ai robot chatbot machine ia ki robô robo máquina maquina".split())
+# "Are you a bot?" asks who answers; "do you feed our content into your AI?" asks about the product.
+_WHO_ANSWERS = re.compile(
+    r"\b(?:(?:are|r)\s+(?:you|u|these\s+(?:answers|replies))|is\s+(?:this|that|it)|"
+    r"(?:am\s+i|are\s+we|i'm|im)\s+(?:\w+\s+)?(?:talking|chatting|speaking|writing|texting)|"
+    r"eres|es\s+usted|sos|hablo\s+con|estoy\s+hablando|você\s+é|voce\s+e|é\s+um|falo\s+com|"
+    r"estou\s+falando|es-tu|êtes-vous|etes-vous|tu\s+es|vous\s+êtes|vous\s+etes|je\s+parle|"
+    r"bist\s+du|sind\s+sie|ist\s+das|spreche\s+ich|rede\s+ich)\b"
+)
+# "Have a good weekend", "that's everything for today": a goodbye without the word.
+_GOODBYE_PHRASE = re.compile(
+    r"\bhave\s+a\s+(?:good|great|nice|lovely|wonderful)\s+(?:day|weekend|evening|one|week)\b|"
+    r"\bthat(?:'s|\s+is)\s+(?:all|everything)\b"
+)
 _NEGATION = frozenset(
     "not no never still again but however although doesn't didn't don't isn't wasn't won't can't cannot nothing "
     "nicht kein keine nie aber pas jamais mais não nao nunca pero todavía".split()
@@ -134,20 +188,24 @@ def small_talk_kind(text: str) -> SmallTalk | None:
         return None
     vocabulary = set(tokens)
     asks = "?" in text
-    if vocabulary & _BOT and asks and len(tokens) <= 14 and vocabulary & _BOT_WORDS:
+    who = _WHO_ANSWERS.search(_fold(text))
+    # A question about who answers: with a question mark, or opening the message ("r u a bot lol").
+    opens = who is not None and len(_fold(text)[: who.start()].split()) <= 1
+    if vocabulary & _BOT_WORDS and len(tokens) <= 14 and who is not None and (asks or opens):
         return "bot"
     if asks or vocabulary & _NEGATION:
         return None
     markers = _GREETING | _THANKS | _PRAISE | _RESOLVED | _CLOSE_TICKET | _GOODBYE
     rest = [t for t in tokens if t not in markers and t not in _PLEASANTRY and t not in _STOP]
-    # A signature line (a first name) is fine; a product question is not.
-    if len(rest) > (4 if vocabulary & _RESOLVED else 2):
+    # A signature line (a first name) is fine, and around "it worked" a clause of context ("the steps
+    # you sent worked and the team is back up and running"); a product question is not.
+    if len(rest) > (6 if vocabulary & _RESOLVED else 2):
         return None
     if vocabulary & _RESOLVED or (vocabulary & _CLOSE_TICKET and vocabulary & {"ticket", "sorted", "all"}):
         return "resolved"
     if vocabulary & _THANKS or vocabulary & _PRAISE:
         return "thanks"
-    if vocabulary & _GOODBYE:
+    if vocabulary & _GOODBYE or _GOODBYE_PHRASE.search(_fold(text)):
         return "goodbye"
     if vocabulary & _GREETING:
         return "greeting"
@@ -318,14 +376,22 @@ class SectionIndex:
     idf: Mapping[str, float]
     max_idf: float
     internal: frozenset[str] = frozenset()
+    # Customers' wordings of what each section answers (kb/questions.py), only for sections that exist.
+    questions: tuple[BankQuestion, ...] = ()
+
+    def section(self, article_id: str, path: tuple[str, ...]) -> Section | None:
+        """The section of an article at this heading path, if there is one."""
+        return next((s for s in self.by_article.get(article_id, ()) if s.path == path), None)
 
     def weight(self, term: str) -> float:
         """A term's rarity; a word the knowledge base never uses weighs as much as the rarest one."""
         return self.idf.get(term, self.max_idf)
 
 
-def build_index(articles: Iterable[Article]) -> SectionIndex:
-    """Sections of customer articles (internal policy articles are left out) and their idf."""
+def build_index(articles: Iterable[Article], questions: Iterable[BankQuestion] = ()) -> SectionIndex:
+    """Sections of customer articles (internal policy articles are left out), their idf, and the bank
+    questions of sections that exist (a question for a heading the article no longer has is logged
+    and left out: an edited article must not take the responder down)."""
     by_article: dict[str, list[Section]] = {}
     internal: set[str] = set()
     for article in articles:
@@ -340,8 +406,22 @@ def build_index(articles: Iterable[Article]) -> SectionIndex:
             total += 1
             frequencies.update(set(section.body_terms) | section.head_terms)
     idf = {t: math.log(1 + (total - df + 0.5) / (df + 0.5)) for t, df in frequencies.items()}
+    known = {(s.article_id, s.path) for sections in by_article.values() for s in sections}
+    kept: list[BankQuestion] = []
+    stale: set[tuple[str, tuple[str, ...]]] = set()
+    for question in questions:
+        if (question.article_id, question.path) in known:
+            kept.append(question)
+        else:
+            stale.add((question.article_id, question.path))
+    for article_id, path in sorted(stale):
+        log.warning("kb.question_bank_unknown_section", article=article_id, path=" > ".join(path))
     return SectionIndex(
-        by_article=by_article, idf=idf, max_idf=max(idf.values(), default=1.0), internal=frozenset(internal)
+        by_article=by_article,
+        idf=idf,
+        max_idf=max(idf.values(), default=1.0),
+        internal=frozenset(internal),
+        questions=tuple(kept),
     )
 
 
@@ -350,9 +430,91 @@ def bundled_index(docs: Path | None = None) -> SectionIndex:
     """The section index of the bundled TechCorp articles, built once per process."""
     folder = docs or default_docs_path()
     return build_index(
-        read_article(path, article_id=path.relative_to(folder).with_suffix("").as_posix())
-        for path in sorted(folder.rglob("*.md"))
+        (
+            read_article(path, article_id=path.relative_to(folder).with_suffix("").as_posix())
+            for path in sorted(folder.rglob("*.md"))
+        ),
+        read_question_banks(folder),
     )
+
+
+# ----------------------------------------------------------------------------- the question bank
+
+
+@dataclass(frozen=True)
+class BankMatch:
+    """The section whose bank questions are nearest a message, how near, and how far ahead of other articles."""
+
+    section: Section
+    similarity: float  # mean cosine similarity of the section's two nearest bank questions
+    margin: float  # ahead of the best section of any other article
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def matched_texts(message: str) -> list[str]:
+    """What is compared with the bank: the message's start, then each of its sentences of some length."""
+    sentences = [s.strip() for s in _SENTENCE_BREAK.split(message)]
+    kept = [s for s in sentences if len(words(s)) >= MIN_SENTENCE_WORDS][:MAX_MATCHED_SENTENCES]
+    head = message.strip()[:MAX_MATCHED_CHARS]
+    return [head, *(s for s in kept if s != head)] if head else []
+
+
+class QuestionMatcher:
+    """The bank's questions as unit sentence vectors (embedded once, when first matched against)."""
+
+    def __init__(self, index: SectionIndex) -> None:
+        self._index = index
+        by_section: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for number, question in enumerate(index.questions):
+            by_section.setdefault((question.article_id, question.path), []).append(number)
+        self._sections = [index.section(article_id, path) for article_id, path in by_section]
+        self._articles = np.array([article_id for article_id, _ in by_section])
+        # Each section's questions as one row of indices, padded with an index past the bank (which
+        # scores -inf); a one-question section lists its question twice, so it scores that question.
+        width = max((len(numbers) for numbers in by_section.values()), default=0)
+        self._padding = len(index.questions)
+        rows = [n * 2 if len(n) == 1 else n for n in by_section.values()]
+        self._rows = np.array([n + [self._padding] * (max(width, 2) - len(n)) for n in rows], dtype=np.intp)
+        self._vectors: np.ndarray | None = None
+
+    def _bank(self) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = use_vectors([q.text for q in self._index.questions])
+        return self._vectors
+
+    def warm(self) -> None:
+        """Embed the bank now (a few seconds of CPU at worker start, not in a customer's turn)."""
+        self._bank()
+
+    def has_bank(self, article_id: str) -> bool:
+        """Whether this article has bank questions (the bank, not word coverage, then decides)."""
+        return bool(np.any(self._articles == article_id))
+
+    def match(self, message: str) -> BankMatch | None:
+        """The best section for the message by its bank questions (None: an empty bank or message)."""
+        texts = matched_texts(message)
+        if not self._rows.size or not texts:
+            return None
+        nearest = (self._bank() @ use_vectors(texts).T).max(axis=1)  # per bank question, its best text
+        padded = np.append(nearest, -np.inf)
+        two_best = np.sort(padded[self._rows], axis=1)[:, -2:].mean(axis=1)
+        best = int(np.argmax(two_best))
+        others = two_best[self._articles != self._articles[best]]
+        section = self._sections[best]
+        if section is None:  # build_index keeps only questions of existing sections
+            return None
+        similarity = float(two_best[best])
+        return BankMatch(
+            section=section, similarity=similarity, margin=similarity - float(others.max()) if others.size else 1.0
+        )
+
+
+@lru_cache(maxsize=4)
+def bundled_matcher(docs: Path | None = None) -> QuestionMatcher:
+    """The question matcher of the bundled articles' banks, one per process."""
+    return QuestionMatcher(bundled_index(docs))
 
 
 def _sections_from_hit(hit: Mapping[str, Any]) -> list[Section]:
@@ -485,19 +647,47 @@ def compose_answer(candidate: Candidate, *, help_url: str) -> str:
     return f"{heading}\n\n{body}\n\nThe full article: {link}"
 
 
+def choose_section(
+    question: str,
+    hits: Sequence[Mapping[str, Any]],
+    *,
+    bank: BankMatch | None = None,
+    banked: Callable[[str], bool] = lambda article_id: False,
+    threshold: float = CONFIDENCE_THRESHOLD,
+    bank_threshold: float = BANK_MATCH,
+    bank_margin: float = BANK_MARGIN,
+    index: SectionIndex | None = None,
+) -> Candidate | None:
+    """The section to answer with, or None when the evidence is not strong enough.
+
+    A clear bank match that the search found too answers. Otherwise the search's best section answers
+    only if its article has no bank (`banked`) and it covers enough of the question's words: for a
+    banked article the bank already said it is not sure.
+    """
+    index = index or bundled_index()
+    if bank is not None and bank.similarity >= bank_threshold and bank.margin >= bank_margin:
+        for rank, hit in enumerate(hits[:SEARCH_PASSAGES]):
+            if str(hit.get("article_id", "")) not in index.internal and bank.section in _passage_sections(hit, index):
+                return Candidate(section=bank.section, score=bank.similarity, confidence=bank.similarity, rank=rank)
+    candidate = best_section(question, hits, index)
+    if candidate is None or candidate.confidence < threshold or banked(candidate.section.article_id):
+        return None
+    return candidate
+
+
 def compose_grounded_answer(
     question: str,
     hits: Sequence[Mapping[str, Any]],
     *,
     help_url: str = "",
+    bank: BankMatch | None = None,
+    banked: Callable[[str], bool] = lambda article_id: False,
     threshold: float = CONFIDENCE_THRESHOLD,
     index: SectionIndex | None = None,
 ) -> str | None:
-    """The best section as a whole, or None when no section is likely enough to answer the question."""
-    candidate = best_section(question, hits, index)
-    if candidate is None or candidate.confidence < threshold:
-        return None
-    return compose_answer(candidate, help_url=help_url)
+    """The chosen section as a whole, or None when no section is likely enough to answer the question."""
+    candidate = choose_section(question, hits, bank=bank, banked=banked, threshold=threshold, index=index)
+    return None if candidate is None else compose_answer(candidate, help_url=help_url)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -527,7 +717,14 @@ async def offline_decision(
         return OfflineDecision([{"id": call_id, "name": "search_knowledge_base", "arguments": search}])
     if hits and search_sections is not None:
         hits = await search_sections(question[:500])
-    answer = compose_grounded_answer(question, hits, help_url=help_url)
+    # The encoder's forward pass is CPU work: off the event loop, like the embedder's.
+    matcher = bundled_matcher()
+    bank = await asyncio.to_thread(matcher.match, question)
+    if bank is not None and bank.section.article_id not in await knowledge_base.stored_article_ids(
+        session, prefix=bank.section.article_id
+    ):
+        bank = None  # a bundled article this deployment's knowledge base does not hold
+    answer = compose_grounded_answer(question, hits, help_url=help_url, bank=bank, banked=matcher.has_bank)
     if answer is None:
         escalate = json.dumps({"reason": "no_answer"})
         return OfflineDecision([{"id": call_id, "name": "escalate_to_human", "arguments": escalate}])

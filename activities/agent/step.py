@@ -14,8 +14,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agent.model import INVALID_CALL, ModelTurn, interpret, invalid_call_result, repaired_before, replay
-from activities.agent.offline import CANDIDATE_PASSAGES, heading_anchor, offline_decision
 from activities.agent.offline import MODEL_NAME as OFFLINE_MODEL
+from activities.agent.offline import SEARCH_PASSAGES, heading_anchor, offline_decision
 from activities.agent.prompt import system_prompt
 from activities.agent.tools import TOOLS, ModelToolCall
 from activities.deps import ActivityDeps
@@ -168,7 +168,7 @@ class AgentActivities:
                 question,
                 sessions=self.deps.sessions,
                 embedder=self.deps.embedder(),
-                limit=CANDIDATE_PASSAGES,
+                limit=SEARCH_PASSAGES,
                 per_article=None,
             )
             return [h.model_dump(mode="json") for h in hits]

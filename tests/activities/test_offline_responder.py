@@ -7,13 +7,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.agent.offline import (
     CANDIDATE_PASSAGES,
+    SEARCH_PASSAGES,
+    BankMatch,
+    build_index,
     bundled_index,
+    bundled_matcher,
+    choose_section,
     compose_grounded_answer,
     small_talk_kind,
     small_talk_reply,
 )
 from core.settings import Settings
+from kb.chunking import parse_article
 from kb.embeddings import create_embedder
+from kb.questions import BankQuestion
 from kb.search import search
 
 
@@ -30,7 +37,18 @@ from kb.search import search
         ("all sorted now, you can close the ticket", "resolved"),
         ("are you a bot?", "bot"),
         ("bye!", "goodbye"),
+        ("Guten Morgen!", "greeting"),
+        ("r u a bot or a real person lol", "bot"),  # chat drops the question mark
+        ("ok that's everything for today, have a good weekend!", "goodbye"),
+        (
+            "Hi,\n\nJust wanted to say thank you — the steps you sent worked perfectly and the whole team is "
+            "back up and running.\n\nBest,\nLaura",
+            "resolved",
+        ),
         # Not small talk: a question, a problem, a complaint, words that merely contain a greeting.
+        ("quick one — do you feed our project content into your AI to train it?", None),
+        ("is the AI feature on the free plan?", None),
+        ("have a good day, but the sync is still broken", None),
         ("Thanks. Can I also set a due date on each checklist item?", None),
         ("hello, my CSV export fails with an error", None),
         ("thanks, but it still doesn't work", None),
@@ -120,3 +138,74 @@ def test_a_passage_from_an_internal_article_is_never_quoted() -> None:
         "content": "# Escalation Rules\n## Reason codes\n\nEscalate pricing questions with reason code pricing.",
     }
     assert compose_grounded_answer("what reason code do you use for pricing questions", [hit]) is None
+
+
+# ----------------------------------------------------------------------------- the question bank
+
+
+def test_every_bundled_article_has_a_bank_and_every_bank_question_a_section() -> None:
+    index = bundled_index()
+    banked = {q.article_id for q in index.questions}
+    assert banked == set(index.by_article)  # the bank, not word coverage, decides for every article
+    assert len(index.questions) > 2000  # none dropped as pointing at a heading the article lacks
+    per_section: dict[tuple[str, tuple[str, ...]], int] = {}
+    for q in index.questions:
+        per_section[(q.article_id, q.path)] = per_section.get((q.article_id, q.path), 0) + 1
+    assert min(per_section.values()) >= 2
+
+
+def test_a_bank_question_for_a_heading_the_article_no_longer_has_is_left_out() -> None:
+    article = parse_article("---\ntitle: Widgets\n---\n## Add a widget\n\nClick **Add**.\n", article_id="widgets")
+    index = build_index(
+        [article],
+        [
+            BankQuestion("widgets", ("Add a widget",), "how do i put a widget on my board"),
+            BankQuestion("widgets", ("Remove a widget",), "how do i get rid of a widget"),  # renamed away
+        ],
+    )
+    assert [q.text for q in index.questions] == ["how do i put a widget on my board"]
+
+
+async def _section_hits(settings: Settings, sessions: async_sessionmaker[AsyncSession], question: str) -> list[dict]:
+    hits = await search(
+        question, sessions=sessions, embedder=create_embedder(settings), limit=SEARCH_PASSAGES, per_article=None
+    )
+    return [h.model_dump(mode="json") for h in hits]
+
+
+async def test_a_question_in_other_words_and_another_language_is_answered_through_the_bank(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
+) -> None:
+    """Neither message uses the article's words; the bank (customers' wordings) names the section."""
+    matcher = bundled_matcher()
+    for question, title in (
+        ("can i stop getting an email for every comment and get a daily roundup", "Notification Settings"),
+        ("¿Cómo conecto mi calendario de Google?", "Google Calendar Integration"),
+    ):
+        bank = matcher.match(question)
+        assert bank is not None
+        answer = compose_grounded_answer(
+            question,
+            await _section_hits(settings, sessions, question),
+            help_url="https://help.example.com",
+            bank=bank,
+            banked=matcher.has_bank,
+        )
+        assert answer is not None, (question, bank)
+        assert answer.startswith(f"**{title}"), answer[:80]
+
+
+async def test_a_bank_match_the_search_did_not_find_is_not_sent(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
+) -> None:
+    """Two retrievers must agree: a confident bank match whose section is not among the search's
+    passages hands off, and so does a close call between two articles."""
+    question = "¿Cómo conecto mi calendario de Google?"
+    bank = bundled_matcher().match(question)
+    assert bank is not None and bank.similarity >= 0.55
+    hits = [h for h in await _section_hits(settings, sessions, question) if h["article_id"] != bank.section.article_id]
+    assert choose_section(question, hits, bank=bank, banked=bundled_matcher().has_bank) is None
+    hits = await _section_hits(settings, sessions, question)
+    close_call = BankMatch(section=bank.section, similarity=bank.similarity, margin=0.01)
+    assert choose_section(question, hits, bank=close_call, banked=bundled_matcher().has_bank) is None
+    assert choose_section(question, hits, bank=bank, banked=bundled_matcher().has_bank) is not None

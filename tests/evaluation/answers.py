@@ -59,11 +59,13 @@ class Case:
     language: str
 
 
-def load_cases(part: Part, ids: Iterable[str] | None = None) -> list[Case]:
-    """The cases of one part of the answer set, optionally only those with the given ids (in file order)."""
+def load_cases(part: Part | Path, ids: Iterable[str] | None = None) -> list[Case]:
+    """The cases of one part of the answer set (or of a labelled file in the same format), optionally
+    only those with the given ids (in file order)."""
     wanted = set(ids) if ids is not None else None
     cases = []
-    for line in (DATA / f"{part}.jsonl").read_text(encoding="utf-8").splitlines():
+    path = part if isinstance(part, Path) else DATA / f"{part}.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             case = Case(**json.loads(line))
             if wanted is None or case.id in wanted:
@@ -98,6 +100,9 @@ def normalise(value: str) -> str:
 
 
 _MD = MarkdownIt("js-default", {"html": False})
+# A line may open with a question this short ("Can't get into TechCorp Workspace? Find ...").
+_OPENING_QUESTION_WORDS = 8
+_MARKUP_ASTERISKS = re.compile(r"\*\*|(?<![\w*])\*[^\s*][^*\n]*?(?<=[^\s*])\*(?![\w*])|^\s*\*\s", re.MULTILINE)
 _TAG = re.compile(r"<[^>]+>")
 _INTERNAL_WORDING = ("reason code", "precedence", "escalation rules for the ai", "brand voice")
 
@@ -113,19 +118,32 @@ def visible_text(reply: str, channel: str) -> str:
 def garbled(reply: str, channel: str) -> list[str]:
     """Why a reply reads as a splice rather than something a person would send (empty: it reads fine)."""
     problems: list[str] = []
-    # Code the article shows on purpose (a fenced block on the web, indented lines elsewhere) is no splice.
-    shown = visible_text(re.sub(r"^```.*?^```[ \t]*$", "", reply, flags=re.MULTILINE | re.DOTALL), channel)
+    # Code the article shows on purpose (a fenced block on the web, indented lines elsewhere, an inline
+    # `code span` such as `audit.*`) is no splice.
+    source = re.sub(r"^```.*?^```[ \t]*$", "", reply, flags=re.MULTILINE | re.DOTALL)
+    source = re.sub(r"`[^`\n]+`", "code", source)  # a word in its place keeps "**`x`**" bold
+    shown = visible_text(source, channel)
     shown = "\n".join(line for line in shown.splitlines() if not line.startswith("    "))
-    for line in shown.splitlines():
-        if re.search(r"\?\s+[A-Za-z]", line) and not re.match(r"\s*[-*•\d]", line):
+    # A question spliced into a sentence ("..., e.g. Can a Slack message mention someone? How many"),
+    # read in the Markdown as sent: a list item ("5. Still nothing? Use ...") is a step, and a line
+    # that opens with a short question ("Forgot your password? Use ...") is how people write.
+    for line in source.splitlines():
+        spliced = re.search(r"(?<=\w)\?\s+[A-Za-z]", line)  # a question's mark, not "press ? for help"
+        if spliced is None or re.match(r"\s*[-*•\d]", line):
+            continue
+        lead = line[: spliced.start()]
+        if len(lead.split()) > _OPENING_QUESTION_WORDS or re.search(r"[.!?;:]\s", lead):
             problems.append("a question spliced into a sentence (FAQ fragment)")
+    for line in shown.splitlines():
         if line.count("|") >= 2:
             problems.append("table pipes")
         if line.count("(") != line.count(")"):
             problems.append("a sentence cut inside a parenthesis")
     if re.search(r"[{\[]\s*\"[\w ]+\"\s*:", shown):
         problems.append("raw JSON")
-    if channel != "whatsapp" and "*" in shown:
+    # Markup left in the text: a bold or emphasis pair, or a "* " bullet. A lone asterisk in content (the
+    # wildcard of "audit.* events", "5 * 3") is what the article says.
+    if channel != "whatsapp" and _MARKUP_ASTERISKS.search(shown):
         problems.append("literal asterisks")
     if channel == "whatsapp" and "**" in shown:
         problems.append("Markdown bold on WhatsApp")

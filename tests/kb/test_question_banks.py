@@ -1,0 +1,74 @@
+"""Question banks (kb/questions.py): reviewable files of customers' wordings per article section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kb.questions import BankQuestion, QuestionBankError, parse_question_bank, read_question_banks
+
+GOOD = """
+# comments are fine
+[[section]]
+path = []
+questions = ["what is this for"]
+
+[[section]]
+path = ["FAQ", "Can I connect two Slack workspaces?"]
+questions = [
+  "we have 2 slack orgs, can both be hooked up??",
+  "  ¿Puedo conectar dos espacios de Slack?  ",
+]
+"""
+
+
+def test_a_bank_file_becomes_questions_with_their_section_paths() -> None:
+    assert parse_question_bank(GOOD, article_id="slack-integration") == [
+        BankQuestion("slack-integration", (), "what is this for"),
+        BankQuestion(
+            "slack-integration",
+            ("FAQ", "Can I connect two Slack workspaces?"),
+            "we have 2 slack orgs, can both be hooked up??",
+        ),
+        BankQuestion(
+            "slack-integration",
+            ("FAQ", "Can I connect two Slack workspaces?"),
+            "¿Puedo conectar dos espacios de Slack?",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[[section]\npath = []", "not valid TOML"),
+        ("section = 3", "must be an array of tables"),
+        ("[[section]]\nquestions = ['a']", "`path` must be a list of headings"),
+        ("[[section]]\npath = ['Setup', 3]\nquestions = ['a']", "`path` must be a list of headings"),
+        ("[[section]]\npath = ['Setup']\nquestions = ['a', '  ']", "`questions` must be a list of non-empty strings"),
+        ("[[section]]\npath = ['Setup']\nquestions = 'how do i'", "`questions` must be a list of non-empty strings"),
+    ],
+)
+def test_a_malformed_bank_is_refused_with_the_file_and_the_reason(text: str, why: str) -> None:
+    with pytest.raises(QuestionBankError) as caught:
+        parse_question_bank(text, article_id="setup", source="guides/setup.questions.toml")
+    assert str(caught.value).startswith("guides/setup.questions.toml")
+    assert why in str(caught.value)
+
+
+def test_banks_are_found_beside_their_articles_in_subfolders(tmp_path: Path) -> None:
+    (tmp_path / "guides").mkdir()
+    (tmp_path / "guides" / "setup.md").write_text("# Setup\n\n## Install\n\nRun it.\n", encoding="utf-8")
+    (tmp_path / "guides" / "setup.questions.toml").write_text(
+        "[[section]]\npath = ['Install']\nquestions = ['how do i get it running']\n", encoding="utf-8"
+    )
+    (tmp_path / "notes.toml").write_text("not a bank = true\n", encoding="utf-8")
+    assert read_question_banks(tmp_path) == [BankQuestion("guides/setup", ("Install",), "how do i get it running")]
+
+
+def test_every_bundled_bank_parses() -> None:
+    from kb.ingest import default_docs_path
+
+    questions = read_question_banks(default_docs_path())
+    assert len({q.article_id for q in questions}) == len(list(default_docs_path().glob("*.md")))
