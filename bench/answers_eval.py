@@ -122,6 +122,7 @@ async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Cas
     """Each pair of thresholds' shares on the answerable and unanswerable tuning cases (offline responder):
     the question bank's similarity (BANK_MATCH) and its lead over other articles (BANK_MARGIN)."""
     from activities.agent.offline import (
+        CONFIDENCE_THRESHOLD,
         SEARCH_PASSAGES,
         bundled_index,
         bundled_matcher,
@@ -142,9 +143,17 @@ async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Cas
             case.message[:500], sessions=sessions, embedder=embedder, limit=SEARCH_PASSAGES, per_article=None
         )
         scored.append((case, [h.model_dump(mode="json") for h in hits], matcher.match(case.message)))
-    sys.stdout.write("bank  margin  | correct  partial  wrong  handed_off | unanswerable safe\n")
-    for bank_threshold in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7):
-        for margin in (0.0, 0.03, 0.05, 0.07, 0.1):
+    sys.stdout.write("bank  margin  words | correct  partial  wrong  handed_off | unanswerable safe\n")
+    grid = [
+        (bank_threshold, margin, words)
+        for bank_threshold in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+        for margin in (0.0, 0.03, 0.05, 0.07, 0.1)
+        # words: the search's word coverage may also answer for a banked article at this threshold
+        # (None: only for an article without a bank)
+        for words in (None, 0.85, 0.95)
+    ]
+    for bank_threshold, margin, words in grid:
+        if True:
             verdicts: Counter[str] = Counter()
             safe = total_un = 0
             for case, hits, bank in scored:
@@ -152,7 +161,8 @@ async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Cas
                     case.message,
                     hits,
                     bank=bank,
-                    banked=matcher.has_bank,
+                    banked=matcher.has_bank if words is None else (lambda article_id: False),
+                    threshold=CONFIDENCE_THRESHOLD if words is None else words,
                     bank_threshold=bank_threshold,
                     bank_margin=margin,
                     index=index,
@@ -167,7 +177,8 @@ async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Cas
                     safe += verdict == "safe"
             n = sum(verdicts.values())
             sys.stdout.write(
-                f"  {bank_threshold:4.2f}  {margin:4.2f}  | {verdicts['correct'] / n:6.1%}  "
+                f"  {bank_threshold:4.2f}  {margin:4.2f}  {'  -  ' if words is None else f'{words:4.2f} '} | "
+                f"{verdicts['correct'] / n:6.1%}  "
                 f"{verdicts['partial'] / n:6.1%}  {verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  "
                 f"| {safe}/{total_un}\n"
             )

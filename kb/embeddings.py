@@ -19,6 +19,7 @@ failing later on the first INSERT.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -208,6 +209,39 @@ def use_vectors(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         for start in range(0, len(texts), batch_size)
     ]
     return normalize(np.concatenate(blocks)) if blocks else np.zeros((0, USE_DIM), dtype=np.float32)
+
+
+def _vector_cache_dir() -> Path:
+    from platformdirs import user_cache_path
+
+    return user_cache_path("crm-fte") / "sentence-vectors"
+
+
+def cached_use_vectors(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """`use_vectors` of a fixed corpus a process embeds when it starts (the question bank, the learned
+    guardrail layer's examples), kept on disk under the hash of the model and the texts: a restarted
+    worker loads them in milliseconds instead of encoding them for seconds. Any change to a text is a
+    new key; a cache that cannot be read or written is skipped (the vectors are computed as usual)."""
+    digest = hashlib.sha256(f"use/multilingual-v3-{USE_DIM}".encode())
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    path = _vector_cache_dir() / f"{digest.hexdigest()}.npy"
+    try:
+        cached: np.ndarray = np.load(path, allow_pickle=False)
+        if cached.shape == (len(texts), USE_DIM) and cached.dtype == np.float32:
+            return cached
+    except (OSError, ValueError):
+        pass
+    vectors = use_vectors(texts, batch_size=batch_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.npy")
+        np.save(partial, vectors, allow_pickle=False)
+        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError as exc:
+        log.debug("kb.vector_cache_unwritable", error=str(exc)[:200])
+    return vectors
 
 
 class USEEmbedder:

@@ -101,6 +101,25 @@ class SearchHit(BaseModel):
 
     # Computed fields, so JSON dumps (the CLI's --json, tool results) carry them too; mypy does not
     # model a decorator over a property.
+    @classmethod
+    def of(cls, chunk: knowledge_base.ChunkCandidate, *, score: float, text_score: float | None = None) -> SearchHit:
+        """A stored chunk as a hit with this score (and the ranks and evidence the chunk carries)."""
+        return cls(
+            chunk_id=chunk.chunk_id,
+            article_id=chunk.article_id,
+            title=chunk.title,
+            category=chunk.category,
+            content=chunk.content,
+            score=score,
+            vector_rank=chunk.vector_rank,
+            text_rank=chunk.text_rank,
+            chunk_index=chunk.chunk_index,
+            section=chunk.section,
+            heading_path=chunk.heading_path,
+            vector_similarity=1.0 - chunk.vector_distance if chunk.vector_distance is not None else None,
+            text_score=text_score,
+        )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def slug(self) -> str:
@@ -328,24 +347,7 @@ async def search(
             text_rank_normalization=TEXT_RANK_NORMALIZATION,
             lexical_ids=lexical_ids,
         )
-    candidates_found = [
-        SearchHit(
-            chunk_id=c.chunk_id,
-            article_id=c.article_id,
-            title=c.title,
-            category=c.category,
-            content=c.content,
-            score=0.0,
-            vector_rank=c.vector_rank,
-            text_rank=c.text_rank,
-            chunk_index=c.chunk_index,
-            section=c.section,
-            heading_path=c.heading_path,
-            vector_similarity=1.0 - c.vector_distance if c.vector_distance is not None else None,
-            text_score=bm25.get(c.chunk_id),
-        )
-        for c in found
-    ]
+    candidates_found = [SearchHit.of(c, score=0.0, text_score=bm25.get(c.chunk_id)) for c in found]
     if lexical_ids is not None or mode == "vector":
         # Scores on both sides: fuse the scores themselves (a clear first place on one side counts).
         fused = fuse_scores(

@@ -48,10 +48,11 @@ from core.logging import get_logger
 from core.markdown import heading_anchor as heading_anchor  # re-exported: reply links use it
 from crm.repositories import agent_steps, knowledge_base, messages
 from kb.chunking import Article, read_article
-from kb.embeddings import use_vectors
+from kb.embeddings import cached_use_vectors, use_vectors
 from kb.ingest import default_docs_path
 from kb.learning import is_learned
 from kb.questions import BankQuestion, read_question_banks
+from kb.search import SearchHit
 from workflows.contracts import AgentStepInput
 
 log = get_logger(__name__)
@@ -481,7 +482,7 @@ class QuestionMatcher:
 
     def _bank(self) -> np.ndarray:
         if self._vectors is None:
-            self._vectors = use_vectors([q.text for q in self._index.questions])
+            self._vectors = cached_use_vectors([q.text for q in self._index.questions])
         return self._vectors
 
     def warm(self) -> None:
@@ -509,6 +510,41 @@ class QuestionMatcher:
         return BankMatch(
             section=section, similarity=similarity, margin=similarity - float(others.max()) if others.size else 1.0
         )
+
+
+def sure(bank: BankMatch | None) -> bool:
+    """Whether a bank match is strong and clear enough to name the section (the thresholds above)."""
+    return bank is not None and bank.similarity >= BANK_MATCH and bank.margin >= BANK_MARGIN
+
+
+async def bank_section_first(
+    session: AsyncSession, hits: Sequence[SearchHit], bank: BankMatch | None
+) -> list[SearchHit]:
+    """The model's search hits (one per article) with the bank's section first, in place of its
+    article's hit, when the bank is sure and the search found that article too (two retrievers agree);
+    otherwise the hits as they are. The stored chunk is read for the section's heading path (a
+    bold-titled item lives in its heading's chunk)."""
+    hits = list(hits)
+    if bank is None or not sure(bank):
+        return hits
+    at = next((i for i, h in enumerate(hits) if h.article_id == bank.section.article_id), None)
+    if at is None:
+        return hits
+    path = bank.section.path
+    for depth in range(len(path), -1, -1):
+        chunks = [
+            c
+            for c in await knowledge_base.section_chunks(
+                session, article_id=bank.section.article_id, heading_path=path[:depth]
+            )
+            if c.heading_path == path[:depth]
+        ]
+        if chunks:
+            break
+    else:
+        return hits
+    found = SearchHit.of(chunks[0], score=max(h.score for h in hits))
+    return [found, *hits[:at], *hits[at + 1 :]]
 
 
 @lru_cache(maxsize=4)

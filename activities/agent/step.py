@@ -8,6 +8,8 @@ into tool calls, a repair request or a hand-off.
 
 from __future__ import annotations
 
+import asyncio
+
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from temporalio import activity
@@ -15,7 +17,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.agent.model import INVALID_CALL, ModelTurn, interpret, invalid_call_result, repaired_before, replay
 from activities.agent.offline import MODEL_NAME as OFFLINE_MODEL
-from activities.agent.offline import SEARCH_PASSAGES, heading_anchor, offline_decision
+from activities.agent.offline import (
+    SEARCH_PASSAGES,
+    bank_section_first,
+    bundled_matcher,
+    heading_anchor,
+    offline_decision,
+)
 from activities.agent.prompt import system_prompt
 from activities.agent.tools import TOOLS, ModelToolCall
 from activities.deps import ActivityDeps
@@ -62,8 +70,12 @@ class AgentActivities:
         hits = await search(
             query, sessions=self.deps.sessions, embedder=self.deps.embedder(), limit=self.deps.settings.agent_kb_results
         )
-        # A section too long for one chunk was stored in pieces: the model reads it whole.
+        # The question bank's section first when it is sure of one (customers' own wordings; the
+        # offline responder's evidence), then: a section too long for one chunk was stored in
+        # pieces, and the model reads it whole.
+        bank = await asyncio.to_thread(bundled_matcher().match, query)
         async with self.deps.reads() as session:
+            hits = await bank_section_first(session, hits, bank)
             sections = await section_texts(session, hits)
         help_url = self.help_url()
         result = {

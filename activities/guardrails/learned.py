@@ -115,6 +115,14 @@ def embed(sentences: Sequence[str]) -> np.ndarray:
     return use_vectors(sentences, batch_size=_ENCODE_BATCH)
 
 
+def embed_corpus(sentences: Sequence[str]) -> np.ndarray:
+    """The same for the training examples: cached on disk by content, so a restarted worker does not
+    encode the same ~1,300 texts again."""
+    from kb.embeddings import cached_use_vectors
+
+    return cached_use_vectors(sentences, batch_size=_ENCODE_BATCH)
+
+
 def _char_ngrams(text: str) -> Iterable[str]:
     # Character 2- to 5-grams inside each word padded with spaces (scikit-learn's "char_wb").
     for word in _SPACE.sub(" ", text).split():
@@ -263,7 +271,7 @@ class LearnedLayer:
         self.sentence_weight = sentence_weight
         sentences: np.ndarray | None = None
         if sentence_weight:
-            vectors = embed([e.sentence for e in examples]) if vectors is None else vectors
+            vectors = embed_corpus([e.sentence for e in examples]) if vectors is None else vectors
             sentences = sentence_weight * np.asarray(vectors, dtype=np.float64)
             gram += sentences @ sentences.T
         alpha = np.linalg.solve(gram + penalty * np.eye(len(rows)), targets)

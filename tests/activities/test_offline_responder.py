@@ -209,3 +209,24 @@ async def test_a_bank_match_the_search_did_not_find_is_not_sent(
     close_call = BankMatch(section=bank.section, similarity=bank.similarity, margin=0.01)
     assert choose_section(question, hits, bank=close_call, banked=bundled_matcher().has_bank) is None
     assert choose_section(question, hits, bank=bank, banked=bundled_matcher().has_bank) is not None
+
+
+async def test_the_models_search_hits_start_with_the_section_the_bank_is_sure_of(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
+) -> None:
+    """The model reads the search's hits in order: the bank's section goes first, in place of its
+    article's hit, only when the bank is sure and the search found that article too."""
+    from activities.agent.offline import bank_section_first
+
+    question = "¿Cómo conecto mi calendario de Google?"
+    hits = await search(question, sessions=sessions, embedder=create_embedder(settings), limit=5)
+    bank = bundled_matcher().match(question)
+    assert bank is not None
+    async with sessions() as session:
+        ordered = await bank_section_first(session, hits, bank)
+        assert (ordered[0].article_id, ordered[0].heading_path) == (bank.section.article_id, bank.section.path)
+        assert len(ordered) == len(hits) and len({h.article_id for h in ordered}) == len(ordered)
+        unsure = BankMatch(section=bank.section, similarity=bank.similarity, margin=0.0)
+        assert await bank_section_first(session, hits, unsure) == hits
+        elsewhere = [h for h in hits if h.article_id != bank.section.article_id]
+        assert await bank_section_first(session, elsewhere, bank) == elsewhere

@@ -72,3 +72,30 @@ def test_every_bundled_bank_parses() -> None:
 
     questions = read_question_banks(default_docs_path())
     assert len({q.article_id for q in questions}) == len(list(default_docs_path().glob("*.md")))
+
+
+def test_start_up_vectors_are_cached_on_disk_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bank and the layer's examples are embedded when a worker starts; a restart loads them."""
+    import numpy as np
+
+    from kb import embeddings
+
+    monkeypatch.setattr(embeddings, "_vector_cache_dir", lambda: tmp_path / "vectors")
+    texts = ["how do i export my board", "¿cómo exporto un tablero?"]
+    first = embeddings.cached_use_vectors(texts)
+    assert np.allclose(first, embeddings.use_vectors(texts))
+    assert len(list((tmp_path / "vectors").glob("*.npy"))) == 1
+    calls: list[int] = []
+    monkeypatch.setattr(embeddings, "use_vectors", lambda t, batch_size=64: calls.append(1) or first)
+    assert np.array_equal(embeddings.cached_use_vectors(texts), first) and calls == []  # read back
+    embeddings.cached_use_vectors([*texts, "one more"])  # other texts: another key, computed
+    assert calls == [1]
+
+
+def test_an_unwritable_vector_cache_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kb import embeddings
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be", encoding="utf-8")
+    monkeypatch.setattr(embeddings, "_vector_cache_dir", lambda: blocker / "vectors")
+    assert embeddings.cached_use_vectors(["hello there"]).shape == (1, embeddings.USE_DIM)

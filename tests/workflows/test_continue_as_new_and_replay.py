@@ -33,7 +33,7 @@ async def test_continue_as_new_carries_the_dedupe_state(
     deps = ActivityDeps.create(own)
     try:
         async with make_worker(client, own, deps):
-            first = inbound("whatsapp", "How do I set a due date on a card?")
+            first = inbound("whatsapp", "How do I export a project to CSV?")
             workflow_id = await signal_with_start(client, own, first)
             handle = client.get_workflow_handle(workflow_id)
             first_run = (await handle.describe()).run_id
@@ -45,7 +45,7 @@ async def test_continue_as_new_carries_the_dedupe_state(
             second_run = await eventually(new_run)
             # The same message again (a replayed Kafka record) reaches the new run: still a duplicate.
             await signal_with_start(client, own, first)
-            second = inbound("whatsapp", "And how do I add a checklist?", phone=first.sender.phone)
+            second = inbound("whatsapp", "And how do I turn on two-factor authentication?", phone=first.sender.phone)
             await signal_with_start(client, own, second)
 
             async def two_replies() -> list[dict[str, object]] | None:
