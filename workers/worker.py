@@ -87,14 +87,14 @@ async def run_worker(settings: Settings) -> None:
         started = time.perf_counter()
         await asyncio.to_thread(learned_layer)
         log.info("worker.guardrails_layer_ready", seconds=round(time.perf_counter() - started, 2))
-    if not settings.openai_configured:
-        # The offline responder answers: its question bank is embedded once (about 2,200 short
-        # questions, a few seconds of CPU) before polling, not inside the first customer's turn.
-        from activities.agent.offline import bundled_matcher
+    # The question bank (the offline responder's evidence, and the order of the model's search hits)
+    # is embedded once (about 2,150 short questions, a few seconds of CPU) before polling, not inside
+    # the first customer's turn.
+    from activities.agent.offline import bundled_matcher
 
-        started = time.perf_counter()
-        await asyncio.to_thread(bundled_matcher().warm)
-        log.info("worker.question_bank_ready", seconds=round(time.perf_counter() - started, 2))
+    started = time.perf_counter()
+    await asyncio.to_thread(bundled_matcher().warm)
+    log.info("worker.question_bank_ready", seconds=round(time.perf_counter() - started, 2))
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
