@@ -153,35 +153,34 @@ async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Cas
         for words in (None, 0.85, 0.95)
     ]
     for bank_threshold, margin, words in grid:
-        if True:
-            verdicts: Counter[str] = Counter()
-            safe = total_un = 0
-            for case, hits, bank in scored:
-                candidate = choose_section(
-                    case.message,
-                    hits,
-                    bank=bank,
-                    banked=matcher.has_bank if words is None else (lambda article_id: False),
-                    threshold=CONFIDENCE_THRESHOLD if words is None else words,
-                    bank_threshold=bank_threshold,
-                    bank_margin=margin,
-                    index=index,
-                )
-                reply = compose_answer(candidate, help_url="http://x") if candidate else ""
-                outcome = Outcome(case=case, reply=reply, escalation=None if reply else "no_answer")
-                verdict = judge(outcome).verdict
-                if case.kind == "answerable":
-                    verdicts[verdict] += 1
-                else:
-                    total_un += 1
-                    safe += verdict == "safe"
-            n = sum(verdicts.values())
-            sys.stdout.write(
-                f"  {bank_threshold:4.2f}  {margin:4.2f}  {'  -  ' if words is None else f'{words:4.2f} '} | "
-                f"{verdicts['correct'] / n:6.1%}  "
-                f"{verdicts['partial'] / n:6.1%}  {verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  "
-                f"| {safe}/{total_un}\n"
+        verdicts: Counter[str] = Counter()
+        safe = total_un = 0
+        for case, hits, bank in scored:
+            candidate = choose_section(
+                case.message,
+                hits,
+                bank=bank,
+                banked=matcher.has_bank if words is None else (lambda article_id: False),
+                threshold=CONFIDENCE_THRESHOLD if words is None else words,
+                bank_threshold=bank_threshold,
+                bank_margin=margin,
+                index=index,
             )
+            reply = compose_answer(candidate, help_url="http://x") if candidate else ""
+            outcome = Outcome(case=case, reply=reply, escalation=None if reply else "no_answer")
+            verdict = judge(outcome).verdict
+            if case.kind == "answerable":
+                verdicts[verdict] += 1
+            else:
+                total_un += 1
+                safe += verdict == "safe"
+        n = sum(verdicts.values())
+        sys.stdout.write(
+            f"  {bank_threshold:4.2f}  {margin:4.2f}  {'  -  ' if words is None else f'{words:4.2f} '} | "
+            f"{verdicts['correct'] / n:6.1%}  "
+            f"{verdicts['partial'] / n:6.1%}  {verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  "
+            f"| {safe}/{total_un}\n"
+        )
 
 
 async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, Any]:

@@ -157,8 +157,12 @@ _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs
 _BOT = frozenset("bot robot chatbot ai automated machine human person real ia ki robô robo máquina maquina".split())
 _BOT_WORDS = frozenset("bot ai robot chatbot machine ia ki robô robo máquina maquina".split())
 # "Are you a bot?" asks who answers; "do you feed our content into your AI?" asks about the product.
+# "Are you / is this" only with the bot or person word right after it ("is it possible to turn off the
+# AI?" asks about the product).
 _WHO_ANSWERS = re.compile(
-    r"\b(?:(?:are|r)\s+(?:you|u|these\s+(?:answers|replies))|is\s+(?:this|that|it)|"
+    r"\b(?:(?:(?:are|r)\s+(?:you|u|these\s+(?:answers|replies))|is\s+(?:this|that|it))\s+"
+    r"(?:(?:really|actually|just|even|still|a|an|real|live|actual)\s+){0,3}"
+    r"(?:bot|robot|chatbot|ai|machine|human|person|automated|automatic)\b|"
     r"(?:am\s+i|are\s+we|i'm|im)\s+(?:\w+\s+)?(?:talking|chatting|speaking|writing|texting)|"
     r"eres|es\s+usted|sos|hablo\s+con|estoy\s+hablando|você\s+é|voce\s+e|é\s+um|falo\s+com|"
     r"estou\s+falando|es-tu|êtes-vous|etes-vous|tu\s+es|vous\s+êtes|vous\s+etes|je\s+parle|"

@@ -48,6 +48,8 @@ from kb.search import search
         # Not small talk: a question, a problem, a complaint, words that merely contain a greeting.
         ("quick one — do you feed our project content into your AI to train it?", None),
         ("is the AI feature on the free plan?", None),
+        ("is it possible to turn off the AI suggestions?", None),
+        ("are you able to switch the AI summaries off for my team?", None),
         ("have a good day, but the sync is still broken", None),
         ("Thanks. Can I also set a due date on each checklist item?", None),
         ("hello, my CSV export fails with an error", None),
