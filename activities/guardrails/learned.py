@@ -22,7 +22,8 @@ regression). Nothing trained is checked in: the layer is trained when first used
   ``python bench/guardrails_eval.py --write-bank`` rewrites it);
 - the ``examples`` of every ``[[rule]]`` in ``data/rules_<lang>.toml``.
 Training loads the encoder (once per process, ``sentence_encoder()``, imported only then: the
-rules-only path never loads it) and embeds the bank: about 4 s of CPU at worker start in all.
+rules-only path never loads it) and embeds the bank, whose vectors are kept on disk by content
+(``kb.embeddings.cached_use_vectors``): a restarted worker loads them instead of encoding again.
 
 Measured by 10-fold cross-validation on the 633 tuning messages (each message scored by a layer
 trained without it), rules plus layer, at the threshold each variant's folds support within the
