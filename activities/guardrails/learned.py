@@ -166,8 +166,11 @@ class Example:
 # customer wants, yet its character n-grams moved a benign message's score by a third of the threshold
 # from one random reference to the next. The token keeps its lead-in up to the last separator ("ref-",
 # "sk_live_", "ghp_": what kind of code it is) and the rest becomes "#"; "2FA", "$40" and "40 people"
-# stay as they are.
-_CODE = re.compile(r"(?<!\S)(?=\S*\d)(?:\S*\d\S*\d\S*\d\S*\d\S*|(?=\S*[^\W\d_])\S{6,})(?!\S)")
+# stay as they are. A hex id after a separator is a code even when it happens to hold no digit
+# ("ref-deadbe", "#abcdef": one random six-digit hex id in 350 has none).
+_CODE = re.compile(
+    r"(?<!\S)(?:(?=\S*\d)(?:\S*\d\S*\d\S*\d\S*\d\S*|(?=\S*[^\W\d_])\S{6,})|\S*[-_#/][0-9a-fA-F]{6,}[^\w\s]*)(?!\S)"
+)
 _LEAD_IN = re.compile(r"^[^\W\d_]*(?:[-_][^\W\d_]*)*[-_]")
 
 

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -192,7 +191,13 @@ def test_a_reference_number_does_not_change_the_layers_reading() -> None:
     n-grams once moved a benign message across the threshold)."""
     text = "Hi, could you remind me what I told you in my earlier conversations? I lost my notes."
     layer = learned.learned_layer()
-    scores = {layer.assess(f"{text} (ref-{uuid.uuid4().hex[:6]})", "web_form") for _ in range(6)}
-    assert len({round(score, 9) for _, score in scores}) == 1, scores
+    # Six-character hex ids as a uuid gives them: mixed, all digits, and (one in 350) no digit at all.
+    references = ["3f9a12", "100482", "deadbe", "abcdef", "0a0b0c", "f00d15"]
+    for template in ("{text} (ref-{ref})", "{text} Ref: #{ref}"):
+        scores = {layer.assess(template.format(text=text, ref=ref), "web_form") for ref in references}
+        assert len({round(score, 9) for _, score in scores}) == 1, (template, scores)
     masked = learned.without_codes("token sk_live_51Hxyzabc and TKT-0012, 2FA for $40")
     assert masked == "token sk_live_# and TKT-# 2FA for $40"
+    assert learned.without_codes("order ref-deadbe, a well-documented e-commerce sign-in") == (
+        "order ref-# a well-documented e-commerce sign-in"
+    )
