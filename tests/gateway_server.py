@@ -17,7 +17,15 @@ class ThreadedGateway:
 
     def __init__(self, settings: Settings, port: int) -> None:
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            # A page still open in the browser keeps its server-sent-events stream open, which never ends
+            # by itself: production gives it 20 s (`crm-fte gateway`); a test stops at once.
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)

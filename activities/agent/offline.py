@@ -44,6 +44,8 @@ import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.agent.tools import ModelToolCall
+from activities.guardrails.normalise import fold_accents
+from activities.guardrails.rules import guards
 from core.logging import get_logger
 from core.markdown import heading_anchor as heading_anchor  # re-exported: reply links use it
 from crm.repositories import agent_steps, knowledge_base, messages
@@ -154,20 +156,7 @@ _RESOLVED = frozenset(
 )
 _CLOSE_TICKET = frozenset("close closed".split())
 _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs ciao".split())
-_BOT = frozenset("bot robot chatbot ai automated machine human person real ia ki robô robo máquina maquina".split())
 _BOT_WORDS = frozenset("bot ai robot chatbot machine ia ki robô robo máquina maquina".split())
-# "Are you a bot?" asks who answers; "do you feed our content into your AI?" asks about the product.
-# "Are you / is this" only with the bot or person word right after it ("is it possible to turn off the
-# AI?" asks about the product).
-_WHO_ANSWERS = re.compile(
-    r"\b(?:(?:(?:are|r)\s+(?:you|u|these\s+(?:answers|replies))|is\s+(?:this|that|it))\s+"
-    r"(?:(?:really|actually|just|even|still|a|an|real|live|actual)\s+){0,3}"
-    r"(?:bot|robot|chatbot|ai|machine|human|person|automated|automatic)\b|"
-    r"(?:am\s+i|are\s+we|i'm|im)\s+(?:\w+\s+)?(?:talking|chatting|speaking|writing|texting)|"
-    r"eres|es\s+usted|sos|hablo\s+con|estoy\s+hablando|você\s+é|voce\s+e|é\s+um|falo\s+com|"
-    r"estou\s+falando|es-tu|êtes-vous|etes-vous|tu\s+es|vous\s+êtes|vous\s+etes|je\s+parle|"
-    r"bist\s+du|sind\s+sie|ist\s+das|spreche\s+ich|rede\s+ich)\b"
-)
 # "Have a good weekend", "that's everything for today": a goodbye without the word.
 _GOODBYE_PHRASE = re.compile(
     r"\bhave\s+a\s+(?:good|great|nice|lovely|wonderful)\s+(?:day|weekend|evening|one|week)\b|"
@@ -193,9 +182,12 @@ def small_talk_kind(text: str) -> SmallTalk | None:
         return None
     vocabulary = set(tokens)
     asks = "?" in text
-    who = _WHO_ANSWERS.search(_fold(text))
-    # A question about who answers: with a question mark, or opening the message ("r u a bot lol").
-    opens = who is not None and len(_fold(text)[: who.start()].split()) <= 1
+    # The guardrails' own frame of a question about who answers (guards_en.toml's identity_frame):
+    # "are you a bot?" asks who answers; "is it possible to turn off the AI?" asks about the product.
+    folded = fold_accents(_fold(text))
+    who = guards().who_answers_question(folded)
+    # With a question mark, or opening the message ("r u a bot lol").
+    opens = who is not None and len(folded[: who.start()].split()) <= 1
     if vocabulary & _BOT_WORDS and len(tokens) <= 14 and who is not None and (asks or opens):
         return "bot"
     if asks or vocabulary & _NEGATION:

@@ -183,17 +183,22 @@ class Guards:
         if end is None:
             # A chat message often drops the question mark ("r u a bot or a real person lol"): without
             # one, the sentence must open with the question itself.
-            intl = intl_guards()
-            opened = self.identity_frame.search(sentence) or intl.identity_frame.search(sentence)
+            opened = self.who_answers_question(sentence)
             if opened is None or len(sentence[: opened.start()].split()) > 1:
                 return False
         return self.asks_who_answers(sentence, fold_accents(text))
 
+    def who_answers_question(self, folded: str) -> re.Match[str] | None:
+        """The first question in `folded` (accent-folded, lower-cased) about whether a person or a
+        machine answers ("are you a bot", "¿hablo con una persona?"), in any of the rules' languages."""
+        found = [m for m in (self.identity_frame.search(folded), intl_guards().identity_frame.search(folded)) if m]
+        return min(found, key=lambda m: m.start(), default=None)
+
     def asks_who_answers(self, sentence: str, message: str) -> bool:
         """`sentence` asks whether a person or a machine answers, and `message` requests nothing."""
-        intl = intl_guards()
-        if not (self.identity_frame.search(sentence) or intl.identity_frame.search(sentence)):
+        if self.who_answers_question(sentence) is None:
             return False
+        intl = intl_guards()
         return not (self.identity_request.search(message) or intl.identity_request.search(message))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
