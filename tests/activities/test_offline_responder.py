@@ -39,6 +39,7 @@ from kb.search import search
         ("bye!", "goodbye"),
         ("Guten Morgen!", "greeting"),
         ("r u a bot or a real person lol", "bot"),  # chat drops the question mark
+        ("are you really just a bot?", "bot"),  # the guardrails' identity frame, two adverbs
         ("ok that's everything for today, have a good weekend!", "goodbye"),
         (
             "Hi,\n\nJust wanted to say thank you — the steps you sent worked perfectly and the whole team is "
