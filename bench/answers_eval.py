@@ -13,12 +13,13 @@ scripted as a grounded model that searches, then answers with the best passage o
 
     .venv/bin/python bench/answers_eval.py                       # offline, both parts
     .venv/bin/python bench/answers_eval.py --responder model
-    .venv/bin/python bench/answers_eval.py --part tuning --calibrate --json bench/results/answers_eval.json
+    .venv/bin/python bench/answers_eval.py --part tuning --json bench/results/answers_eval.json
+    .venv/bin/python bench/answers_eval.py --part tuning --fit-ranker
 
-`--calibrate` (tuning only) also prints, for the offline responder, the answerable correct / wrong /
-handed-off shares of each pair of thresholds (the question bank's similarity and the search's word
-coverage), from the same searches, so BANK_MATCH and CONFIDENCE_THRESHOLD in
-activities/agent/offline.py are chosen on tuning data only.
+`--fit-ranker` (tuning only, offline) fits the offline responder's section ranker
+(activities/agent/ranking.py) on the tuning cases instead of running them, prints its
+cross-validated correct / wrong / handed-off shares per threshold, and writes
+activities/agent/section_ranker.json with the threshold the bounds allow.
 """
 
 from __future__ import annotations
@@ -118,69 +119,118 @@ def print_summary(label: str, outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
-async def calibrate(settings: Any, sessions: Any, embedder: Any, cases: list[Case]) -> None:
-    """Each pair of thresholds' shares on the answerable and unanswerable tuning cases (offline responder):
-    the question bank's similarity (BANK_MATCH) and its lead over other articles (BANK_MARGIN)."""
+def _is_expected(section: Any, case: Case) -> bool:
+    """Whether a section is the one the case's label names (its article, and its heading when given)."""
+    return section.article_id in case.expected and (
+        not case.section or case.section in section.path or section.path[-1:] == (case.section,)
+    )
+
+
+async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: int = 5) -> None:
+    """Fit the offline responder's section ranker on these (tuning) cases and write it beside the code.
+
+    Every answerable and unanswerable case is searched as the responder searches; each candidate
+    section's evidence comes from the responder's own `section_evidence`, labelled by whether it is the
+    case's expected section. The threshold is the lowest, on a grid, at which 5-fold cross-validation
+    (each case scored by a ranker fitted without it) answers at most ranking.MAX_WRONG of the
+    answerable cases wrongly and at most ranking.MAX_UNANSWERABLE_ANSWERED of the unanswerable ones.
+    """
+    import numpy as np
+
+    from activities.agent import ranking
     from activities.agent.offline import (
-        CONFIDENCE_THRESHOLD,
         SEARCH_PASSAGES,
+        Candidate,
         bundled_index,
         bundled_matcher,
-        choose_section,
         compose_answer,
+        section_evidence,
         small_talk_kind,
     )
     from kb.search import search
 
-    index = bundled_index()
-    matcher = bundled_matcher()
-    scored: list[tuple[Case, list[dict[str, Any]], Any]] = []
+    index, matcher = bundled_index(), bundled_matcher()
+    rows: list[tuple[Case, list[tuple[Any, list[float]]]]] = []
     for case in cases:
         if case.kind not in ("answerable", "unanswerable") or small_talk_kind(case.message):
             continue
-        # The same section-level search the responder runs after its search tool call.
         hits = await search(
             case.message[:500], sessions=sessions, embedder=embedder, limit=SEARCH_PASSAGES, per_article=None
         )
-        scored.append((case, [h.model_dump(mode="json") for h in hits], matcher.match(case.message)))
-    sys.stdout.write("bank  margin  words | correct  partial  wrong  handed_off | unanswerable safe\n")
-    grid = [
-        (bank_threshold, margin, words)
-        for bank_threshold in (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
-        for margin in (0.0, 0.03, 0.05, 0.07, 0.1)
-        # words: the search's word coverage may also answer for a banked article at this threshold
-        # (None: only for an article without a bank)
-        for words in (None, 0.85, 0.95)
-    ]
-    for bank_threshold, margin, words in grid:
-        verdicts: Counter[str] = Counter()
-        safe = total_un = 0
-        for case, hits, bank in scored:
-            candidate = choose_section(
-                case.message,
-                hits,
-                bank=bank,
-                banked=matcher.has_bank if words is None else (lambda article_id: False),
-                threshold=CONFIDENCE_THRESHOLD if words is None else words,
-                bank_threshold=bank_threshold,
-                bank_margin=margin,
-                index=index,
-            )
-            reply = compose_answer(candidate, help_url="http://x") if candidate else ""
-            outcome = Outcome(case=case, reply=reply, escalation=None if reply else "no_answer")
-            verdict = judge(outcome).verdict
-            if case.kind == "answerable":
-                verdicts[verdict] += 1
-            else:
-                total_un += 1
-                safe += verdict == "safe"
-        n = sum(verdicts.values())
-        sys.stdout.write(
-            f"  {bank_threshold:4.2f}  {margin:4.2f}  {'  -  ' if words is None else f'{words:4.2f} '} | "
-            f"{verdicts['correct'] / n:6.1%}  "
-            f"{verdicts['partial'] / n:6.1%}  {verdicts['wrong'] / n:6.1%}  {verdicts['handed_off'] / n:6.1%}  "
-            f"| {safe}/{total_un}\n"
+        scores = matcher.scores(case.message)
+        found = (
+            section_evidence(case.message, [h.model_dump(mode="json") for h in hits], scores, index) if scores else []
         )
+        rows.append((case, [(section, evidence) for section, _, evidence in found]))
+
+    def fitted(kept: list[tuple[Case, list[tuple[Any, list[float]]]]]) -> ranking.SectionRanker:
+        evidence = np.array([e for case, found in kept for _, e in found])
+        labels = [case.kind == "answerable" and _is_expected(s, case) for case, found in kept for s, _ in found]
+        return ranking.fit(evidence, labels)
+
+    fold_of = np.random.default_rng(0).permutation(len(rows)) % folds
+    models = [fitted([r for r, f in zip(rows, fold_of, strict=True) if f != k]) for k in range(folds)]
+    verdicts: dict[tuple[str, Any], str] = {}
+    # Each case's best section by its cross-validated probability: (case, probability, bank similarity, verdict).
+    picks: list[tuple[Case, float, float, str]] = []
+    similarity_at = ranking.FEATURES.index("bank_similarity")
+    for (case, found), k in zip(rows, fold_of, strict=True):
+        if not found:
+            picks.append((case, 0.0, 0.0, "none"))
+            continue
+        probabilities = models[k].probabilities(np.array([e for _, e in found]))
+        section, evidence = found[int(np.argmax(probabilities))]
+        key = (case.id, section)
+        if key not in verdicts:
+            reply = compose_answer(Candidate(section, 1.0, 1.0, 0), help_url="http://x")
+            verdicts[key] = judge(Outcome(case=case, reply=reply, escalation=None)).verdict
+        picks.append((case, float(probabilities.max()), evidence[similarity_at], verdicts[key]))
+    answerable = [p for p in picks if p[0].kind == "answerable"]
+    unanswerable = [p for p in picks if p[0].kind == "unanswerable"]
+    n, n_un = len(answerable), len(unanswerable)
+    sys.stdout.write(
+        f"{n} answerable, {n_un} unanswerable tuning cases; {folds}-fold cross-validation\n"
+        "floor  threshold | correct  partial  wrong  handed_off | unanswerable answered\n"
+    )
+    best: tuple[int, float, float, Counter[str], int] | None = None
+    for floor in (0.0, 0.4, 0.45, 0.5, 0.55, 0.6):
+        for threshold in np.round(np.arange(0.30, 0.961, 0.02), 2):
+            counts = Counter(v if p >= threshold and s >= floor else "handed_off" for _, p, s, v in answerable)
+            answered_un = sum(p >= threshold and s >= floor for _, p, s, _ in unanswerable)
+            sys.stdout.write(
+                f" {floor:4.2f}   {threshold:4.2f}    | {counts['correct'] / n:6.1%}  "
+                f"{counts['partial'] / n:6.1%}  {counts['wrong'] / n:6.1%}  {counts['handed_off'] / n:6.1%} "
+                f"| {answered_un}/{n_un}\n"
+            )
+            within = (
+                counts["wrong"] <= ranking.MAX_WRONG * n and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
+            )
+            # Among pairs answering as many correctly, the later (higher floor, then higher threshold):
+            # the more cautious.
+            if within and (best is None or counts["correct"] >= best[0]):
+                best = (counts["correct"], float(threshold), floor, counts, answered_un)
+    if best is None:
+        raise SystemExit("no threshold meets the bounds on these cases: the ranker file is left as it was")
+    _, threshold, floor, counts, answered_un = best
+    model = fitted(rows)
+    shipped = ranking.SectionRanker(model.mean, model.scale, model.weights, model.bias, threshold, floor)
+    path = Path(ranking.__file__).with_name(ranking.MODEL_FILE)
+    provenance = {
+        "fitted_by": "python bench/answers_eval.py --part tuning --fit-ranker",
+        "cases": {"answerable": n, "unanswerable": len(unanswerable)},
+        "cross_validated": {
+            "correct": round(counts["correct"] / n, 4),
+            "partial": round(counts["partial"] / n, 4),
+            "wrong": round(counts["wrong"] / n, 4),
+            "unanswerable_answered": f"{answered_un}/{n_un}",
+        },
+    }
+    path.write_text(json.dumps(shipped.to_json(**provenance), indent=2) + "\n", encoding="utf-8")
+    sys.stdout.write(
+        f"threshold {threshold:.2f}, bank-similarity floor {floor:.2f} (cross-validated: "
+        f"{counts['correct'] / n:.1%} correct, {counts['wrong'] / n:.1%} wrong, {answered_un}/{n_un} unanswerable "
+        f"answered); wrote {path.relative_to(REPO_ROOT)}\n"
+    )
 
 
 async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, Any]:
@@ -225,8 +275,9 @@ async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, An
                 cases = load_cases(part)
                 if args.limit:
                     cases = cases[: args.limit]
-                if args.calibrate and part == "tuning" and args.responder == "offline":
-                    await calibrate(settings, deps.sessions, embedder, cases)
+                if args.fit_ranker:
+                    await fit_ranker(deps.sessions, embedder, cases)
+                    continue
                 outcomes = await run_cases(client, settings, deps.sessions, cases, concurrency=args.concurrency)
                 name = part.name if isinstance(part, Path) else part
                 results[name] = print_summary(f"{args.responder} responder, {name}", outcomes)
@@ -249,13 +300,17 @@ def main() -> None:
     parser.add_argument("--responder", choices=("offline", "model"), default="offline")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases of each part")
-    parser.add_argument("--calibrate", action="store_true", help="print the threshold sweep (tuning, offline)")
+    parser.add_argument(
+        "--fit-ranker", action="store_true", help="fit the offline section ranker on the tuning part and write it"
+    )
     parser.add_argument("--show", nargs="*", default=[], help="print the outcomes with these verdicts")
     parser.add_argument("--json", type=Path, help="write the figures and every outcome here")
     args = parser.parse_args()
     if args.data is not None and not args.data.is_file():
         parser.error(f"--data {args.data}: no such file")
     args.part = args.part or list(PARTS)
+    if args.fit_ranker and (args.part != ["tuning"] or args.data or args.responder != "offline"):
+        parser.error("--fit-ranker fits on the tuning part only: --part tuning, the offline responder")
     children = Children()
     services = Services(children=children)
     try:

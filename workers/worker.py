@@ -87,13 +87,16 @@ async def run_worker(settings: Settings) -> None:
         started = time.perf_counter()
         await asyncio.to_thread(learned_layer)
         log.info("worker.guardrails_layer_ready", seconds=round(time.perf_counter() - started, 2))
-    # The question bank (the offline responder's evidence, and the order of the model's search hits)
-    # is embedded once (about 2,150 short questions, a few seconds of CPU) before polling, not inside
-    # the first customer's turn.
+    # The question bank and the sections' texts (the offline responder's evidence, and the order of
+    # the model's search hits) are embedded once (about 2,150 short questions and 600 sections, seconds
+    # of CPU, or milliseconds from the vector cache) before polling, not inside the first customer's
+    # turn; the section ranker is read then too (a malformed file stops the worker here).
     from activities.agent.offline import bundled_matcher
+    from activities.agent.ranking import section_ranker
 
     started = time.perf_counter()
     await asyncio.to_thread(bundled_matcher().warm)
+    section_ranker()
     log.info("worker.question_bank_ready", seconds=round(time.perf_counter() - started, 2))
     worker = Worker(
         client,

@@ -5,19 +5,20 @@ It speaks the same tool-call protocol as a model (search first, then `send_respo
 ground in the knowledge base. An answer is one section *as a whole* (a step list complete and in
 order, never a collage of sentences), with the article's title and a link to the help centre.
 
-Which section, and whether to answer at all, is decided by two pieces of evidence, each with a
-threshold calibrated on the tuning set (`python bench/answers_eval.py --part tuning --calibrate`):
-- for an article with a question bank (kb/questions.py: customers' own wordings of what each of its
-  sections answers; every bundled article has one): the message, whole and sentence by sentence, is
-  compared with every bank question through the multilingual sentence encoder. A section scores
-  the mean similarity of its two nearest bank questions; the best section answers when it scores at
-  least `BANK_MATCH`, leads every other article's best by `BANK_MARGIN` (two close articles mean
-  the message is ambiguous) and is among the knowledge-base search's first `SEARCH_PASSAGES`
-  sections (a second, independent retriever agrees), whatever words the message uses and in any of
-  the encoder's languages;
-- for an article without a bank (an operator's own): the section-level search's top passages,
-  scored by the question's rare words they contain; a section covering at least
-  `CONFIDENCE_THRESHOLD` of the question's word weight answers.
+Which section, and whether to answer at all, is decided by a section ranker (ranking.py: a logistic
+regression fitted on the tuning set only, with its threshold chosen there by cross-validation,
+`python bench/answers_eval.py --part tuning --fit-ranker`) over the evidence two retrievers give:
+- the question bank (kb/questions.py: customers' own wordings of what each section of an article
+  answers; every bundled article has one): the message, whole and sentence by sentence, is compared
+  with every bank question through the multilingual sentence encoder; a section scores the mean
+  similarity of its two nearest bank questions (and its nearest one, its place, its lead over other
+  articles), whatever words the message uses and in any of the encoder's languages;
+- the section-level knowledge-base search: where it placed the section, its score, how much of the
+  message's rare-word weight the section holds, and how near the section's own text is.
+The candidates are the bank's best sections of articles the search found and the sections of the
+search's first passages; the likeliest answers when the ranker's probability reaches its threshold.
+An article without a bank (an operator's own) is not ranked: the search's best section by the
+question's rare words answers when it covers at least `CONFIDENCE_THRESHOLD` of their weight.
 Otherwise the responder hands off with `no_answer` instead of answering wrong.
 
 Small talk (greetings, thanks, "are you a bot?") gets a short friendly reply without a search, in
@@ -28,6 +29,7 @@ closes the conversation politely.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import re
@@ -43,6 +45,7 @@ import numpy as np
 import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activities.agent.ranking import SIMILARITY_KNOTS, SectionRanker, section_ranker
 from activities.agent.tools import ModelToolCall
 from activities.guardrails.normalise import fold_accents
 from activities.guardrails.rules import guards
@@ -61,13 +64,10 @@ log = get_logger(__name__)
 
 MODEL_NAME = "offline-responder"
 
-# A section answers when the mean cosine similarity of its two nearest bank questions to the message
-# is at least BANK_MATCH, exceeds every other article's best section by BANK_MARGIN, and the search
-# found it too. Calibrated on the tuning part of bench/data/answers with `python bench/answers_eval.py
-# --part tuning --calibrate` (204 answerable and 36 unanswerable questions): the pair answering the
-# most correctly with at most 2 % answered wrongly and at least 90 % of the unanswerable ones handed
-# off — 40.9 % right, 2.0 % wrong, 35/36. (A 3 % bound, chosen first on the 104 questions of the
-# first round, held out worse: 6-9 % wrong; figures in the README.)
+# The model's search tool puts the bank's section first (bank_section_first) when its two nearest bank
+# questions average at least BANK_MATCH and it leads every other article's best section by BANK_MARGIN
+# (the offline responder's thresholds of session 7, calibrated on tuning with at most 2 % answered
+# wrongly; the offline responder itself now asks the section ranker).
 BANK_MATCH = 0.55
 BANK_MARGIN = 0.07
 # For an article without a bank, the search's best section answers when it covers at least this
@@ -84,10 +84,13 @@ MAX_MATCHED_CHARS = 500
 # without a bank). On the tuning set the search's own order among them helps less than the
 # question's rare words do (bench/answers_eval.py).
 CANDIDATE_PASSAGES = 3
-# How many section-level passages the responder asks the search for: a bank match must be among them.
-# On the first 104 tuning questions, requiring it among the first 10 kept 53 of 56 right answers and
-# 2 of 4 wrong ones (among the first 3, or the top article only, lost more right ones).
+# How many section-level passages the responder asks the search for (the ranker's evidence: where the
+# search placed a section, and which articles this deployment holds).
 SEARCH_PASSAGES = 10
+# The ranker's candidates: the bank's best sections (of articles the search found) and the sections of
+# the search's first passages (section_evidence).
+RANKED_BANK_SECTIONS = 5
+RANKED_SEARCH_PASSAGES = 5
 # A section longer than this is cut at a block boundary (a list item, a paragraph), never mid-sentence.
 MAX_SECTION_CHARS = 1800
 # Internal policy articles feed the guardrails and the prompt; they are never quoted to a customer.
@@ -447,6 +450,23 @@ class BankMatch:
     margin: float  # ahead of the best section of any other article
 
 
+@dataclass(frozen=True)
+class BankScores:
+    """Each banked section's nearness to one message: the mean similarity of its two nearest bank
+    questions, that of its nearest one, and the similarity of its own text (rows in the matcher's
+    section order)."""
+
+    sections: Sequence[Section | None]
+    articles: np.ndarray
+    two_best: np.ndarray
+    nearest: np.ndarray
+    text_similarity: np.ndarray
+
+    def lead_over_other_articles(self, row: int) -> float:
+        others = self.two_best[self.articles != self.articles[row]]
+        return float(self.two_best[row] - others.max()) if others.size else 1.0
+
+
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -475,37 +495,57 @@ class QuestionMatcher:
         rows = [n * 2 if len(n) == 1 else n for n in by_section.values()]
         self._rows = np.array([n + [self._padding] * (max(width, 2) - len(n)) for n in rows], dtype=np.intp)
         self._vectors: np.ndarray | None = None
+        self._section_vectors: np.ndarray | None = None
 
     def _bank(self) -> np.ndarray:
         if self._vectors is None:
             self._vectors = cached_use_vectors([q.text for q in self._index.questions])
         return self._vectors
 
+    def _texts(self) -> np.ndarray:
+        """The banked sections' own texts as vectors (the ranker's text similarity), one per row."""
+        if self._section_vectors is None:
+            self._section_vectors = cached_use_vectors([_section_text(s) if s else "" for s in self._sections])
+        return self._section_vectors
+
     def warm(self) -> None:
-        """Embed the bank now (a few seconds of CPU at worker start, not in a customer's turn)."""
+        """Embed the bank and the sections now (seconds of CPU at worker start, or milliseconds from the
+        vector cache; not in a customer's turn)."""
         self._bank()
+        self._texts()
 
     def has_bank(self, article_id: str) -> bool:
         """Whether this article has bank questions (the bank, not word coverage, then decides)."""
         return bool(np.any(self._articles == article_id))
 
-    def match(self, message: str) -> BankMatch | None:
-        """The best section for the message by its bank questions (None: an empty bank or message)."""
+    def scores(self, message: str) -> BankScores | None:
+        """Every banked section's nearness to the message, from one encoder pass (None: an empty bank
+        or message)."""
         texts = matched_texts(message)
         if not self._rows.size or not texts:
             return None
-        nearest = (self._bank() @ use_vectors(texts).T).max(axis=1)  # per bank question, its best text
-        padded = np.append(nearest, -np.inf)
-        two_best = np.sort(padded[self._rows], axis=1)[:, -2:].mean(axis=1)
-        best = int(np.argmax(two_best))
-        others = two_best[self._articles != self._articles[best]]
-        section = self._sections[best]
+        vectors = use_vectors(texts)
+        nearest = (self._bank() @ vectors.T).max(axis=1)  # per bank question, its best text
+        padded = np.append(nearest, -np.inf)[self._rows]
+        return BankScores(
+            sections=self._sections,
+            articles=self._articles,
+            two_best=np.sort(padded, axis=1)[:, -2:].mean(axis=1),
+            nearest=padded.max(axis=1),
+            text_similarity=(self._texts() @ vectors.T).max(axis=1),
+        )
+
+    def match(self, message: str) -> BankMatch | None:
+        """The best section for the message by its bank questions (None: an empty bank or message)."""
+        scores = self.scores(message)
+        if scores is None:
+            return None
+        best = int(np.argmax(scores.two_best))
+        section = scores.sections[best]
         if section is None:  # build_index keeps only questions of existing sections
             return None
-        similarity = float(two_best[best])
-        return BankMatch(
-            section=section, similarity=similarity, margin=similarity - float(others.max()) if others.size else 1.0
-        )
+        similarity = float(scores.two_best[best])
+        return BankMatch(section=section, similarity=similarity, margin=scores.lead_over_other_articles(best))
 
 
 def sure(bank: BankMatch | None) -> bool:
@@ -590,41 +630,159 @@ def _passage_sections(hit: Mapping[str, Any], index: SectionIndex) -> list[Secti
     return [s for s in sections if s.path[: len(path)] == path]
 
 
+def _word_evidence(weights: Mapping[str, float], section: Section, title_terms: frozenset[str]) -> tuple[float, float]:
+    """How much of the question's rare-word weight a section holds: an idf-weighted saturating count
+    (a word in the headings counting double) and the share of the weight it, its headings or its
+    article's title contain, both relative to the question's whole weight."""
+    total = sum(weights.values())
+    covered = 0.0
+    score = 0.0
+    for term, weight in weights.items():
+        tf = section.body_terms.get(term, 0)
+        in_head = term in section.head_terms
+        if tf or in_head or term in title_terms:
+            covered += weight
+        score += weight * (tf / (tf + 1.2) + (1.0 if in_head else 0.0))
+    return score / total, covered / total
+
+
+def _question_weights(question: str, index: SectionIndex) -> dict[str, float]:
+    return {t: index.weight(t) for t in dict.fromkeys(terms(question))}
+
+
+def _customer_passages(hits: Sequence[Mapping[str, Any]], index: SectionIndex) -> list[Mapping[str, Any]]:
+    """The search's passages without internal policy articles (never quoted to a customer)."""
+    return [
+        h
+        for h in hits
+        if str(h.get("article_id", "")) not in index.internal and str(h.get("category", "")) not in INTERNAL_CATEGORIES
+    ]
+
+
 def score_sections(question: str, hits: Sequence[Mapping[str, Any]], index: SectionIndex) -> list[Candidate]:
     """Sections of the search's top passages, best first, by the question's words they contain.
 
-    `hits` is a section-level search (one passage per section, not per article). The score weighs
-    each question word by its rarity (idf) with a saturating count, a word in the headings
-    counting double; confidence is the share of the question's word weight the section, its
-    headings or its article title contain.
+    `hits` is a section-level search (one passage per section, not per article); confidence is the
+    share of the question's word weight the section, its headings or its article title contain.
     """
-    wanted = list(dict.fromkeys(terms(question)))
-    if not wanted:
+    weights = _question_weights(question, index)
+    if not weights:
         return []
-    weights = {t: index.weight(t) for t in wanted}
-    total = sum(weights.values())
     candidates: list[Candidate] = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
-    passages = [h for h in hits if str(h.get("article_id", "")) not in index.internal]
-    for rank, hit in enumerate(passages[:CANDIDATE_PASSAGES]):
-        if str(hit.get("category", "")) in INTERNAL_CATEGORIES:
-            continue
+    for rank, hit in enumerate(_customer_passages(hits, index)[:CANDIDATE_PASSAGES]):
         title_terms = frozenset(terms(str(hit.get("title", ""))))
         for section in _passage_sections(hit, index):
             if (section.article_id, section.path) in seen:
                 continue
             seen.add((section.article_id, section.path))
-            covered = 0.0
-            score = 0.0
-            for term, weight in weights.items():
-                tf = section.body_terms.get(term, 0)
-                in_head = term in section.head_terms
-                if tf or in_head or term in title_terms:
-                    covered += weight
-                score += weight * (tf / (tf + 1.2) + (1.0 if in_head else 0.0))
-            candidates.append(Candidate(section=section, score=score / total, confidence=covered / total, rank=rank))
+            score, confidence = _word_evidence(weights, section, title_terms)
+            candidates.append(Candidate(section=section, score=score, confidence=confidence, rank=rank))
     candidates.sort(key=lambda c: (-c.score, c.rank))
     return candidates
+
+
+@dataclass(frozen=True)
+class RankedSection:
+    """A candidate section, the evidence the ranker read (ranking.FEATURES) and its probability."""
+
+    section: Section
+    evidence: tuple[float, ...]
+    probability: float
+    search_rank: int | None  # its passage's place in the section search, None when not found
+
+
+def _section_text(section: Section) -> str:
+    """What the ranker's text similarity compares with the message: title, headings, the text's start."""
+    return f"{section.title}: {' > '.join(section.path)}\n{section.markdown[:600]}"
+
+
+def section_evidence(
+    question: str, hits: Sequence[Mapping[str, Any]], scores: BankScores, index: SectionIndex
+) -> list[tuple[Section, int | None, list[float]]]:
+    """The ranker's candidates and the evidence for each (ranking.FEATURES, in order).
+
+    Candidates: the bank's `RANKED_BANK_SECTIONS` best sections of articles the search found (the
+    search holds only what this deployment stored), and the sections of the search's first
+    `RANKED_SEARCH_PASSAGES` passages of banked articles. A section of an article without a bank is
+    not ranked (choose_section's word coverage decides for it).
+    """
+    passages = _customer_passages(hits, index)[:SEARCH_PASSAGES]
+    found: dict[tuple[str, tuple[str, ...]], tuple[int | None, float]] = {}
+    for place_found, hit in enumerate(passages):
+        for section in _passage_sections(hit, index):
+            found.setdefault((section.article_id, section.path), (place_found, float(hit.get("score") or 0.0)))
+    rows = {(s.article_id, s.path): row for row, s in enumerate(scores.sections) if s is not None}
+    found_articles = {str(h.get("article_id", "")) for h in passages}
+    order = np.argsort(-scores.two_best, kind="stable")
+    candidates: list[Section] = []
+    for row in order[:RANKED_BANK_SECTIONS]:
+        section = scores.sections[row]
+        if section is not None and section.article_id in found_articles and section not in candidates:
+            candidates.append(section)
+    for hit in passages[:RANKED_SEARCH_PASSAGES]:
+        for section in _passage_sections(hit, index):
+            if (section.article_id, section.path) in rows and section not in candidates:
+                candidates.append(section)
+    if not candidates:
+        return []
+    top = float(scores.two_best[order[0]])
+    place = {int(row): n for n, row in enumerate(order)}
+    weights = _question_weights(question[:MAX_MATCHED_CHARS], index)
+    result: list[tuple[Section, int | None, list[float]]] = []
+    for section in candidates:
+        row = rows[(section.article_id, section.path)]
+        similarity = float(scores.two_best[row])
+        rank, search_score = found.get((section.article_id, section.path), (None, 0.0))
+        words_score, coverage = (
+            _word_evidence(weights, section, frozenset(terms(section.title))) if weights else (0.0, 0.0)
+        )
+        article_best = float(scores.two_best[scores.articles == section.article_id].max())
+        result.append(
+            (
+                section,
+                rank,
+                [
+                    similarity,
+                    float(scores.nearest[row]),
+                    similarity - top,
+                    1.0 / (1 + place[row]),
+                    scores.lead_over_other_articles(row),
+                    0.0 if rank is None else 1.0 / (1 + rank),
+                    search_score,
+                    words_score,
+                    coverage,
+                    float(scores.text_similarity[row]),
+                    article_best - top,
+                    1.0 if place[row] == 0 and rank is not None else 0.0,
+                    *(max(0.0, similarity - knot) for knot in SIMILARITY_KNOTS),
+                ],
+            )
+        )
+    return result
+
+
+def ranked_candidates(
+    question: str,
+    hits: Sequence[Mapping[str, Any]],
+    *,
+    scores: BankScores | None,
+    index: SectionIndex | None = None,
+    ranker: SectionRanker | None = None,
+) -> list[RankedSection]:
+    """The candidate sections, likeliest first, with the ranker's probabilities."""
+    if scores is None or not hits:
+        return []
+    rows = section_evidence(question, hits, scores, index or bundled_index())
+    if not rows:
+        return []
+    probabilities = (ranker or section_ranker()).probabilities(np.array([evidence for _, _, evidence in rows]))
+    ranked = [
+        RankedSection(section=section, evidence=tuple(evidence), probability=float(p), search_rank=rank)
+        for (section, rank, evidence), p in zip(rows, probabilities, strict=True)
+    ]
+    ranked.sort(key=lambda r: -r.probability)
+    return ranked
 
 
 def hit_heading_path(content: str) -> tuple[str, ...]:
@@ -683,26 +841,32 @@ def choose_section(
     question: str,
     hits: Sequence[Mapping[str, Any]],
     *,
-    bank: BankMatch | None = None,
+    scores: BankScores | None = None,
     banked: Callable[[str], bool] = lambda article_id: False,
-    threshold: float = CONFIDENCE_THRESHOLD,
-    bank_threshold: float = BANK_MATCH,
-    bank_margin: float = BANK_MARGIN,
+    ranker: SectionRanker | None = None,
+    threshold: float | None = None,
+    words_threshold: float = CONFIDENCE_THRESHOLD,
     index: SectionIndex | None = None,
 ) -> Candidate | None:
     """The section to answer with, or None when the evidence is not strong enough.
 
-    A clear bank match that the search found too answers. Otherwise the search's best section answers
-    only if its article has no bank (`banked`) and it covers enough of the question's words: for a
-    banked article the bank already said it is not sure.
+    The ranker's likeliest section answers when its probability reaches the ranker's threshold
+    (`threshold` overrides it) and its bank similarity the ranker's floor. Otherwise the search's best
+    section by words answers only if its article has no bank (`banked`) and it covers `words_threshold`
+    of the question's word weight: for a banked article the ranker already said it is not sure.
     """
     index = index or bundled_index()
-    if bank is not None and bank.similarity >= bank_threshold and bank.margin >= bank_margin:
-        for rank, hit in enumerate(hits[:SEARCH_PASSAGES]):
-            if str(hit.get("article_id", "")) not in index.internal and bank.section in _passage_sections(hit, index):
-                return Candidate(section=bank.section, score=bank.similarity, confidence=bank.similarity, rank=rank)
+    ranker = ranker or section_ranker()
+    ranked = ranked_candidates(question, hits, scores=scores, index=index, ranker=ranker)
+    if threshold is not None:
+        ranker = dataclasses.replace(ranker, threshold=threshold)
+    if ranked and ranker.answers(ranked[0].probability, ranked[0].evidence):
+        best = ranked[0]
+        return Candidate(
+            section=best.section, score=best.probability, confidence=best.probability, rank=best.search_rank or 0
+        )
     candidate = best_section(question, hits, index)
-    if candidate is None or candidate.confidence < threshold or banked(candidate.section.article_id):
+    if candidate is None or candidate.confidence < words_threshold or banked(candidate.section.article_id):
         return None
     return candidate
 
@@ -712,13 +876,12 @@ def compose_grounded_answer(
     hits: Sequence[Mapping[str, Any]],
     *,
     help_url: str = "",
-    bank: BankMatch | None = None,
+    scores: BankScores | None = None,
     banked: Callable[[str], bool] = lambda article_id: False,
-    threshold: float = CONFIDENCE_THRESHOLD,
     index: SectionIndex | None = None,
 ) -> str | None:
     """The chosen section as a whole, or None when no section is likely enough to answer the question."""
-    candidate = choose_section(question, hits, bank=bank, banked=banked, threshold=threshold, index=index)
+    candidate = choose_section(question, hits, scores=scores, banked=banked, index=index)
     return None if candidate is None else compose_answer(candidate, help_url=help_url)
 
 
@@ -751,12 +914,12 @@ async def offline_decision(
         hits = await search_sections(question[:500])
     # The encoder's forward pass is CPU work: off the event loop, like the embedder's.
     matcher = bundled_matcher()
-    bank = await asyncio.to_thread(matcher.match, question)
-    if bank is not None and bank.section.article_id not in await knowledge_base.stored_article_ids(
-        session, prefix=bank.section.article_id
-    ):
-        bank = None  # a bundled article this deployment's knowledge base does not hold
-    answer = compose_grounded_answer(question, hits, help_url=help_url, bank=bank, banked=matcher.has_bank)
+    scores = await asyncio.to_thread(matcher.scores, question)
+    # Only sections of articles the search found are ranked: a bundled article this deployment's
+    # knowledge base does not hold is never sent.
+    answer = await asyncio.to_thread(
+        compose_grounded_answer, question, hits, help_url=help_url, scores=scores, banked=matcher.has_bank
+    )
     if answer is None:
         escalate = json.dumps({"reason": "no_answer"})
         return OfflineDecision([{"id": call_id, "name": "escalate_to_human", "arguments": escalate}])

@@ -17,8 +17,9 @@ from temporalio.worker import Worker
 from core.settings import Settings
 from tests.evaluation.answers import describe, garbled, load_cases, run_cases, summarise
 
-# Direct questions, a Spanish email and a typo-ridden one-liner (answered through the question bank).
-ANSWERABLE = ("a-0015", "a-0065", "a-0066", "a-0134", "a-0151", "a-0174")
+# Direct questions, questions in Portuguese and Spanish (one a short email), a typo-ridden one-liner
+# (answered through the question bank and the section ranker).
+ANSWERABLE = ("a-0015", "a-0056", "a-0065", "a-0134", "a-0151", "a-1046")
 UNANSWERABLE = ("a-0190", "a-0196")
 SMALL_TALK = ("a-0209", "a-0210", "a-0213")
 RESOLVED = "a-0213"  # "Thank you so much, the invoice download worked perfectly."

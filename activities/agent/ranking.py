@@ -1,0 +1,165 @@
+"""The offline responder's section ranker: which candidate section answers a message, and how likely.
+
+A logistic regression over a dozen pieces of evidence the responder already has for each candidate
+section (FEATURES: how near the section's bank questions are to the message, where the
+knowledge-base search placed it, how much of the message's rare-word weight it holds, how near its
+own text is), fitted on the tuning part of bench/data/answers only:
+
+    .venv/bin/python bench/answers_eval.py --part tuning --fit-ranker
+
+That command searches every tuning case as the responder does, computes the same evidence through
+`activities.agent.offline.section_evidence`, and picks the threshold and the bank-similarity floor by
+5-fold cross-validation: of the pairs at which at most `MAX_WRONG` of the answerable cases are
+answered wrongly and at most `MAX_UNANSWERABLE_ANSWERED` of the unanswerable ones are answered, the
+one answering the most correctly (of equals, the most cautious). It then fits on every tuning case
+and writes `section_ranker.json` beside this module. Nothing is trained at run time: a worker loads
+the file (a few numbers) once. The held-out part is never read by the fit.
+
+Deterministic: the same evidence always gives the same probability.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+MODEL_FILE = "section_ranker.json"
+
+# The evidence, in the order the model reads it (offline.ranked_candidates computes each).
+FEATURES: tuple[str, ...] = (
+    "bank_similarity",  # mean cosine similarity of the section's two nearest bank questions
+    "bank_nearest",  # similarity of its single nearest bank question
+    "bank_behind_top",  # bank_similarity minus the best section's (0 for the best)
+    "bank_rank_inverse",  # 1 / (1 + its place among the bank's sections)
+    "bank_lead_other_articles",  # bank_similarity minus the best section of any other article
+    "search_rank_inverse",  # 1 / (1 + its passage's place in the section search), 0 when not found
+    "search_score",  # that passage's fused search score, 0 when not found
+    "word_score",  # the message's rare words in the section (idf-weighted, saturating)
+    "word_coverage",  # share of the message's rare-word weight the section, headings or title hold
+    "text_similarity",  # cosine similarity of the section's own text to the message
+    "article_behind_top",  # the article's best bank_similarity minus the best section's
+    "agreement",  # 1 when the bank's best section is also among the search's passages
+    # bank_similarity past three knots (max(0, s - knot)): with non-negative weights, a monotone
+    # piecewise-linear curve, so a near-exact bank match can count for more than a linear term allows.
+    *(f"bank_similarity_above_{knot:.1f}" for knot in (0.6, 0.7, 0.8)),
+)
+SIMILARITY_KNOTS: tuple[float, ...] = (0.6, 0.7, 0.8)  # the same knots, for offline.section_evidence
+
+# The calibration bounds on the cross-validated tuning cases (bench/answers_eval.py --fit-ranker).
+MAX_WRONG = 0.02
+MAX_UNANSWERABLE_ANSWERED = 0.10
+RIDGE = 3.0
+
+
+@dataclass(frozen=True)
+class SectionRanker:
+    """Standardised features, one weight each, a bias, the answering threshold, and the bank similarity
+    below which no section is sent whatever its probability (a floor the other evidence cannot lift:
+    a section first by every rank but far from every customer wording is a guess)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+    threshold: float
+    min_similarity: float = 0.0
+
+    def answers(self, probability: float, evidence: Sequence[float]) -> bool:
+        """Whether a section this likely, with this evidence, is sent."""
+        similarity = evidence[FEATURES.index("bank_similarity")]
+        return probability >= self.threshold and similarity >= self.min_similarity
+
+    def probabilities(self, evidence: np.ndarray) -> np.ndarray:
+        """The probability that each row's section is the one that answers the message."""
+        if evidence.size == 0:
+            return np.zeros(0)
+        z = (np.asarray(evidence, dtype=np.float64) - self.mean) / self.scale
+        return np.asarray(1.0 / (1.0 + np.exp(-(z @ self.weights + self.bias))))
+
+    def to_json(self, **provenance: Any) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "mean": [round(float(v), 6) for v in self.mean],
+            "scale": [round(float(v), 6) for v in self.scale],
+            "weights": [round(float(v), 6) for v in self.weights],
+            "bias": round(self.bias, 6),
+            "threshold": round(self.threshold, 4),
+            "min_similarity": round(self.min_similarity, 4),
+            **provenance,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SectionRanker:
+        """The model as written by the fit; a file for other features is refused, not misread."""
+        if tuple(data.get("features", ())) != FEATURES:
+            raise ValueError(f"{MODEL_FILE} was fitted on other features: run bench/answers_eval.py --fit-ranker")
+        mean, scale, weights = (np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "weights"))
+        if any(a.shape != (len(FEATURES),) for a in (mean, scale, weights)) or np.any(scale <= 0):
+            raise ValueError(f"{MODEL_FILE} is malformed")
+        return cls(
+            mean=mean,
+            scale=scale,
+            weights=weights,
+            bias=float(data["bias"]),
+            threshold=float(data["threshold"]),
+            min_similarity=float(data.get("min_similarity", 0.0)),
+        )
+
+
+def fit(
+    evidence: np.ndarray, labels: Sequence[bool] | np.ndarray, *, ridge: float = RIDGE, threshold: float = 0.5
+) -> SectionRanker:
+    """L2-regularised logistic regression whose every weight is at least zero: more evidence for a
+    section never makes it less likely.
+
+    Every feature is built so that more means likelier (FEATURES). Unconstrained, the tuning set
+    (written on purpose to avoid the articles' words) taught negative weights to word overlap and to
+    the section's own text, and a plain "How do I export a project to CSV?" fell below the threshold
+    it passes with these constraints. Fitted by Newton's method on the features still free, dropping
+    any whose weight comes out negative and refitting, until none does (an active-set approximation to
+    the constrained fit; a dozen features, a few rounds).
+    """
+    x = np.asarray(evidence, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0  # a feature constant on the tuning set carries no weight
+    z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    free = np.ones(z.shape[1], dtype=bool)
+    while True:
+        w = np.zeros(z.shape[1])
+        w[free] = _newton(z[:, free], y, ridge)
+        negative = free & (w < 0)
+        negative[0] = False  # the bias may take any sign
+        if not negative.any():
+            break
+        free &= ~negative
+    return SectionRanker(mean=mean, scale=scale, weights=w[1:], bias=float(w[0]), threshold=threshold)
+
+
+def _newton(z: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    """Logistic regression weights (column 0 the unpenalised bias) by Newton's method."""
+    penalty = ridge * np.diag([0.0, *np.ones(z.shape[1] - 1)])
+    w = np.zeros(z.shape[1])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(z @ w)))
+        gradient = z.T @ (p - y) + penalty @ w
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+@cache
+def section_ranker() -> SectionRanker:
+    """The shipped ranker (section_ranker.json), loaded once per process."""
+    text = (resources.files("activities.agent") / MODEL_FILE).read_text(encoding="utf-8")
+    return SectionRanker.from_json(json.loads(text))
