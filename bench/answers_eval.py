@@ -19,7 +19,8 @@ scripted as a grounded model that searches, then answers with the best passage o
 `--fit-ranker` (tuning only, offline) fits the offline responder's section ranker
 (activities/agent/ranking.py) on the tuning cases instead of running them, prints its
 cross-validated correct / wrong / handed-off shares per threshold, and writes
-activities/agent/section_ranker.json with the threshold the bounds allow.
+activities/agent/section_ranker.json with the threshold and the bank-similarity floor the
+bounds allow.
 """
 
 from __future__ import annotations
@@ -131,9 +132,10 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
 
     Every answerable and unanswerable case is searched as the responder searches; each candidate
     section's evidence comes from the responder's own `section_evidence`, labelled by whether it is the
-    case's expected section. The threshold is the lowest, on a grid, at which 5-fold cross-validation
-    (each case scored by a ranker fitted without it) answers at most ranking.MAX_WRONG of the
-    answerable cases wrongly and at most ranking.MAX_UNANSWERABLE_ANSWERED of the unanswerable ones.
+    case's expected section. Each case's best section is scored by a ranker fitted without it (5-fold
+    cross-validation); of the (threshold, bank-similarity floor) pairs on a grid that answer at most
+    ranking.MAX_WRONG of the answerable cases wrongly and at most ranking.MAX_UNANSWERABLE_ANSWERED of
+    the unanswerable ones, the one answering the most correctly (of equals, the most cautious) is kept.
     """
     import numpy as np
 
