@@ -29,7 +29,6 @@ closes the conversation politely.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import re
@@ -844,22 +843,19 @@ def choose_section(
     scores: BankScores | None = None,
     banked: Callable[[str], bool] = lambda article_id: False,
     ranker: SectionRanker | None = None,
-    threshold: float | None = None,
     words_threshold: float = CONFIDENCE_THRESHOLD,
     index: SectionIndex | None = None,
 ) -> Candidate | None:
     """The section to answer with, or None when the evidence is not strong enough.
 
-    The ranker's likeliest section answers when its probability reaches the ranker's threshold
-    (`threshold` overrides it) and its bank similarity the ranker's floor. Otherwise the search's best
+    The ranker's likeliest section answers when its probability reaches the ranker's threshold and its
+    bank similarity the ranker's floor. Otherwise the search's best
     section by words answers only if its article has no bank (`banked`) and it covers `words_threshold`
     of the question's word weight: for a banked article the ranker already said it is not sure.
     """
     index = index or bundled_index()
     ranker = ranker or section_ranker()
     ranked = ranked_candidates(question, hits, scores=scores, index=index, ranker=ranker)
-    if threshold is not None:
-        ranker = dataclasses.replace(ranker, threshold=threshold)
     if ranked and ranker.answers(ranked[0].probability, ranked[0].evidence):
         best = ranked[0]
         return Candidate(

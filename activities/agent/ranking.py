@@ -31,6 +31,11 @@ import numpy as np
 
 MODEL_FILE = "section_ranker.json"
 
+# bank_similarity past these knots (max(0, s - knot)) is evidence of its own: with non-negative weights,
+# a monotone piecewise-linear curve, so a near-exact bank match can count for more than a linear term
+# allows (offline.section_evidence computes them).
+SIMILARITY_KNOTS: tuple[float, ...] = (0.6, 0.7, 0.8)
+
 # The evidence, in the order the model reads it (offline.ranked_candidates computes each).
 FEATURES: tuple[str, ...] = (
     "bank_similarity",  # mean cosine similarity of the section's two nearest bank questions
@@ -45,11 +50,8 @@ FEATURES: tuple[str, ...] = (
     "text_similarity",  # cosine similarity of the section's own text to the message
     "article_behind_top",  # the article's best bank_similarity minus the best section's
     "agreement",  # 1 when the bank's best section is also among the search's passages
-    # bank_similarity past three knots (max(0, s - knot)): with non-negative weights, a monotone
-    # piecewise-linear curve, so a near-exact bank match can count for more than a linear term allows.
-    *(f"bank_similarity_above_{knot:.1f}" for knot in (0.6, 0.7, 0.8)),
+    *(f"bank_similarity_above_{knot:.1f}" for knot in SIMILARITY_KNOTS),
 )
-SIMILARITY_KNOTS: tuple[float, ...] = (0.6, 0.7, 0.8)  # the same knots, for offline.section_evidence
 
 # The calibration bounds on the cross-validated tuning cases (bench/answers_eval.py --fit-ranker).
 MAX_WRONG = 0.02

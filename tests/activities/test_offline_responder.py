@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from importlib import resources
 
@@ -229,7 +230,8 @@ async def test_a_section_of_an_article_the_search_did_not_find_is_not_sent(
     chosen = choose_section(question, others, scores=scores, banked=matcher.has_bank)
     assert chosen is None or chosen.section.article_id != bank.section.article_id
     # The same evidence under a threshold no candidate reaches: an honest hand-off.
-    assert choose_section(question, hits, scores=scores, banked=matcher.has_bank, threshold=1.0) is None
+    unreachable = dataclasses.replace(section_ranker(), threshold=1.0)
+    assert choose_section(question, hits, scores=scores, banked=matcher.has_bank, ranker=unreachable) is None
 
 
 async def test_the_ranker_prefers_the_section_both_retrievers_agree_on(
