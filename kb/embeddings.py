@@ -23,6 +23,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -201,8 +202,24 @@ def use_encoder() -> Any:
         return _use_model
 
 
+# A customer's message is encoded by several steps of one turn (the guardrails' learned layer, the
+# knowledge-base search, the question bank in the search tool and again in the offline decision): a
+# few texts at a time go through a per-process cache of recent texts, so each is encoded once.
+RECENT_TEXTS = 1024
+_FEW_TEXTS = 8
+
+
+@lru_cache(maxsize=RECENT_TEXTS)
+def _recent_vector(text: str) -> np.ndarray:
+    vector: np.ndarray = normalize(np.asarray(use_encoder().encode([text]), dtype=np.float32))[0]
+    vector.flags.writeable = False  # shared by every caller of the cache
+    return vector
+
+
 def use_vectors(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """Unit-length multilingual sentence vectors (float32), one row per text, from the shared encoder."""
+    if 0 < len(texts) <= _FEW_TEXTS:
+        return np.stack([_recent_vector(text) for text in texts])
     model = use_encoder()
     blocks = [
         np.asarray(model.encode(list(texts[start : start + batch_size])), dtype=np.float32)

