@@ -48,7 +48,8 @@ benign chat and how-tos built to trip the layer: off-topic questions, thanks, mo
 mentioned in passing) and the bank also holds the second round of answer cases (128 customer
 questions the help centre answers, labelled "answer"). Same folds and budget: rules and layer 0.975
 action accuracy, false escalations 7/388 (5 the rules'), missed 13 (10 hard); the layer alone
-catches 309 of 403.
+catches 309 of 403. With session 11's rules (fitted to those misses): 0.988, 7/388, missed 3 (1
+hard); the held-out set did not move (0.939).
 
 ``THRESHOLD`` on the "needs a human" score was calibrated on those folds: the lowest at which the
 rules' and the layer's false escalations stay within ``FALSE_ESCALATION_BUDGET`` of the benign

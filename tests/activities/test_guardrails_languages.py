@@ -325,10 +325,13 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # the naming, dead-control and "I'm not a bot" guards took the false escalations from 10 to 4.
     # The fourth (g-2201..., 170 blind) brought them to 57 and 11; narrower police and hacker
     # patterns, stuck/buggy pages and any how-to beside mere frustration took the false ones to 5.
+    # Session 11's class rules (a stranger changing how the account is secured, a message asking for
+    # the card again, another person's password or workspace owner, a secret in a screenshot, billed
+    # after cancelling in es/pt/fr/de) took the misses to 45; the held-out figures did not move.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 57, missed
+    assert sum(missed.values()) <= 45, missed
     assert false_escalations <= 5, false_escalations
-    assert action_errors <= 62, action_errors
+    assert action_errors <= 50, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
     assert false_escalations <= 5, false_escalations

@@ -179,8 +179,10 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     assert alone_caught >= 303, alone_caught  # of 403 escalations, the layer alone (309 when written)
     assert alone_false <= 2, alone_false  # of 388 benign (2 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 10, result["misses"]  # 10 when written
-    assert sum(result["misses"].values()) <= 13, result["misses"]  # 13 when written
+    # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
+    # held-out misses did not move, so these bounds only guard against a regression).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 1, result["misses"]
+    assert sum(result["misses"].values()) <= 3, result["misses"]
     # The budget: 2 % of the benign messages, the rules' false escalations included (7 when written).
     assert result["false_escalations"] <= 7, result["false_escalations"]
 
