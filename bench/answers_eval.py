@@ -142,6 +142,7 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     from activities.agent import ranking
     from activities.agent.offline import (
         SEARCH_PASSAGES,
+        SEARCH_QUERY_CHARS,
         Candidate,
         bundled_index,
         bundled_matcher,
@@ -149,6 +150,7 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         section_evidence,
         small_talk_kind,
     )
+    from activities.guardrails.normalise import question_text
     from kb.search import search
 
     index, matcher = bundled_index(), bundled_matcher()
@@ -156,13 +158,12 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     for case in cases:
         if case.kind not in ("answerable", "unanswerable") or small_talk_kind(case.message):
             continue
+        asked = question_text(case.message)
         hits = await search(
-            case.message[:500], sessions=sessions, embedder=embedder, limit=SEARCH_PASSAGES, per_article=None
+            asked[:SEARCH_QUERY_CHARS], sessions=sessions, embedder=embedder, limit=SEARCH_PASSAGES, per_article=None
         )
-        scores = matcher.scores(case.message)
-        found = (
-            section_evidence(case.message, [h.model_dump(mode="json") for h in hits], scores, index) if scores else []
-        )
+        scores = matcher.scores(asked)
+        found = section_evidence(asked, [h.model_dump(mode="json") for h in hits], scores, index) if scores else []
         rows.append((case, [(section, evidence) for section, _, evidence in found]))
 
     def fitted(kept: list[tuple[Case, list[tuple[Any, list[float]]]]]) -> ranking.SectionRanker:

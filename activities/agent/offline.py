@@ -5,14 +5,17 @@ It speaks the same tool-call protocol as a model (search first, then `send_respo
 ground in the knowledge base. An answer is one section *as a whole* (a step list complete and in
 order, never a collage of sentences), with the article's title and a link to the help centre.
 
-Which section, and whether to answer at all, is decided by a section ranker (ranking.py: a logistic
+An email's greeting, closing and signature are taken off first (normalise.question_text). Which
+section, and whether to answer at all, is decided by a section ranker (ranking.py: a logistic
 regression fitted on the tuning set only, with its threshold chosen there by cross-validation,
 `python bench/answers_eval.py --part tuning --fit-ranker`) over the evidence two retrievers give:
 - the question bank (kb/questions.py: customers' own wordings of what each section of an article
   answers; every bundled article has one): the message, whole and sentence by sentence, is compared
   with every bank question through the multilingual sentence encoder; a section scores the mean
   similarity of its two nearest bank questions (and its nearest one, its place, its lead over other
-  articles), whatever words the message uses and in any of the encoder's languages;
+  articles), whatever words the message uses and in any of the encoder's languages; and the
+  message's rare words are looked up in the bank's questions (BM25), for a word only one section's
+  customers use;
 - the section-level knowledge-base search: where it placed the section, its score, how much of the
   message's rare-word weight the section holds, and how near the section's own text is.
 The candidates are the bank's best sections of articles the search found and the sections of the
@@ -40,13 +43,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import bm25s
 import numpy as np
 import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.agent.ranking import SIMILARITY_KNOTS, SectionRanker, section_ranker
 from activities.agent.tools import ModelToolCall
-from activities.guardrails.normalise import fold_accents
+from activities.guardrails.normalise import fold_accents, question_text
 from activities.guardrails.rules import guards
 from core.logging import get_logger
 from core.markdown import heading_anchor as heading_anchor  # re-exported: reply links use it
@@ -55,6 +59,9 @@ from kb.chunking import Article, read_article
 from kb.embeddings import cached_use_vectors, use_vectors
 from kb.ingest import default_docs_path
 from kb.learning import is_learned
+from kb.lexical import K1 as LEXICAL_K1
+from kb.lexical import TOKENIZE
+from kb.lexical import B as LEXICAL_B
 from kb.questions import BankQuestion, read_question_banks
 from kb.search import SearchHit
 from workflows.contracts import AgentStepInput
@@ -86,6 +93,8 @@ CANDIDATE_PASSAGES = 3
 # How many section-level passages the responder asks the search for (the ranker's evidence: where the
 # search placed a section, and which articles this deployment holds).
 SEARCH_PASSAGES = 10
+# The start of the question the knowledge base is searched with.
+SEARCH_QUERY_CHARS = 500
 # The ranker's candidates: the bank's best sections (of articles the search found) and the sections of
 # the search's first passages (section_evidence).
 RANKED_BANK_SECTIONS = 5
@@ -452,14 +461,18 @@ class BankMatch:
 @dataclass(frozen=True)
 class BankScores:
     """Each banked section's nearness to one message: the mean similarity of its two nearest bank
-    questions, that of its nearest one, and the similarity of its own text (rows in the matcher's
-    section order)."""
+    questions, that of its nearest one, the similarity of its own text, and the message's rare words
+    in its bank questions (rows in the matcher's section order)."""
 
     sections: Sequence[Section | None]
     articles: np.ndarray
     two_best: np.ndarray
     nearest: np.ndarray
     text_similarity: np.ndarray
+    # The message's rare words in each section's bank questions (BM25), over the best section's (0..1):
+    # the questions together, and the single best question. Zeros when no word of it is in the bank.
+    bank_words: np.ndarray
+    bank_words_nearest: np.ndarray
 
     def lead_over_other_articles(self, row: int) -> float:
         others = self.two_best[self.articles != self.articles[row]]
@@ -475,6 +488,52 @@ def matched_texts(message: str) -> list[str]:
     kept = [s for s in sentences if len(words(s)) >= MIN_SENTENCE_WORDS][:MAX_MATCHED_SENTENCES]
     head = message.strip()[:MAX_MATCHED_CHARS]
     return [head, *(s for s in kept if s != head)] if head else []
+
+
+class BankWords:
+    """BM25 over the bank's questions (kb.lexical's tokens and parameters): a word only one section's
+    customers use ("Okta", "parental leave") says which section they mean even when the sentence
+    encoder finds several about as near. Each section is scored as one document of all its questions
+    and by its best single question, each over the best section's score, so 1 marks the best."""
+
+    def __init__(self, questions: Sequence[BankQuestion], rows: np.ndarray, padding: int) -> None:
+        self._rows = rows
+        self._padding = padding
+        tokens = [TOKENIZE(q.text) for q in questions]
+        self._questions = self._index(tokens)
+        self._sections = self._index(
+            [[t for n in dict.fromkeys(row) if n < padding for t in tokens[n]] for row in rows.tolist()]
+            if len(rows)
+            else []
+        )
+
+    @staticmethod
+    def _index(documents: list[list[str]]) -> bm25s.BM25 | None:
+        if not any(documents):
+            return None
+        model = bm25s.BM25(k1=LEXICAL_K1, b=LEXICAL_B)
+        model.index(documents, show_progress=False)
+        return model
+
+    @staticmethod
+    def _scores(model: bm25s.BM25 | None, tokens: list[str], size: int) -> np.ndarray:
+        known = [t for t in tokens if model is not None and t in model.vocab_dict]
+        if model is None or not known:
+            return np.zeros(size)
+        return np.asarray(model.get_scores(known), dtype=np.float64)
+
+    def scores(self, message: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per section row: its questions together, and its best question, each over the best row's."""
+        tokens = TOKENIZE(message)
+        together = self._scores(self._sections, tokens, len(self._rows))
+        per_question = np.append(self._scores(self._questions, tokens, self._padding), 0.0)
+        best_question = per_question[self._rows].max(axis=1) if len(self._rows) else np.zeros(0)
+        return _over_best(together), _over_best(best_question)
+
+
+def _over_best(scores: np.ndarray) -> np.ndarray:
+    top = float(scores.max()) if scores.size else 0.0
+    return scores / top if top > 0 else np.zeros_like(scores)
 
 
 class QuestionMatcher:
@@ -495,6 +554,7 @@ class QuestionMatcher:
         self._rows = np.array([n + [self._padding] * (max(width, 2) - len(n)) for n in rows], dtype=np.intp)
         self._vectors: np.ndarray | None = None
         self._section_vectors: np.ndarray | None = None
+        self._words: BankWords | None = None
 
     def _bank(self) -> np.ndarray:
         if self._vectors is None:
@@ -507,11 +567,17 @@ class QuestionMatcher:
             self._section_vectors = cached_use_vectors([_section_text(s) if s else "" for s in self._sections])
         return self._section_vectors
 
+    def _lexical(self) -> BankWords:
+        if self._words is None:
+            self._words = BankWords(self._index.questions, self._rows, self._padding)
+        return self._words
+
     def warm(self) -> None:
-        """Embed the bank and the sections now (seconds of CPU at worker start, or milliseconds from the
-        vector cache; not in a customer's turn)."""
+        """Embed the bank and the sections and index their words now (seconds of CPU at worker start,
+        or milliseconds from the vector cache; not in a customer's turn)."""
         self._bank()
         self._texts()
+        self._lexical()
 
     def has_bank(self, article_id: str) -> bool:
         """Whether this article has bank questions (the bank, not word coverage, then decides)."""
@@ -526,12 +592,15 @@ class QuestionMatcher:
         vectors = use_vectors(texts)
         nearest = (self._bank() @ vectors.T).max(axis=1)  # per bank question, its best text
         padded = np.append(nearest, -np.inf)[self._rows]
+        together, best_question = self._lexical().scores(texts[0])
         return BankScores(
             sections=self._sections,
             articles=self._articles,
             two_best=np.sort(padded, axis=1)[:, -2:].mean(axis=1),
             nearest=padded.max(axis=1),
             text_similarity=(self._texts() @ vectors.T).max(axis=1),
+            bank_words=together,
+            bank_words_nearest=best_question,
         )
 
     def match(self, message: str) -> BankMatch | None:
@@ -754,6 +823,8 @@ def section_evidence(
                     float(scores.text_similarity[row]),
                     article_best - top,
                     1.0 if place[row] == 0 and rank is not None else 0.0,
+                    float(scores.bank_words[row]),
+                    float(scores.bank_words_nearest[row]),
                     *(max(0.0, similarity - knot) for knot in SIMILARITY_KNOTS),
                 ],
             )
@@ -901,20 +972,23 @@ async def offline_decision(
     if kind is not None:
         reply = json.dumps({"message": small_talk_reply(kind, question)})
         return OfflineDecision([{"id": call_id, "name": "send_response", "arguments": reply}], kind == "resolved")
+    # An email's greeting, closing and signature are not the question: searched or compared with the
+    # bank they match articles about greetings and teams.
+    asked = question_text(question)
     hits: Sequence[Mapping[str, Any]] | None
     hits = await agent_steps.turn_search_hits(session, conversation_id=inp.conversation_id, turn=inp.turn)
     if hits is None:
-        search = json.dumps({"query": question[:500]})
+        search = json.dumps({"query": asked[:SEARCH_QUERY_CHARS]})
         return OfflineDecision([{"id": call_id, "name": "search_knowledge_base", "arguments": search}])
     if hits and search_sections is not None:
-        hits = await search_sections(question[:500])
+        hits = await search_sections(asked[:SEARCH_QUERY_CHARS])
     # The encoder's forward pass is CPU work: off the event loop, like the embedder's.
     matcher = bundled_matcher()
-    scores = await asyncio.to_thread(matcher.scores, question)
+    scores = await asyncio.to_thread(matcher.scores, asked)
     # Only sections of articles the search found are ranked: a bundled article this deployment's
     # knowledge base does not hold is never sent.
     answer = await asyncio.to_thread(
-        compose_grounded_answer, question, hits, help_url=help_url, scores=scores, banked=matcher.has_bank
+        compose_grounded_answer, asked, hits, help_url=help_url, scores=scores, banked=matcher.has_bank
     )
     if answer is None:
         escalate = json.dumps({"reason": "no_answer"})

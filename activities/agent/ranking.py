@@ -1,7 +1,8 @@
 """The offline responder's section ranker: which candidate section answers a message, and how likely.
 
 A logistic regression over a dozen pieces of evidence the responder already has for each candidate
-section (FEATURES: how near the section's bank questions are to the message, where the
+section (FEATURES: how near the section's bank questions are to the message, in meaning and in rare
+words, where the
 knowledge-base search placed it, how much of the message's rare-word weight it holds, how near its
 own text is), fitted on the tuning part of bench/data/answers only:
 
@@ -50,6 +51,8 @@ FEATURES: tuple[str, ...] = (
     "text_similarity",  # cosine similarity of the section's own text to the message
     "article_behind_top",  # the article's best bank_similarity minus the best section's
     "agreement",  # 1 when the bank's best section is also among the search's passages
+    "bank_words",  # BM25 of the message against the section's bank questions together, over the best section's
+    "bank_words_nearest",  # BM25 of its single best-matching bank question, over the best question's
     *(f"bank_similarity_above_{knot:.1f}" for knot in SIMILARITY_KNOTS),
 )
 

@@ -49,12 +49,16 @@ mentioned in passing) and the bank also holds the second round of answer cases (
 questions the help centre answers, labelled "answer"). Same folds and budget: rules and layer 0.975
 action accuracy, false escalations 7/388 (5 the rules'), missed 13 (10 hard); the layer alone
 catches 309 of 403. With session 11's rules (fitted to those misses): 0.988, 7/388, missed 3 (1
-hard); the held-out set did not move (0.939).
+hard); the held-out set did not move (0.939). Session 12 added 70 plainly worded answer cases to the
+bank (benign how-tos on the same topics as escalations): at 0.352 the cross-validated false
+escalations went to 8/388, over the budget, so the threshold moved to 0.373 (the layer alone catches
+301 of 403); with that session's rules, 0.988, 7/388, missed 3 (1 hard); held-out 0.932.
 
 ``THRESHOLD`` on the "needs a human" score was calibrated on those folds: the lowest at which the
 rules' and the layer's false escalations stay within ``FALSE_ESCALATION_BUDGET`` of the benign
 tuning messages, raised to just under the lowest escalation it catches (0.356 on the 633 messages;
-0.352 on the 803 with the second round of answer cases in the bank). Deterministic: the same bank
+0.352 on the 803 with the second round of answer cases in the bank; 0.373 with the plain ones of
+session 12). Deterministic: the same bank
 and text always give the same decision.
 """
 
@@ -79,7 +83,7 @@ from core.vocabulary import GUARDRAIL_REASONS, GuardrailReason
 BANK_FILE = "learned_bank.jsonl"
 ANSWER = "answer"
 # The "needs a human" score at or above which the layer escalates (see the module docstring).
-THRESHOLD = 0.352
+THRESHOLD = 0.373
 # The calibration's allowance: out-of-fold false escalations of the rules and the layer together, as a
 # share of the benign tuning messages (the layer may add what the rules leave of it).
 FALSE_ESCALATION_BUDGET = 0.02

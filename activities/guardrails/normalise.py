@@ -95,3 +95,78 @@ def full_text(text: str) -> str:
     """
     lines = (line for line in normalise(text).splitlines() if not _QUOTE_INTRODUCERS.match(line))
     return _QUOTE_PREFIX.sub("", "\n".join(lines))
+
+
+# An email's framing, in the five languages the rules speak. A salutation line holds a greeting and at
+# most a few words of address ("Hello TechCorp team,"); a closing line a valediction and at most a few
+# words ("Many thanks,", "Best regards, Maria") and is followed only by short signature lines.
+_GREETINGS = (
+    r"hi|hello|hey|hiya|dear|good\s+(?:morning|afternoon|evening|day)|greetings|"
+    r"hola|buen[oa]s(?:\s+(?:d[ií]as|tardes|noches))?|estimad[oa]s?|"
+    r"ol[aá]|oi|bom\s+dia|boa\s+(?:tarde|noite)|prezad[oa]s?|"
+    r"bonjour|bonsoir|salut|madame|monsieur|"
+    r"hallo|guten\s+(?:tag|morgen|abend)|liebe[rs]?|sehr\s+geehrte[rs]?|moin|servus"
+)
+_SALUTATION = re.compile(rf"^\s*(?:{_GREETINGS})\b[^?\n]*$", re.IGNORECASE)
+_VALEDICTIONS = (
+    r"thanks?|thank\s+you|thx|ty|many\s+thanks|cheers|best|regards|kind\s+regards|best\s+regards|"
+    r"warm(?:est)?\s+regards|all\s+the\s+best|sincerely|yours(?:\s+(?:sincerely|truly))?|br|"
+    r"gracias|muchas\s+gracias|saludos|un\s+saludo|atentamente|"
+    r"obrigad[oa]|abra[çc]os?|att|atenciosamente|"
+    r"merci|cordialement|bien\s+(?:à|a)\s+vous|bonne\s+journ[ée]e|"
+    r"danke|vielen\s+dank|(?:viele|beste|liebe)\s+gr(?:ü|ue)(?:ß|ss)e|mit\s+freundlichen\s+gr(?:ü|ue)(?:ß|ss)en|"
+    r"gru(?:ß|ss)|lg|mfg|vg"
+)
+_CLOSING = re.compile(rf"^\s*(?:{_VALEDICTIONS})\b[^?\n]*$", re.IGNORECASE)
+_PLEASANTRY = re.compile(
+    r"^\s*(?:i\s+hope\s+(?:you(?:'re|\s+are)|this\s+(?:e-?mail|message)\s+finds\s+you|all\s+is)\b[^.!?\n]*[.!]?"
+    r"|thanks?\s+in\s+advance[.!]?|thank\s+you\s+in\s+advance[.!]?)\s*",
+    re.IGNORECASE,
+)
+# "Hello TechCorp support team," and "Sehr geehrte Damen und Herren," frame; a longer line is a sentence,
+# and so is one of more than three words not ended by a comma, colon or exclamation mark.
+_ADDRESS_WORDS = 5
+_BARE_ADDRESS_WORDS = 3
+_SIGNATURE_LINES = 6  # a closing is followed by at most this many short lines (name, title, company)
+_SIGNATURE_WORDS = 10
+
+
+def _words_in(line: str) -> int:
+    return len(line.split())
+
+
+def _is_address(line: str, pattern: re.Pattern[str]) -> bool:
+    """Whether a line is only a greeting or a valediction with a few words of address."""
+    count = _words_in(line)
+    if not pattern.match(line) or count > _ADDRESS_WORDS:
+        return False
+    return count <= _BARE_ADDRESS_WORDS or line.rstrip()[-1:] in {",", ":", "!"}
+
+
+def question_text(text: str) -> str:
+    """What a message asks, without an email's framing: quoted history, signature and disclaimer
+    (strip_email_noise), a salutation line ("Hi there,"), a leading pleasantry ("I hope you're well.")
+    and the closing with the signature under it ("Thanks,\\nMaria López\\nOperations Lead").
+
+    Compared with the question bank and searched, a long email's framing is noise: a greeting and a
+    job title match help articles about greetings and teams. Nothing is cut from a message that is
+    all framing ("Thanks!") or that asks in its framing line ("Hi, how do I export?" stays whole: a
+    line with a question mark or more than a few words of address is content).
+    """
+    body = strip_email_noise(text)
+    lines = body.strip().splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is not None and _is_address(lines[first], _SALUTATION):
+        lines = lines[first + 1 :]
+    for at in range(1, len(lines)):
+        line = lines[at]
+        if not _is_address(line, _CLOSING):
+            continue
+        rest = [r for r in lines[at + 1 :] if r.strip()]
+        if len(rest) <= _SIGNATURE_LINES and all(_words_in(r) <= _SIGNATURE_WORDS and "?" not in r for r in rest):
+            if any(r.strip() for r in lines[:at]):
+                lines = lines[:at]
+            break
+    asked = "\n".join(lines).strip()
+    asked = _PLEASANTRY.sub("", asked, count=1).strip()
+    return asked or text.strip()

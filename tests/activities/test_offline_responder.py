@@ -14,6 +14,7 @@ from activities.agent.offline import (
     CANDIDATE_PASSAGES,
     SEARCH_PASSAGES,
     BankMatch,
+    QuestionMatcher,
     build_index,
     bundled_index,
     bundled_matcher,
@@ -24,6 +25,7 @@ from activities.agent.offline import (
     small_talk_reply,
 )
 from activities.agent.ranking import FEATURES, MODEL_FILE, SectionRanker, fit, section_ranker
+from activities.guardrails.normalise import question_text
 from core.settings import Settings
 from kb.chunking import parse_article
 from kb.embeddings import create_embedder
@@ -174,6 +176,60 @@ def test_a_bank_question_for_a_heading_the_article_no_longer_has_is_left_out() -
         ],
     )
     assert [q.text for q in index.questions] == ["how do i put a widget on my board"]
+
+
+def test_a_word_only_one_sections_customers_use_points_at_that_section() -> None:
+    """The bank's words (BM25 over its questions): the section whose customers say "okta" scores 1 for a
+    message naming it, the others less; a message with no word in the bank scores nothing."""
+    article = parse_article(
+        "---\ntitle: Sign-in\n---\n## Single sign-on\n\nUse SAML.\n\n## Passwords\n\nChange it in Settings.\n",
+        article_id="sign-in",
+    )
+    index = build_index(
+        [article],
+        [
+            BankQuestion("sign-in", ("Single sign-on",), "can we log in through okta"),
+            BankQuestion("sign-in", ("Single sign-on",), "company login for everyone"),
+            BankQuestion("sign-in", ("Passwords",), "forgot my login password"),
+            BankQuestion("sign-in", ("Passwords",), "new password please"),
+        ],
+    )
+    scores = QuestionMatcher(index).scores("our okta login stopped working")
+    assert scores is not None
+    row = {s.path: n for n, s in enumerate(scores.sections) if s is not None}
+    sso, passwords = row[("Single sign-on",)], row[("Passwords",)]
+    assert scores.bank_words[sso] == 1.0 and scores.bank_words_nearest[sso] == 1.0
+    assert 0.0 <= scores.bank_words[passwords] < 1.0
+    nothing = QuestionMatcher(index).scores("zzz qqq")
+    assert nothing is not None and not nothing.bank_words.any() and not nothing.bank_words_nearest.any()
+
+
+@pytest.mark.parametrize(
+    ("message", "asked"),
+    [
+        (
+            "Hi there,\n\nI hope you're well. How do I change my login email?\n\nThanks a lot,\nMaria López\n"
+            "Operations Lead | Newbrand GmbH\nTel. +49 30 1234567",
+            "How do I change my login email?",
+        ),
+        (
+            "Sehr geehrte Damen und Herren,\n\nwie exportiere ich ein Projekt?\n\nMit freundlichen Grüßen\nJan",
+            "wie exportiere ich ein Projekt?",
+        ),
+        ("Hola equipo,\n¿cómo exporto un tablero?\nGracias!\nLuis", "¿cómo exporto un tablero?"),
+        ("How do I export?\n\n--\nAna\nThis email is confidential.", "How do I export?"),
+        # Content stays: a greeting line that asks, a thanks that opens a question, a message that is all thanks.
+        ("Hi, how do I export\nmy board", "Hi, how do I export\nmy board"),
+        ("Thanks! How do I turn on two-factor authentication?", "Thanks! How do I turn on two-factor authentication?"),
+        ("Thanks!", "Thanks!"),
+        (
+            "How do I export?\nThanks\nbut where is the CSV option? It is not in the menu",
+            "How do I export?\nThanks\nbut where is the CSV option? It is not in the menu",
+        ),
+    ],
+)
+def test_an_emails_greeting_closing_and_signature_are_not_the_question(message: str, asked: str) -> None:
+    assert question_text(message) == asked
 
 
 async def _section_hits(settings: Settings, sessions: async_sessionmaker[AsyncSession], question: str) -> list[dict]:
