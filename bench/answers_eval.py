@@ -90,6 +90,16 @@ def print_summary(label: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
     for verdict in ("correct", "partial", "wrong", "handed_off"):
         lines.append(f"  answerable {verdict:<11} {pct(answerable[verdict], n_ans)}")
+    # Where it fails: the answerable cases by how they are written (long emails, other languages...).
+    by_style: dict[str, Counter[str]] = {}
+    for o in outcomes:
+        if o.case.kind == "answerable":
+            by_style.setdefault(o.case.style, Counter())[o.verdict] += 1
+    for style, got in sorted(by_style.items()):
+        lines.append(
+            f"    {style:<19} correct {got['correct']}/{sum(got.values())}, wrong {got['wrong']}, "
+            f"handed off {got['handed_off']}"
+        )
     unans = s.counts.get("unanswerable", Counter())
     lines.append(f"  unanswerable handled safely {pct(unans['safe'], sum(unans.values()))}")
     small = s.counts.get("small_talk", Counter())
@@ -111,6 +121,7 @@ def print_summary(label: str, outcomes: list[Outcome]) -> dict[str, Any]:
         "cases": len(outcomes),
         "counts": {k: dict(v) for k, v in s.counts.items()},
         "per_reason": {k: dict(v) for k, v in s.per_reason.items()},
+        "by_style": {k: dict(v) for k, v in sorted(by_style.items())},
         "garbled": s.garbled,
         "latency_ms": {
             "p50": percentile(s.latencies, 50) * 1000 if s.latencies else None,
