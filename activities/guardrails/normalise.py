@@ -1,4 +1,5 @@
-"""Text preparation for the guardrails: one spelling of punctuation, and an email's new words only."""
+"""Text preparation for the guardrails (one spelling of punctuation, an email's new words only) and
+for the offline responder (what a message asks, without an email's framing: question_text)."""
 
 from __future__ import annotations
 
@@ -129,10 +130,25 @@ _ADDRESS_WORDS = 5
 _BARE_ADDRESS_WORDS = 3
 _SIGNATURE_LINES = 6  # a closing is followed by at most this many short lines (name, title, company)
 _SIGNATURE_WORDS = 10
+_NAME_WORDS = 4
 
 
 def _words_in(line: str) -> int:
     return len(line.split())
+
+
+def _is_signature(lines: list[str]) -> bool:
+    """Whether the lines under a closing read like a signature rather than more of the message: a
+    name first (a few words, at most one of them in lower case: "Tomasz Nowak", "ana"), then at most
+    a few short lines (a title, a company, a phone number, "Sent from my iPhone"), no question.
+    "thanks\\nalso can't log in since yesterday" is the message going on."""
+    if not lines:
+        return True
+    name = lines[0].split()
+    lower = sum(1 for word in name if word[:1].isalpha() and word[:1].islower())
+    if len(name) > _NAME_WORDS or lower > 1:
+        return False
+    return len(lines) <= _SIGNATURE_LINES and all(_words_in(r) <= _SIGNATURE_WORDS and "?" not in r for r in lines)
 
 
 def _is_address(line: str, pattern: re.Pattern[str]) -> bool:
@@ -162,8 +178,7 @@ def question_text(text: str) -> str:
         line = lines[at]
         if not _is_address(line, _CLOSING):
             continue
-        rest = [r for r in lines[at + 1 :] if r.strip()]
-        if len(rest) <= _SIGNATURE_LINES and all(_words_in(r) <= _SIGNATURE_WORDS and "?" not in r for r in rest):
+        if _is_signature([r for r in lines[at + 1 :] if r.strip()]):
             if any(r.strip() for r in lines[:at]):
                 lines = lines[:at]
             break

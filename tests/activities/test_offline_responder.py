@@ -218,6 +218,12 @@ def test_a_word_only_one_sections_customers_use_points_at_that_section() -> None
         ),
         ("Hola equipo,\n¿cómo exporto un tablero?\nGracias!\nLuis", "¿cómo exporto un tablero?"),
         ("How do I export?\n\n--\nAna\nThis email is confidential.", "How do I export?"),
+        ("How do I export?\n\nBest,\nSven Aalto\nFinance, Pohjola Design Oy\nSent from my iPhone", "How do I export?"),
+        # A thanks in the middle of a chat, and the message going on under it, is not a closing.
+        (
+            "my board is gone\nthanks\nalso can't log in since yesterday",
+            "my board is gone\nthanks\nalso can't log in since yesterday",
+        ),
         # Content stays: a greeting line that asks, a thanks that opens a question, a message that is all thanks.
         ("Hi, how do I export\nmy board", "Hi, how do I export\nmy board"),
         ("Thanks! How do I turn on two-factor authentication?", "Thanks! How do I turn on two-factor authentication?"),
