@@ -75,6 +75,27 @@ def test_every_bundled_bank_parses() -> None:
     assert len({q.article_id for q in questions}) == len(list(default_docs_path().glob("*.md")))
 
 
+def test_no_bank_question_is_a_held_out_case() -> None:
+    """The held-out answer and retrieval sets measure wording the bank never saw: not one of their
+    messages may sit in a bank verbatim (case, spacing and punctuation aside)."""
+    import json
+    import re
+
+    def norm(text: str) -> str:
+        return re.sub(r"\W+", " ", text.lower()).strip()
+
+    root = Path(__file__).resolve().parents[2]
+    bank = {norm(q.text) for q in read_question_banks(root / "kb" / "docs")}
+    held_out = [
+        norm(json.loads(line)[field])
+        for name, field in (("answers", "message"), ("retrieval", "question"))
+        for line in (root / "bench" / "data" / name / "held_out.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    assert len(held_out) > 200
+    assert not [text for text in held_out if text in bank]
+
+
 def test_start_up_vectors_are_cached_on_disk_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bank and the layer's examples are embedded when a worker starts; a restart loads them."""
     import numpy as np
