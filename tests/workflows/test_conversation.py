@@ -70,6 +70,39 @@ async def test_question_gets_a_grounded_reply_a_ticket_and_search_attributes(
     assert tools == ["search_knowledge_base", "send_response"]
 
 
+async def test_an_emails_greeting_and_signature_are_not_what_is_searched(
+    worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The offline responder searches and ranks what the customer asks, not "Hi there" and a job title."""
+    message = inbound(
+        "web_form",
+        "Hi there,\n\nI hope you're well. How do I turn on two-factor authentication?\n\nThanks a lot,\n"
+        "Maria López\nOperations Lead | Newbrand GmbH\nTel. +49 30 1234567",
+    )
+    workflow_id = await signal_with_start(client, settings, message)
+
+    async def replied() -> list[dict[str, object]] | None:
+        rows = await messages_of(sessions, workflow_id)
+        return rows if any(r["direction"] == "outbound" for r in rows) else None
+
+    rows = await eventually(replied)
+    reply = str(next(r["content"] for r in rows if r["direction"] == "outbound"))
+    assert "Two-Factor Authentication" in reply and "Turn on 2FA" in reply, reply
+    async with sessions() as session:
+        payloads = (
+            await session.execute(
+                text(
+                    "SELECT s.payload FROM agent_steps s JOIN conversations c ON c.id = s.conversation_id "
+                    "WHERE c.workflow_id = :w AND s.role = 'assistant' ORDER BY s.step"
+                ),
+                {"w": workflow_id},
+            )
+        ).scalars()
+        calls = [c for p in payloads for c in p["tool_calls"]]
+    assert calls[0]["name"] == "search_knowledge_base"
+    assert json.loads(calls[0]["arguments"]) == {"query": "How do I turn on two-factor authentication?"}
+
+
 async def test_duplicate_signals_give_one_turn_and_one_reply(
     worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
