@@ -36,6 +36,7 @@ import json
 import math
 import re
 import unicodedata
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import bm25s
 import numpy as np
 import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,9 +59,7 @@ from kb.chunking import Article, read_article
 from kb.embeddings import cached_use_vectors, use_vectors
 from kb.ingest import default_docs_path
 from kb.learning import is_learned
-from kb.lexical import K1 as LEXICAL_K1
-from kb.lexical import TOKENIZE
-from kb.lexical import B as LEXICAL_B
+from kb.lexical import LexicalDocument, LexicalIndex
 from kb.questions import BankQuestion, read_question_banks
 from kb.search import SearchHit
 from workflows.contracts import AgentStepInput
@@ -491,44 +489,29 @@ def matched_texts(message: str) -> list[str]:
 
 
 class BankWords:
-    """BM25 over the bank's questions (kb.lexical's tokens and parameters): a word only one section's
-    customers use ("Okta", "parental leave") says which section they mean even when the sentence
-    encoder finds several about as near. Each section is scored as one document of all its questions
-    and by its best single question, each over the best section's score, so 1 marks the best."""
+    """BM25 over the bank's questions (kb.lexical's index, tokens and parameters): a word only one
+    section's customers use ("Okta", "parental leave") says which section they mean even when the
+    sentence encoder finds several about as near. Each section is scored as one document of all its
+    questions and by its best single question, each over the best section's score, so 1 marks the best."""
 
     def __init__(self, questions: Sequence[BankQuestion], rows: np.ndarray, padding: int) -> None:
         self._rows = rows
-        self._padding = padding
-        tokens = [TOKENIZE(q.text) for q in questions]
-        self._questions = self._index(tokens)
-        self._sections = self._index(
-            [[t for n in dict.fromkeys(row) if n < padding for t in tokens[n]] for row in rows.tolist()]
-            if len(rows)
-            else []
+        self._questions = _lexical_index([q.text for q in questions])
+        self._sections = _lexical_index(
+            ["\n".join(questions[n].text for n in dict.fromkeys(row) if n < padding) for row in rows.tolist()]
         )
-
-    @staticmethod
-    def _index(documents: list[list[str]]) -> bm25s.BM25 | None:
-        if not any(documents):
-            return None
-        model = bm25s.BM25(k1=LEXICAL_K1, b=LEXICAL_B)
-        model.index(documents, show_progress=False)
-        return model
-
-    @staticmethod
-    def _scores(model: bm25s.BM25 | None, tokens: list[str], size: int) -> np.ndarray:
-        known = [t for t in tokens if model is not None and t in model.vocab_dict]
-        if model is None or not known:
-            return np.zeros(size)
-        return np.asarray(model.get_scores(known), dtype=np.float64)
 
     def scores(self, message: str) -> tuple[np.ndarray, np.ndarray]:
         """Per section row: its questions together, and its best question, each over the best row's."""
-        tokens = TOKENIZE(message)
-        together = self._scores(self._sections, tokens, len(self._rows))
-        per_question = np.append(self._scores(self._questions, tokens, self._padding), 0.0)
+        together = np.asarray(self._sections.scores(message), dtype=np.float64)
+        per_question = np.append(np.asarray(self._questions.scores(message), dtype=np.float64), 0.0)
         best_question = per_question[self._rows].max(axis=1) if len(self._rows) else np.zeros(0)
         return _over_best(together), _over_best(best_question)
+
+
+def _lexical_index(texts: Sequence[str]) -> LexicalIndex:
+    """A BM25 index of plain texts, in order (the ids only number them)."""
+    return LexicalIndex([LexicalDocument(uuid.UUID(int=n), "", "", (), text) for n, text in enumerate(texts)])
 
 
 def _over_best(scores: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from activities.agent.model import INVALID_CALL, ModelTurn, interpret, invalid_c
 from activities.agent.offline import MODEL_NAME as OFFLINE_MODEL
 from activities.agent.offline import (
     SEARCH_PASSAGES,
+    SEARCH_QUERY_CHARS,
     bank_section_first,
     bundled_matcher,
     heading_anchor,
@@ -63,7 +64,7 @@ class AgentActivities:
         from kb.search import search
 
         args = await self.deps.tool_arguments(inp)
-        query = str(args.get("query", "")).strip()[:500]
+        query = str(args.get("query", "")).strip()[:SEARCH_QUERY_CHARS]
         if not query:
             await self.deps.store_tool_result(inp, "search_knowledge_base", {"error": "query is required", "hits": []})
             return ToolResult(call_id=inp.call_id, name="search_knowledge_base", ok=False, summary="empty query")
