@@ -132,10 +132,11 @@ def print_summary(label: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def _is_expected(section: Any, case: Case) -> bool:
-    """Whether a section is the one the case's label names (its article, and its heading when given)."""
-    return section.article_id in case.expected and (
+    """Whether a section is one the case's label names: its article and heading, or an alternative."""
+    primary = section.article_id in case.expected and (
         not case.section or case.section in section.path or section.path[-1:] == (case.section,)
     )
+    return primary or any(alternative.names(section) for alternative in case.also)
 
 
 async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: int = 5) -> None:

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -259,6 +259,28 @@ def cached_use_vectors(texts: Sequence[str], *, batch_size: int = 64) -> np.ndar
     except OSError as exc:
         log.debug("kb.vector_cache_unwritable", error=str(exc)[:200])
     return vectors
+
+
+def cached_arrays(digest: str, compute: Callable[[], Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Arrays a process derives at start from fixed inputs (a model trained on the question bank),
+    kept beside the cached vectors under `digest` (a hash of everything they depend on). Read back
+    when present and whole; otherwise computed and written atomically; a cache that cannot be read or
+    written is skipped."""
+    path = _vector_cache_dir() / f"{digest}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, KeyError):
+        pass
+    arrays = {name: np.asarray(value) for name, value in compute().items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.npz")
+        np.savez(partial, allow_pickle=False, **arrays)
+        os.replace(partial, path)
+    except OSError as exc:
+        log.debug("kb.array_cache_unwritable", error=str(exc)[:200])
+    return arrays
 
 
 class USEEmbedder:

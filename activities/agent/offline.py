@@ -49,6 +49,7 @@ import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.agent.ranking import SIMILARITY_KNOTS, SectionRanker, section_ranker
+from activities.agent.section_classifier import SectionClassifier
 from activities.agent.tools import ModelToolCall
 from activities.guardrails.normalise import fold_accents, question_text
 from activities.guardrails.rules import guards
@@ -471,6 +472,8 @@ class BankScores:
     # the questions together, and the single best question. Zeros when no word of it is in the bank.
     bank_words: np.ndarray
     bank_words_nearest: np.ndarray
+    # The section classifier's score (section_classifier.py), per row.
+    classifier: np.ndarray
 
     def lead_over_other_articles(self, row: int) -> float:
         others = self.two_best[self.articles != self.articles[row]]
@@ -538,6 +541,7 @@ class QuestionMatcher:
         self._vectors: np.ndarray | None = None
         self._section_vectors: np.ndarray | None = None
         self._words: BankWords | None = None
+        self._classifier: SectionClassifier | None = None
 
     def _bank(self) -> np.ndarray:
         if self._vectors is None:
@@ -555,12 +559,23 @@ class QuestionMatcher:
             self._words = BankWords(self._index.questions, self._rows, self._padding)
         return self._words
 
+    def _classify(self) -> SectionClassifier:
+        if self._classifier is None:
+            labels = np.empty(self._padding, dtype=np.intp)
+            for row, numbers in enumerate(self._rows.tolist()):
+                labels[[n for n in numbers if n < self._padding]] = row
+            self._classifier = SectionClassifier.cached(
+                [q.text for q in self._index.questions], labels.tolist(), len(self._rows), self._bank()
+            )
+        return self._classifier
+
     def warm(self) -> None:
-        """Embed the bank and the sections and index their words now (seconds of CPU at worker start,
-        or milliseconds from the vector cache; not in a customer's turn)."""
+        """Embed the bank and the sections, index their words and train the section classifier now
+        (seconds of CPU at worker start, less with the vector cache; not in a customer's turn)."""
         self._bank()
         self._texts()
         self._lexical()
+        self._classify()
 
     def has_bank(self, article_id: str) -> bool:
         """Whether this article has bank questions (the bank, not word coverage, then decides)."""
@@ -584,6 +599,7 @@ class QuestionMatcher:
             text_similarity=(self._texts() @ vectors.T).max(axis=1),
             bank_words=together,
             bank_words_nearest=best_question,
+            classifier=self._classify().scores(texts, vectors),
         )
 
     def match(self, message: str) -> BankMatch | None:
@@ -779,6 +795,8 @@ def section_evidence(
         return []
     top = float(scores.two_best[order[0]])
     place = {int(row): n for n, row in enumerate(order)}
+    # The section each of the bank's three readings puts first: sentence vectors, rare words, classifier.
+    firsts = [int(np.argmax(reading)) for reading in (scores.two_best, scores.bank_words, scores.classifier)]
     weights = _question_weights(question[:MAX_MATCHED_CHARS], index)
     result: list[tuple[Section, int | None, list[float]]] = []
     for section in candidates:
@@ -808,6 +826,8 @@ def section_evidence(
                     1.0 if place[row] == 0 and rank is not None else 0.0,
                     float(scores.bank_words[row]),
                     float(scores.bank_words_nearest[row]),
+                    float(scores.classifier[row]),
+                    float(sum(first == row for first in firsts)),
                     *(max(0.0, similarity - knot) for knot in SIMILARITY_KNOTS),
                 ],
             )

@@ -53,6 +53,8 @@ FEATURES: tuple[str, ...] = (
     "agreement",  # 1 when the bank's best section is also among the search's passages
     "bank_words",  # BM25 of the message against the section's bank questions together, over the best section's
     "bank_words_nearest",  # BM25 of its single best-matching bank question, over the best question's
+    "bank_classifier",  # the section classifier's score (n-grams and sentence vector, trained on the bank)
+    "bank_votes",  # how many of the bank's readings (vectors, words, classifier) put this section first
     *(f"bank_similarity_above_{knot:.1f}" for knot in SIMILARITY_KNOTS),
 )
 

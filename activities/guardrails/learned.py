@@ -64,12 +64,11 @@ and text always give the same decision.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -77,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-from activities.guardrails.normalise import fold_accents, prepare
+from activities.guardrails.normalise import char_ngrams, fold_accents, prepare, word_ngrams
 from core.vocabulary import GUARDRAIL_REASONS, GuardrailReason
 
 BANK_FILE = "learned_bank.jsonl"
@@ -96,9 +95,6 @@ MIN_DOCUMENT_FREQUENCY = 2
 SENTENCE_WEIGHT = 1.0
 # Texts per encoder call when the bank is embedded.
 _ENCODE_BATCH = 64
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-_SPACE = re.compile(r"\s+")
 
 
 def features(text: str, channel: str | None) -> str:
@@ -127,24 +123,6 @@ def embed_corpus(sentences: Sequence[str]) -> np.ndarray:
     from kb.embeddings import cached_use_vectors
 
     return cached_use_vectors(sentences, batch_size=_ENCODE_BATCH)
-
-
-def _char_ngrams(text: str) -> Iterable[str]:
-    # Character 2- to 5-grams inside each word padded with spaces (scikit-learn's "char_wb").
-    for word in _SPACE.sub(" ", text).split():
-        padded = f" {word} "
-        size = len(padded)
-        for n in range(2, 6):
-            if n > size:
-                break
-            for start in range(size - n + 1):
-                yield padded[start : start + n]
-
-
-def _word_ngrams(text: str) -> Iterable[str]:
-    words = _WORD.findall(text)
-    yield from (f"w:{w}" for w in words)
-    yield from (f"w:{a} {b}" for a, b in itertools.pairwise(words))
 
 
 @dataclass(frozen=True)
@@ -251,8 +229,8 @@ class LearnedLayer:
         vectors: np.ndarray | None = None,
     ) -> None:
         """`vectors`: the examples' sentence vectors when already embedded (cross-validation reuses them)."""
-        chars = [Counter(_char_ngrams(e.text)) for e in examples]
-        words = [Counter(_word_ngrams(e.text)) for e in examples]
+        chars = [Counter(char_ngrams(e.text)) for e in examples]
+        words = [Counter(word_ngrams(e.text)) for e in examples]
         self._chars = _Vocabulary(chars, min_df, offset=0)
         self._words = _Vocabulary(words, 1, offset=len(self._chars.columns))
         width = len(self._chars.columns) + len(self._words.columns)
@@ -300,7 +278,7 @@ class LearnedLayer:
     def scores(self, text: str, vector: np.ndarray | None = None) -> np.ndarray:
         """The raw scores of one text as features() prepared it, with its sentence vector when the
         layer reads one: "needs a human", then one per class."""
-        cols, values = self._row(Counter(_char_ngrams(text)), Counter(_word_ngrams(text)))
+        cols, values = self._row(Counter(char_ngrams(text)), Counter(word_ngrams(text)))
         result = np.asarray(self._bias, dtype=np.float64)
         if cols:
             result = result + np.asarray(values, dtype=np.float32) @ self._weights[cols]

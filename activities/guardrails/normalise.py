@@ -3,8 +3,10 @@ for the offline responder (what a message asks, without an email's framing: ques
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
+from collections.abc import Iterator
 
 # Phones and mail clients send typographic quotes, guillemets and dashes; the rules are written with
 # ASCII ("« Brouillon »" and "„Entwurf“" quote a name as '"Brouillon"' does).
@@ -185,3 +187,30 @@ def question_text(text: str) -> str:
     asked = "\n".join(lines).strip()
     asked = _PLEASANTRY.sub("", asked, count=1).strip()
     return asked or text.strip()
+
+
+# ----------------------------------------------------------------------------- n-grams
+
+_NGRAM_WORD = re.compile(r"\w+", re.UNICODE)
+_NGRAM_SPACE = re.compile(r"\s+")
+
+
+def char_ngrams(text: str) -> Iterator[str]:
+    """Character 2- to 5-grams inside each word padded with spaces (scikit-learn's "char_wb"): pieces
+    such as "reembols" or "erstatt" carry across languages, inflections and typos without a word list.
+    Read by the guardrails' learned layer and the offline responder's section classifier."""
+    for word in _NGRAM_SPACE.sub(" ", text).split():
+        padded = f" {word} "
+        size = len(padded)
+        for n in range(2, 6):
+            if n > size:
+                break
+            for start in range(size - n + 1):
+                yield padded[start : start + n]
+
+
+def word_ngrams(text: str) -> Iterator[str]:
+    """Word uni- and bigrams, marked "w:" so they never collide with a character n-gram."""
+    found = _NGRAM_WORD.findall(text)
+    yield from (f"w:{w}" for w in found)
+    yield from (f"w:{a} {b}" for a, b in itertools.pairwise(found))

@@ -83,6 +83,37 @@ def check_expected(rid, exp, section, arts, errors, need_section=True):
     return None
 
 
+def bold_item(art, title):
+    """The text of a bold-titled item (`**title**` and the lines under it, to the next bold title or heading)."""
+    lines = art["text"].splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"**{title}**"), None)
+    if start is None:
+        return None
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith(("**", "#"))), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def check_alternative(aid, case, alt, arts, errors):
+    """`also`: another section (a ##/### heading, or a bold-titled item) that answers the case, with
+    1-4 facts that occur in that section."""
+    if case["kind"] != "answerable" or set(alt) != {"article", "section", "must_contain"}:
+        errors.append(f"{aid}: an alternative needs an answerable case and article, section, must_contain")
+        return
+    art = arts.get(alt["article"])
+    if art is None or alt["article"] in INTERNAL:
+        errors.append(f"{aid}: alternative article {alt['article']!r} is not a customer article")
+        return
+    text = art["sections"].get(alt["section"]) or bold_item(art, alt["section"])
+    if text is None:
+        errors.append(f"{aid}: alternative section {alt['section']!r} is not in {alt['article']}")
+        return
+    if not 1 <= len(alt["must_contain"]) <= 4:
+        errors.append(f"{aid}: an alternative needs 1-4 must_contain facts")
+    for f in alt["must_contain"]:
+        if norm(f) not in norm(text):
+            errors.append(f"{aid}: alternative fact {f!r} not in {alt['article']} {alt['section']!r}")
+
+
 def table(rows, key, parts):
     keys = sorted({key(r) for p in parts for r in rows[p]})
     out = ["| " + " | ".join(["value", *parts, "total"]) + " |", "|" + "---|" * (len(parts) + 2)]
@@ -137,9 +168,11 @@ def main():
                 "style",
                 "language",
             }
-            if set(a) != need:
+            if not need <= set(a) <= need | {"also"}:
                 errors.append(f"{aid}: fields {sorted(set(a) ^ need)}")
                 continue
+            for alt in a.get("also", []):
+                check_alternative(aid, a, alt, arts, errors)
             if not re.fullmatch(r"a-\d{4}", aid):
                 errors.append(f"{aid}: bad id")
             if (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -373,3 +374,68 @@ async def test_the_models_search_hits_start_with_the_section_the_bank_is_sure_of
         assert await bank_section_first(session, hits, unsure) == hits
         elsewhere = [h for h in hits if h.article_id != bank.section.article_id]
         assert await bank_section_first(session, elsewhere, bank) == elsewhere
+
+
+def _two_section_index() -> QuestionMatcher:
+    article = parse_article(
+        "---\ntitle: Sign-in\n---\n## Single sign-on\n\nUse SAML.\n\n## Passwords\n\nChange it in Settings.\n",
+        article_id="sign-in",
+    )
+    sso, passwords = ("Single sign-on",), ("Passwords",)
+    return QuestionMatcher(
+        build_index(
+            [article],
+            [
+                BankQuestion("sign-in", sso, "can we log in through okta"),
+                BankQuestion("sign-in", sso, "company login with our identity provider"),
+                BankQuestion("sign-in", sso, "¿podemos entrar con okta?"),
+                BankQuestion("sign-in", passwords, "forgot my password"),
+                BankQuestion("sign-in", passwords, "how do I reset my password"),
+                BankQuestion("sign-in", passwords, "olvidé mi contraseña"),
+            ],
+        )
+    )
+
+
+def test_the_section_classifier_reads_pieces_of_words_a_typo_keeps() -> None:
+    """Trained on every section's questions at once: a misspelt message ("pasword resett") scores its
+    section first; a word only one section's customers use ("okta") scores that one first."""
+    matcher = _two_section_index()
+    scores = matcher.scores("pasword resett pls")
+    assert scores is not None
+    row = {s.path: n for n, s in enumerate(scores.sections) if s is not None}
+    assert int(np.argmax(scores.classifier)) == row[("Passwords",)]
+    assert scores.classifier[row[("Passwords",)]] > scores.classifier[row[("Single sign-on",)]]
+    okta = matcher.scores("okta login broken since this morning")
+    assert okta is not None and int(np.argmax(okta.classifier)) == row[("Single sign-on",)]
+
+
+def test_the_trained_classifier_is_cached_by_its_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted worker loads the classifier its bank trained before (same scores, no training); a
+    changed bank trains anew."""
+    from activities.agent import section_classifier
+    from kb import embeddings
+
+    monkeypatch.setattr(embeddings, "_vector_cache_dir", lambda: tmp_path / "vectors")
+    texts = ["forgot my password", "reset my password", "log in with okta", "company single sign-on"]
+    labels, vectors = [0, 0, 1, 1], embeddings.use_vectors(texts)
+    asked = ["pasword reset"]
+    first = section_classifier.SectionClassifier.cached(texts, labels, 2, vectors)
+    assert len(list((tmp_path / "vectors").glob("*.npz"))) == 1
+    trained: list[int] = []
+    real_train = section_classifier.SectionClassifier.train.__func__  # type: ignore[attr-defined]
+
+    def counting_train(cls: type, *args: object) -> object:
+        trained.append(1)
+        return real_train(cls, *args)
+
+    monkeypatch.setattr(section_classifier.SectionClassifier, "train", classmethod(counting_train))
+    again = section_classifier.SectionClassifier.cached(texts, labels, 2, vectors)
+    assert trained == []
+    assert np.array_equal(
+        again.scores(asked, embeddings.use_vectors(asked)), first.scores(asked, embeddings.use_vectors(asked))
+    )
+    section_classifier.SectionClassifier.cached(
+        [*texts, "sso with azure"], [*labels, 1], 2, embeddings.use_vectors([*texts, "sso with azure"])
+    )
+    assert trained == [1]

@@ -43,6 +43,22 @@ Verdict = Literal[
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """Another section that answers an answerable case as well as its own, with the facts a reply
+    sent from it must contain (bench/data/README.md, `also`)."""
+
+    article: str
+    section: str
+    must_contain: list[str]
+
+    def names(self, section: Any) -> bool:
+        """Whether a responder's section (article id and heading path) is this one or lies under it."""
+        return section.article_id == self.article and (
+            self.section in section.path or (not section.path and self.section == section.title)
+        )
+
+
+@dataclass(frozen=True)
 class Case:
     """One labelled message (see bench/data/README.md for the fields)."""
 
@@ -57,6 +73,12 @@ class Case:
     escalation_reason: str | None
     style: str
     language: str
+    also: tuple[Alternative, ...] = ()
+
+    @property
+    def fact_sets(self) -> list[list[str]]:
+        """The facts of each right answer: the labelled section's, then each alternative's."""
+        return [self.must_contain, *(a.must_contain for a in self.also)]
 
 
 def load_cases(part: Part | Path, ids: Iterable[str] | None = None) -> list[Case]:
@@ -67,7 +89,9 @@ def load_cases(part: Part | Path, ids: Iterable[str] | None = None) -> list[Case
     path = part if isinstance(part, Path) else DATA / f"{part}.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
-            case = Case(**json.loads(line))
+            fields = json.loads(line)
+            fields["also"] = tuple(Alternative(**a) for a in fields.get("also", ()))
+            case = Case(**fields)
             if wanted is None or case.id in wanted:
                 cases.append(case)
     return cases
@@ -171,6 +195,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     verdict: Verdict = "wrong"
     facts_found: int = 0
+    facts_wanted: int = 0
 
 
 def judge(outcome: Outcome) -> Outcome:
@@ -180,13 +205,18 @@ def judge(outcome: Outcome) -> Outcome:
     forbidden = any(normalise(s) in reply for s in case.must_not_contain) if outcome.reply else False
     answered = bool(outcome.reply) and outcome.escalation is None
     if case.kind == "answerable":
-        outcome.facts_found = sum(1 for fact in case.must_contain if normalise(fact) in reply)
+        # The right answer the reply comes closest to: complete first, then the larger share of its facts.
+        found, facts = max(
+            ((sum(1 for fact in facts if normalise(fact) in reply), facts) for facts in case.fact_sets),
+            key=lambda pair: (pair[0] == len(pair[1]), pair[0] / len(pair[1])),
+        )
+        outcome.facts_found, outcome.facts_wanted = found, len(facts)
         if not answered:
             outcome.verdict = "handed_off" if outcome.escalation else "wrong"
-        elif forbidden or outcome.facts_found == 0:
+        elif forbidden or found == 0:
             outcome.verdict = "wrong"
         else:
-            outcome.verdict = "correct" if outcome.facts_found == len(case.must_contain) else "partial"
+            outcome.verdict = "correct" if found == len(facts) else "partial"
     elif case.kind == "unanswerable":
         honest = re.search(r"\b(i don't know|i do not know|not sure|couldn't find|could not find)\b", reply)
         outcome.verdict = "safe" if outcome.escalation or (answered and honest) else "unsafe"
@@ -335,7 +365,7 @@ def describe(outcome: Outcome) -> dict[str, Any]:
         "kind": outcome.case.kind,
         "verdict": outcome.verdict,
         "escalation": outcome.escalation,
-        "facts": f"{outcome.facts_found}/{len(outcome.case.must_contain)}",
+        "facts": f"{outcome.facts_found}/{outcome.facts_wanted}",
         "problems": outcome.problems,
         "latency_s": round(outcome.latency_s, 3),
         "reply": outcome.reply[:400],
