@@ -88,9 +88,10 @@ async def run_worker(settings: Settings) -> None:
         await asyncio.to_thread(learned_layer)
         log.info("worker.guardrails_layer_ready", seconds=round(time.perf_counter() - started, 2))
     # The question bank and the sections' texts (the offline responder's evidence, and the order of
-    # the model's search hits) are embedded once (about 2,150 short questions and 600 sections, seconds
-    # of CPU, or milliseconds from the vector cache) before polling, not inside the first customer's
-    # turn; the section ranker is read then too (a malformed file stops the worker here).
+    # the model's search hits) are embedded once (about 6,200 short questions and 450 sections, seconds
+    # of CPU, or milliseconds from the vector cache) and the section classifier trained on them (about
+    # 6 s the first time, then loaded from the same cache) before polling, not inside the first
+    # customer's turn; the section ranker is read then too (a malformed file stops the worker here).
     from activities.agent.offline import bundled_matcher
     from activities.agent.ranking import section_ranker
 

@@ -795,8 +795,14 @@ def section_evidence(
         return []
     top = float(scores.two_best[order[0]])
     place = {int(row): n for n, row in enumerate(order)}
-    # The section each of the bank's three readings puts first: sentence vectors, rare words, classifier.
-    firsts = [int(np.argmax(reading)) for reading in (scores.two_best, scores.bank_words, scores.classifier)]
+    # The section under a heading each of the bank's three readings puts first (sentence vectors, rare
+    # words, classifier): an article's introduction summarises it and takes no vote.
+    headed = np.array([section is not None and bool(section.path) for section in scores.sections])
+    firsts = [
+        int(np.argmax(np.where(headed, reading, -np.inf)))
+        for reading in (scores.two_best, scores.bank_words, scores.classifier)
+        if headed.any()
+    ]
     weights = _question_weights(question[:MAX_MATCHED_CHARS], index)
     result: list[tuple[Section, int | None, list[float]]] = []
     for section in candidates:
@@ -828,6 +834,7 @@ def section_evidence(
                     float(scores.bank_words_nearest[row]),
                     float(scores.classifier[row]),
                     float(sum(first == row for first in firsts)),
+                    1.0 if section.path else 0.0,
                     *(max(0.0, similarity - knot) for knot in SIMILARITY_KNOTS),
                 ],
             )

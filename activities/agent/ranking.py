@@ -55,6 +55,8 @@ FEATURES: tuple[str, ...] = (
     "bank_words_nearest",  # BM25 of its single best-matching bank question, over the best question's
     "bank_classifier",  # the section classifier's score (n-grams and sentence vector, trained on the bank)
     "bank_votes",  # how many of the bank's readings (vectors, words, classifier) put this section first
+    # of the sections under a heading (an introduction gets none)
+    "under_heading",  # 1 for a section under a heading, 0 for an article's introduction (it summarises)
     *(f"bank_similarity_above_{knot:.1f}" for knot in SIMILARITY_KNOTS),
 )
 

@@ -22,6 +22,7 @@ from activities.agent.offline import (
     choose_section,
     compose_grounded_answer,
     ranked_candidates,
+    section_evidence,
     small_talk_kind,
     small_talk_reply,
 )
@@ -439,3 +440,39 @@ def test_the_trained_classifier_is_cached_by_its_inputs(tmp_path: Path, monkeypa
         [*texts, "sso with azure"], [*labels, 1], 2, embeddings.use_vectors([*texts, "sso with azure"])
     )
     assert trained == [1]
+
+
+def test_the_readings_vote_for_a_section_under_a_heading_never_an_introduction() -> None:
+    """`bank_votes` counts the bank's readings (sentence vectors, rare words, classifier) that put a
+    section first among the sections under a heading; an article's introduction gets no vote and its
+    `under_heading` evidence is 0."""
+    article = parse_article(
+        "---\ntitle: Two-factor\n---\nTwo-factor authentication protects your account.\n\n"
+        "## Turn on 2FA\n\nOpen Security and choose Enable 2FA.\n\n## Lost your phone\n\nUse a backup code.\n",
+        article_id="2fa",
+    )
+    intro, turn_on, lost = (), ("Turn on 2FA",), ("Lost your phone",)
+    index = build_index(
+        [article],
+        [
+            BankQuestion("2fa", intro, "what is two-factor authentication"),
+            BankQuestion("2fa", intro, "does techcorp have two-factor authentication"),
+            BankQuestion("2fa", turn_on, "how do i enable two-factor authentication"),
+            BankQuestion("2fa", turn_on, "switch on 2fa for my login"),
+            BankQuestion("2fa", lost, "lost my phone with the authenticator app"),
+            BankQuestion("2fa", lost, "new phone, codes gone"),
+        ],
+    )
+    question = "how do i turn on two-factor authentication"
+    scores = QuestionMatcher(index).scores(question)
+    assert scores is not None
+    hits = [
+        {"article_id": "2fa", "heading_path": list(path), "content": "", "score": 1.0}
+        for path in (turn_on, intro, lost)
+    ]
+    evidence = {section.path: e for section, _, e in section_evidence(question, hits, scores, index)}
+    votes, headed = FEATURES.index("bank_votes"), FEATURES.index("under_heading")
+    assert evidence[intro][votes] == 0.0 and evidence[intro][headed] == 0.0
+    assert evidence[turn_on][headed] == evidence[lost][headed] == 1.0
+    assert evidence[turn_on][votes] >= 2.0 > evidence[lost][votes]
+    assert sum(e[votes] for e in evidence.values()) == 3.0  # each reading votes once
