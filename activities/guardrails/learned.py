@@ -54,6 +54,16 @@ bank (benign how-tos on the same topics as escalations): at 0.352 the cross-vali
 escalations went to 8/388, over the budget, so the threshold moved to 0.373 (the layer alone catches
 301 of 403); with that session's rules, 0.988, 7/388, missed 3 (1 hard); held-out 0.932.
 
+Session 13 added a fifth round of 160 messages written blind (half benign how-tos full of trigger
+words about the customer's own work, half escalations without their reason's keyword): measured
+before it joined, rules alone 0.650 action accuracy with 16 false escalations of 80 benign, rules and
+layer 0.806 (the layer added 25 right escalations and no wrong one). On the 963 tuning messages the
+rules alone now escalate 19 of 468 benign ones (4.1 %), over the 2 % budget by themselves, so the
+calibration below has no threshold to give but the one at which the layer adds no false escalation
+(0.562, where it catches 281 of 477 instead of 356). That is not applied: it would give up 75 right
+escalations to offset false ones that are the rules'. At 0.373 the layer adds 4 (0.9 %). The rules'
+over-reach is the work left (bench/data/guardrails/README.md, fifth round).
+
 ``THRESHOLD`` on the "needs a human" score was calibrated on those folds: the lowest at which the
 rules' and the layer's false escalations stay within ``FALSE_ESCALATION_BUDGET`` of the benign
 tuning messages, raised to just under the lowest escalation it catches (0.356 on the 633 messages;

@@ -117,6 +117,7 @@ class _GuardsFile(Entry):
     on_board: PatternText
     board_objects: list[str]
     own_customers: PatternText
+    own_customers_before: PatternText
     glue_words: list[str]
     tracking_verbs: list[str]
     page_nouns: list[str]
@@ -154,6 +155,7 @@ class Guards:
     on_board_tail: re.Pattern[str]
     board_objects: frozenset[str]
     own_customers: re.Pattern[str]
+    own_customers_before: re.Pattern[str]
     glue_words: frozenset[str]
     tracking_verbs: frozenset[str]
     page_nouns: frozenset[str]
@@ -235,6 +237,8 @@ class Guards:
             if count >= 2 or word in self.glue_words:
                 break
         before = _SENTENCE_END.split(text[: hit.start()])[-1].lower()
+        if self.own_customers_before.search(before):
+            return True
         return any(w in self.tracking_verbs for w in _WORD_RE.findall(before)[-2:])
 
 
@@ -304,6 +308,7 @@ def guards() -> Guards:
         on_board_tail=compile_pattern(data.on_board, where=f"{GUARDS_FILE}: on_board"),
         board_objects=frozenset(data.board_objects),
         own_customers=compile_pattern(data.own_customers, where=f"{GUARDS_FILE}: own_customers"),
+        own_customers_before=compile_pattern(data.own_customers_before, where=f"{GUARDS_FILE}: own_customers_before"),
         glue_words=frozenset(data.glue_words),
         tracking_verbs=frozenset(data.tracking_verbs),
         page_nouns=frozenset(data.page_nouns),

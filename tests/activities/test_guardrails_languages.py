@@ -317,7 +317,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 803
+    assert len(_tuning()) == 963
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -329,15 +329,17 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # the card again, another person's password or workspace owner, a secret in a screenshot, billed
     # after cancelling in es/pt/fr/de) took the misses to 45; the held-out figures did not move.
     # Session 12's "someone changed my password / codes I never asked for" in es/pt/fr/de (the English
-    # rule had it) and "the per-seat figure": 42.
+    # rule had it) and "the per-seat figure": 42. Session 13's fifth round (g-2401..., 160 written
+    # blind, measured before it joined: rules alone 40 missed, 16 false of 80 benign) brought them to
+    # 82 and 21; the customers'-own-customers guard and projects as board objects: 19 false.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 42, missed
-    assert false_escalations <= 5, false_escalations
-    assert action_errors <= 47, action_errors
+    assert sum(missed.values()) <= 82, missed
+    assert false_escalations <= 19, false_escalations
+    assert action_errors <= 101, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 5, false_escalations
-    assert action_errors <= 5, action_errors
+    assert false_escalations <= 19, false_escalations
+    assert action_errors <= 19, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

@@ -16,6 +16,7 @@ from activities.agent.offline import (
     SEARCH_PASSAGES,
     BankMatch,
     QuestionMatcher,
+    SectionIndex,
     build_index,
     bundled_index,
     bundled_matcher,
@@ -377,22 +378,25 @@ async def test_the_models_search_hits_start_with_the_section_the_bank_is_sure_of
         assert await bank_section_first(session, elsewhere, bank) == elsewhere
 
 
+def _bank_index(markdown: str, article_id: str, questions: list[tuple[tuple[str, ...], str]]) -> SectionIndex:
+    """One article and its bank questions (heading path, wording) as the responder indexes them."""
+    article = parse_article(markdown, article_id=article_id)
+    return build_index([article], [BankQuestion(article_id, path, text) for path, text in questions])
+
+
 def _two_section_index() -> QuestionMatcher:
-    article = parse_article(
-        "---\ntitle: Sign-in\n---\n## Single sign-on\n\nUse SAML.\n\n## Passwords\n\nChange it in Settings.\n",
-        article_id="sign-in",
-    )
     sso, passwords = ("Single sign-on",), ("Passwords",)
     return QuestionMatcher(
-        build_index(
-            [article],
+        _bank_index(
+            "---\ntitle: Sign-in\n---\n## Single sign-on\n\nUse SAML.\n\n## Passwords\n\nChange it in Settings.\n",
+            "sign-in",
             [
-                BankQuestion("sign-in", sso, "can we log in through okta"),
-                BankQuestion("sign-in", sso, "company login with our identity provider"),
-                BankQuestion("sign-in", sso, "¿podemos entrar con okta?"),
-                BankQuestion("sign-in", passwords, "forgot my password"),
-                BankQuestion("sign-in", passwords, "how do I reset my password"),
-                BankQuestion("sign-in", passwords, "olvidé mi contraseña"),
+                (sso, "can we log in through okta"),
+                (sso, "company login with our identity provider"),
+                (sso, "¿podemos entrar con okta?"),
+                (passwords, "forgot my password"),
+                (passwords, "how do I reset my password"),
+                (passwords, "olvidé mi contraseña"),
             ],
         )
     )
@@ -446,21 +450,18 @@ def test_the_readings_vote_for_a_section_under_a_heading_never_an_introduction()
     """`bank_votes` counts the bank's readings (sentence vectors, rare words, classifier) that put a
     section first among the sections under a heading; an article's introduction gets no vote and its
     `under_heading` evidence is 0."""
-    article = parse_article(
+    intro, turn_on, lost = (), ("Turn on 2FA",), ("Lost your phone",)
+    index = _bank_index(
         "---\ntitle: Two-factor\n---\nTwo-factor authentication protects your account.\n\n"
         "## Turn on 2FA\n\nOpen Security and choose Enable 2FA.\n\n## Lost your phone\n\nUse a backup code.\n",
-        article_id="2fa",
-    )
-    intro, turn_on, lost = (), ("Turn on 2FA",), ("Lost your phone",)
-    index = build_index(
-        [article],
+        "2fa",
         [
-            BankQuestion("2fa", intro, "what is two-factor authentication"),
-            BankQuestion("2fa", intro, "does techcorp have two-factor authentication"),
-            BankQuestion("2fa", turn_on, "how do i enable two-factor authentication"),
-            BankQuestion("2fa", turn_on, "switch on 2fa for my login"),
-            BankQuestion("2fa", lost, "lost my phone with the authenticator app"),
-            BankQuestion("2fa", lost, "new phone, codes gone"),
+            (intro, "what is two-factor authentication"),
+            (intro, "does techcorp have two-factor authentication"),
+            (turn_on, "how do i enable two-factor authentication"),
+            (turn_on, "switch on 2fa for my login"),
+            (lost, "lost my phone with the authenticator app"),
+            (lost, "new phone, codes gone"),
         ],
     )
     question = "how do i turn on two-factor authentication"
