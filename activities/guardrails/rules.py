@@ -246,8 +246,15 @@ _WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
 _QUOTED_NAME = re.compile(r"""['"][^'"\n]{0,40}$""")
 
 
+_FIELD_REFERENCE = re.compile(r"\{[^{}\n]{0,40}$")
+
+
 def _quoted_name(text: str, hit: re.Match[str]) -> bool:
-    """The hit opens, or sits inside, a short quoted name that closes after it ("from 'Refund requested' to")."""
+    """The hit opens, or sits inside, a short quoted name that closes after it ("from 'Refund requested' to"),
+    or a field reference in braces ("{Cost} * (1 - {Discount %}/100)", how formulas and templates name a field)."""
+    brace = _FIELD_REFERENCE.search(text, max(0, hit.start() - 41), hit.start())
+    if brace is not None and "}" in text[hit.end() : hit.end() + 40].split("\n", 1)[0]:
+        return True
     opened = _QUOTED_NAME.search(text, max(0, hit.start() - 41), hit.start())
     if opened is None or (opened.group(0)[0] == "'" and text[opened.start() - 1 : opened.start()].isalpha()):
         return False  # no quote before it, or an apostrophe ("customer's refund")
