@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -270,8 +271,8 @@ def cached_arrays(digest: str, compute: Callable[[], Mapping[str, np.ndarray]]) 
     try:
         with np.load(path, allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, KeyError):
-        pass
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # absent, or damaged (a disk that filled up under another writer): computed again
     arrays = {name: np.asarray(value) for name, value in compute().items()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

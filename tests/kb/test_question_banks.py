@@ -138,3 +138,24 @@ def test_a_message_encoded_by_several_steps_of_a_turn_is_encoded_once(monkeypatc
     assert np.array_equal(again, np.stack([first[0], first[0]]))
     again[0, :] = 0.0  # a caller may write into its array: the cached vector is a copy's source, not the array
     assert np.array_equal(embeddings.use_vectors([message])[0], first[0])
+
+
+def test_a_damaged_array_cache_is_computed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trained model's arrays are read back by their inputs' hash; a file that is not a whole archive
+    (cut short, or garbage) is computed again and replaced, not an error at worker start."""
+    import numpy as np
+
+    from kb import embeddings
+
+    monkeypatch.setattr(embeddings, "_vector_cache_dir", lambda: tmp_path / "vectors")
+    computed: list[int] = []
+
+    def compute() -> dict[str, np.ndarray]:
+        computed.append(1)
+        return {"weights": np.arange(6.0).reshape(2, 3)}
+
+    first = embeddings.cached_arrays("abc", compute)
+    assert np.array_equal(embeddings.cached_arrays("abc", compute)["weights"], first["weights"]) and computed == [1]
+    (tmp_path / "vectors" / "abc.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert np.array_equal(embeddings.cached_arrays("abc", compute)["weights"], first["weights"]) and computed == [1, 1]
+    assert np.array_equal(embeddings.cached_arrays("abc", compute)["weights"], first["weights"]) and computed == [1, 1]
