@@ -81,7 +81,7 @@ class SectionClassifier:
         gram_matrix = np.zeros((width, width))
         moments = np.zeros((width, classes))
         targets = np.full((n, classes), -1.0)
-        targets[np.arange(n), np.asarray(labels)] = 1.0
+        targets[np.arange(n), np.asarray(labels, dtype=np.intp)] = 1.0
         for start in range(0, n, _BLOCK_ROWS):
             stop = min(n, start + _BLOCK_ROWS)
             block = model._design(grams[start:stop], vectors[start:stop])

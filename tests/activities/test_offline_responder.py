@@ -477,3 +477,12 @@ def test_the_readings_vote_for_a_section_under_a_heading_never_an_introduction()
     assert evidence[turn_on][headed] == evidence[lost][headed] == 1.0
     assert evidence[turn_on][votes] >= 2.0 > evidence[lost][votes]
     assert sum(e[votes] for e in evidence.values()) == 3.0  # each reading votes once
+
+
+def test_articles_without_a_bank_warm_and_match_nothing() -> None:
+    """An operator's own articles may come without question banks: the worker still warms up (the
+    classifier trains on nothing) and the bank matches nothing, so word coverage decides."""
+    matcher = QuestionMatcher(_bank_index("---\ntitle: Own\n---\n## Setup\n\nDo this.\n", "own", []))
+    matcher.warm()
+    assert matcher.scores("how do I set it up") is None
+    assert matcher.match("how do I set it up") is None
