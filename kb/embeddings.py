@@ -252,13 +252,7 @@ def cached_use_vectors(texts: Sequence[str], *, batch_size: int = 64) -> np.ndar
     except (OSError, ValueError):
         pass
     vectors = use_vectors(texts, batch_size=batch_size)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.npy")
-        np.save(partial, vectors, allow_pickle=False)
-        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
-    except OSError as exc:
-        log.debug("kb.vector_cache_unwritable", error=str(exc)[:200])
+    _store(path, lambda partial: np.save(partial, vectors, allow_pickle=False), "kb.vector_cache_unwritable")
     return vectors
 
 
@@ -274,14 +268,20 @@ def cached_arrays(digest: str, compute: Callable[[], Mapping[str, np.ndarray]]) 
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass  # absent, or damaged (a disk that filled up under another writer): computed again
     arrays = {name: np.asarray(value) for name, value in compute().items()}
+    _store(path, lambda partial: np.savez(partial, allow_pickle=False, **arrays), "kb.array_cache_unwritable")
+    return arrays
+
+
+def _store(path: Path, save: Callable[[Path], None], event: str) -> None:
+    """Write a cache file through `save` under a private name, then move it into place: a concurrent
+    reader sees the old file or the whole new one. A cache that cannot be written is skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.npz")
-        np.savez(partial, allow_pickle=False, **arrays)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial{path.suffix}")
+        save(partial)
         os.replace(partial, path)
     except OSError as exc:
-        log.debug("kb.array_cache_unwritable", error=str(exc)[:200])
-    return arrays
+        log.debug(event, error=str(exc)[:200])
 
 
 class USEEmbedder:
