@@ -145,7 +145,9 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     Every answerable and unanswerable case is searched as the responder searches; each candidate
     section's evidence comes from the responder's own `section_evidence`, labelled by whether it is the
     case's expected section. Each case's best section is scored by a ranker fitted without it (5-fold
-    cross-validation); of the (threshold, bank-similarity floor) pairs on a grid that answer at most
+    cross-validation), and its answering confidence (the probability and its lead over the runner-up,
+    ranking.fit_confidence) by a confidence model fitted on the other folds' picks; of the (threshold,
+    bank-similarity floor) pairs on a grid that answer at most
     ranking.MAX_WRONG of the answerable cases wrongly and at most ranking.MAX_UNANSWERABLE_ANSWERED of
     the unanswerable ones, the one answering the most correctly (of equals, the most cautious) is kept.
     """
@@ -186,20 +188,41 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     fold_of = np.random.default_rng(0).permutation(len(rows)) % folds
     models = [fitted([r for r, f in zip(rows, fold_of, strict=True) if f != k]) for k in range(folds)]
     verdicts: dict[tuple[str, Any], str] = {}
-    # Each case's best section by its cross-validated probability: (case, probability, bank similarity, verdict).
-    picks: list[tuple[Case, float, float, str]] = []
+    # Each case's best section by its cross-validated probability: (case, probability, runner-up's
+    # probability, bank similarity, verdict).
+    tops: list[tuple[Case, float, float, float, str]] = []
     similarity_at = ranking.FEATURES.index("bank_similarity")
     for (case, found), k in zip(rows, fold_of, strict=True):
         if not found:
-            picks.append((case, 0.0, 0.0, "none"))
+            tops.append((case, 0.0, 0.0, 0.0, "none"))
             continue
         probabilities = models[k].probabilities(np.array([e for _, e in found]))
-        section, evidence = found[int(np.argmax(probabilities))]
+        order = np.argsort(-probabilities)
+        section, evidence = found[int(order[0])]
         key = (case.id, section)
         if key not in verdicts:
             reply = compose_answer(Candidate(section, 1.0, 1.0, 0), help_url="http://x")
             verdicts[key] = judge(Outcome(case=case, reply=reply, escalation=None)).verdict
-        picks.append((case, float(probabilities.max()), evidence[similarity_at], verdicts[key]))
+        runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
+        tops.append((case, float(probabilities[order[0]]), runner_up, evidence[similarity_at], verdicts[key]))
+
+    def confidence_model(kept: list[tuple[Case, float, float, float, str]]) -> tuple[tuple[float, float], float]:
+        kept = [t for t in kept if t[4] != "none"]
+        return ranking.fit_confidence([t[1] for t in kept], [t[2] for t in kept], [t[4] == "correct" for t in kept])
+
+    # The answering confidence of each pick, from a confidence model fitted on the other folds' picks.
+    picks: list[tuple[Case, float, float, str]] = []
+    confidence_fold = np.random.default_rng(1).permutation(len(tops)) % folds
+    for k in range(folds):
+        weights, bias = confidence_model([t for t, f in zip(tops, confidence_fold, strict=True) if f != k])
+        scorer = ranking.SectionRanker(
+            np.zeros(1), np.ones(1), np.zeros(1), 0.0, 0.0, confidence_weights=weights, confidence_bias=bias
+        )
+        picks += [
+            (case, scorer.confidence(p, q) if verdict != "none" else 0.0, similarity, verdict)
+            for (case, p, q, similarity, verdict), f in zip(tops, confidence_fold, strict=True)
+            if f == k
+        ]
     answerable = [p for p in picks if p[0].kind == "answerable"]
     unanswerable = [p for p in picks if p[0].kind == "unanswerable"]
     n, n_un = len(answerable), len(unanswerable)
@@ -209,7 +232,7 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     )
     best: tuple[int, float, float, Counter[str], int] | None = None
     for floor in (0.0, 0.4, 0.45, 0.5, 0.55, 0.6):
-        for threshold in np.round(np.arange(0.30, 0.961, 0.02), 2):
+        for threshold in np.round(np.arange(0.20, 0.981, 0.02), 2):
             counts = Counter(v if p >= threshold and s >= floor else "handed_off" for _, p, s, v in answerable)
             answered_un = sum(p >= threshold and s >= floor for _, p, s, _ in unanswerable)
             sys.stdout.write(
@@ -228,7 +251,10 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         raise SystemExit("no threshold meets the bounds on these cases: the ranker file is left as it was")
     _, threshold, floor, counts, answered_un = best
     model = fitted(rows)
-    shipped = ranking.SectionRanker(model.mean, model.scale, model.weights, model.bias, threshold, floor)
+    weights, bias = confidence_model(tops)
+    shipped = ranking.SectionRanker(
+        model.mean, model.scale, model.weights, model.bias, threshold, floor, weights, bias
+    )
     path = Path(ranking.__file__).with_name(ranking.MODEL_FILE)
     provenance = {
         "fitted_by": "python bench/answers_eval.py --part tuning --fit-ranker",

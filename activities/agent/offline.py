@@ -166,22 +166,49 @@ _RESOLVED = frozenset(
 )
 _CLOSE_TICKET = frozenset("close closed".split())
 _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs ciao".split())
-_BOT_WORDS = frozenset("bot ai robot chatbot machine ia ki robô robo máquina maquina".split())
+_BOT_WORDS = frozenset(
+    "bot ai robot chatbot machine automated automatic assistant virtual ia ki robô robo máquina maquina "
+    "automático automatico automática automatica automatique automatisiert automatisch asistente assistente "
+    "virtuel virtuell".split()
+)
 # "Have a good weekend", "that's everything for today": a goodbye without the word.
 _GOODBYE_PHRASE = re.compile(
     r"\bhave\s+a\s+(?:good|great|nice|lovely|wonderful)\s+(?:day|weekend|evening|one|week)\b|"
-    r"\bthat(?:'s|\s+is)\s+(?:all|everything)\b"
+    r"\bthat(?:'s|\s+is)\s+(?:all|everything)\b|"
+    r"\b(?:catch|see|speak|talk\s+to)\s+(?:you|ya|u)\s+(?:later|soon|next\s+time|around)\b|"
+    r"\b(?:talk|speak)\s+soon\b|\buntil\s+next\s+time\b|\btake\s+care\b"
+)
+# "That did it", "syncing again": it works now, without a word of _RESOLVED. Where one of these says
+# so, "again" is no longer a sign of a problem coming back.
+_RESOLVED_PHRASE = re.compile(
+    r"\b(?:that|this|it)\s+did\s+(?:it|the\s+trick)\b|\bdid\s+the\s+trick\b|"
+    r"\b(?:working|syncing|running|loading|showing|back)\s+(?:again|now|properly|fine)\b|"
+    r"\ball\s+good\s+now\b|\bback\s+to\s+normal\b|\bup\s+and\s+running\b"
+)
+# A how-to opening asks something even without a question mark ("hi how do i create a dashboard").
+_QUESTION_OPENING = re.compile(
+    r"\b(?:how\s+(?:do|can|could|should|would|to|does)|where\s+(?:do|can|is|are|does)|can\s+(?:i|we)|"
+    r"is\s+there|are\s+there|is\s+it\s+possible|what\s+(?:is|are|do|does|happens)|"
+    r"como\s+(?:eu|faco|faço|posso|hago|puedo|se)|donde|dónde|onde|comment\s+(?:faire|je|on|puis)|"
+    r"wie\s+(?:kann|mache|geht|können)|wo\s+(?:finde|kann|ist))\b"
 )
 _NEGATION = frozenset(
     "not no never still again but however although doesn't didn't don't isn't wasn't won't can't cannot nothing "
-    "nicht kein keine nie aber pas jamais mais não nao nunca pero todavía".split()
+    "doesnt didnt dont isnt wasnt wont cant arent aren't havent haven't hasnt hasn't nobody "
+    "nicht kein keine nie aber nichts niemand pas jamais mais rien personne não nao nunca nada ninguém ninguem "
+    "pero todavía todavia nadie".split()
 )
 # Words that carry no request in a short thank-you or greeting ("have a great weekend", a signature).
 _PLEASANTRY = frozenset(
     "so much very lot lots a the you your all now just wanted want to say that this it is are was were have has had "
     "great good nice lovely wonderful day weekend week evening morning there everyone team support guys again "
     "for help articles article answer reply quick quickly fast can could ticket me my i we our us be done well "
-    "c'est est ça ca beaucoup vielen dank hat es das muito muchas mucho it's that's".split()
+    "c'est est ça ca beaucoup vielen dank hat es das muito muchas mucho it's that's needed everything "
+    # The same pleasantries in the other languages: patience, "now I understand it all", small words.
+    "patience paciência paciencia geduld understood understand clear entendi entendido entiendo compris "
+    "verstanden klar claro clair now agora ahora maintenant jetzt tudo todo tout alles direitinho "
+    "perfeitamente perfectamente parfaitement perfekt pela pelo por para pour par für la le les el los las "
+    "o os as de do da des du del und y e et ihr euch vous".split()
 )
 
 
@@ -200,15 +227,22 @@ def small_talk_kind(text: str) -> SmallTalk | None:
     opens = who is not None and len(folded[: who.start()].split()) <= 1
     if vocabulary & _BOT_WORDS and len(tokens) <= 14 and who is not None and (asks or opens):
         return "bot"
-    if asks or vocabulary & _NEGATION:
+    resolved_phrase = _RESOLVED_PHRASE.search(folded)
+    negations = vocabulary & _NEGATION
+    if resolved_phrase is not None:
+        negations -= {"again"}
+    if asks or negations or _QUESTION_OPENING.search(folded):
         return None
     markers = _GREETING | _THANKS | _PRAISE | _RESOLVED | _CLOSE_TICKET | _GOODBYE
-    rest = [t for t in tokens if t not in markers and t not in _PLEASANTRY and t not in _STOP]
+    # A closing phrase's words ("catch you next time") are not a request either.
+    closing = words(_GOODBYE_PHRASE.sub(" ", _RESOLVED_PHRASE.sub(" ", folded)))
+    rest = [t for t in closing if t not in markers and t not in _PLEASANTRY and t not in _STOP]
     # A signature line (a first name) is fine, and around "it worked" a clause of context ("the steps
     # you sent worked and the team is back up and running"); a product question is not.
-    if len(rest) > (6 if vocabulary & _RESOLVED else 2):
+    resolved = bool(vocabulary & _RESOLVED) or resolved_phrase is not None
+    if len(rest) > (6 if resolved else 2):
         return None
-    if vocabulary & _RESOLVED or (vocabulary & _CLOSE_TICKET and vocabulary & {"ticket", "sorted", "all"}):
+    if resolved or (vocabulary & _CLOSE_TICKET and vocabulary & {"ticket", "sorted", "all"}):
         return "resolved"
     if vocabulary & _THANKS or vocabulary & _PRAISE:
         return "thanks"
@@ -929,18 +963,21 @@ def choose_section(
 ) -> Candidate | None:
     """The section to answer with, or None when the evidence is not strong enough.
 
-    The ranker's likeliest section answers when its probability reaches the ranker's threshold and its
-    bank similarity the ranker's floor. Otherwise the search's best
+    The ranker's likeliest section answers when its answering confidence (its probability and its lead
+    over the runner-up's) reaches the ranker's threshold and its bank similarity the ranker's floor.
+    Otherwise the search's best
     section by words answers only if its article has no bank (`banked`) and it covers `words_threshold`
     of the question's word weight: for a banked article the ranker already said it is not sure.
     """
     index = index or bundled_index()
     ranker = ranker or section_ranker()
     ranked = ranked_candidates(question, hits, scores=scores, index=index, ranker=ranker)
-    if ranked and ranker.answers(ranked[0].probability, ranked[0].evidence):
+    runner_up = ranked[1].probability if len(ranked) > 1 else 0.0
+    if ranked and ranker.answers(ranked[0].probability, ranked[0].evidence, runner_up):
         best = ranked[0]
+        confidence = ranker.confidence(best.probability, runner_up)
         return Candidate(
-            section=best.section, score=best.probability, confidence=best.probability, rank=best.search_rank or 0
+            section=best.section, score=best.probability, confidence=confidence, rank=best.search_rank or 0
         )
     candidate = best_section(question, hits, index)
     if candidate is None or candidate.confidence < words_threshold or banked(candidate.section.article_id):

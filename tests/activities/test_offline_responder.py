@@ -27,7 +27,7 @@ from activities.agent.offline import (
     small_talk_kind,
     small_talk_reply,
 )
-from activities.agent.ranking import FEATURES, MODEL_FILE, SectionRanker, fit, section_ranker
+from activities.agent.ranking import FEATURES, MODEL_FILE, SectionRanker, fit, fit_confidence, section_ranker
 from activities.guardrails.normalise import question_text
 from core.settings import Settings
 from kb.chunking import parse_article
@@ -53,6 +53,11 @@ from kb.search import search
         ("r u a bot or a real person lol", "bot"),  # chat drops the question mark
         ("are you really just a bot?", "bot"),  # the guardrails' identity frame, two adverbs
         ("ok that's everything for today, have a good weekend!", "goodbye"),
+        # Without a marker word: "did the trick", "working again", a closing phrase, other languages' fillers.
+        ("that did the trick, the board is loading again. cheers!", "resolved"),
+        ("am I talking to a virtual assistant?", "bot"),
+        ("brilliant, that's everything I needed. talk soon!", "thanks"),
+        ("muchas gracias por la paciencia, ahora lo entiendo todo", "thanks"),
         (
             "Hi,\n\nJust wanted to say thank you — the steps you sent worked perfectly and the whole team is "
             "back up and running.\n\nBest,\nLaura",
@@ -70,6 +75,10 @@ from kb.search import search
         ("hell", None),
         ("party", None),
         ("it's broken again", None),
+        ("hi how do i create a dashboard", None),  # a how-to opening asks without a question mark
+        ("how do i hide a board from everyone except the people working on it", None),
+        ("if this isnt sorted by friday im cancelling", None),  # a negation typed without its apostrophe
+        ("Schlechter Service. Niemand antwortet, nichts funktioniert.", None),
     ],
 )
 def test_small_talk_is_told_apart_from_requests(message: str, kind: str | None) -> None:
@@ -324,6 +333,15 @@ def test_the_shipped_ranker_is_fitted_for_these_features() -> None:
         SectionRanker.from_json({**data, "features": ["bank_similarity"]})
     with pytest.raises(ValueError, match="malformed"):
         SectionRanker.from_json({**data, "scale": [0.0] * len(FEATURES)})
+    with pytest.raises(ValueError, match="malformed"):
+        SectionRanker.from_json({**data, "confidence": {"weights": [1.0, -0.5], "bias": 0.0}})
+    # The shipped confidence reads the lead over the runner-up: the same best probability is less
+    # sure beside a close second.
+    assert min(ranker.confidence_weights) >= 0 and ranker.confidence_weights[1] > 0
+    assert ranker.confidence(0.9, runner_up=0.85) < ranker.confidence(0.9, runner_up=0.2)
+    # A file written before the confidence model reads as the probability itself.
+    legacy = SectionRanker.from_json({k: v for k, v in data.items() if k != "confidence"})
+    assert legacy.confidence(0.7, runner_up=0.69) == pytest.approx(0.7)
 
 
 def test_fit_learns_which_evidence_marks_the_right_section() -> None:
@@ -339,6 +357,25 @@ def test_fit_learns_which_evidence_marks_the_right_section() -> None:
     mixed = evidence.copy()
     mixed[:, 1] = -mixed[:, 0]  # a feature that, alone, would take a negative weight
     assert np.all(fit(mixed, labels).weights >= 0)
+
+
+def test_the_confidence_model_learns_that_a_close_runner_up_means_a_guess() -> None:
+    """Picks whose best section leads the runner-up by little are right less often: the fitted confidence
+    weighs the lead, and with the same best probability a clear lead passes a threshold a near tie does not."""
+    rng = np.random.default_rng(3)
+    best = rng.uniform(0.5, 0.99, size=600)
+    runner_up = best * rng.uniform(0.0, 1.0, size=600)
+    right = rng.uniform(size=600) < 0.2 + 0.8 * (best - runner_up) / best
+    weights, bias = fit_confidence(best, runner_up, right)
+    assert weights[1] > 0 and min(weights) >= 0
+    ranker = dataclasses.replace(section_ranker(), confidence_weights=weights, confidence_bias=bias, threshold=0.5)
+    evidence = [0.0] * len(FEATURES)
+    evidence[FEATURES.index("bank_similarity")] = 0.9
+    assert ranker.answers(0.9, evidence, runner_up=0.05)
+    assert not ranker.answers(0.9, evidence, runner_up=0.89)
+    # A lead that goes with being wrong less often can never lower the confidence: no negative weight.
+    contrary = rng.uniform(size=600) < 0.9 - 0.8 * (best - runner_up) / best
+    assert min(fit_confidence(best, runner_up, contrary)[0]) >= 0
 
 
 def test_below_the_similarity_floor_nothing_is_sent_however_likely() -> None:

@@ -89,9 +89,9 @@ async def test_support_form_validates_then_shows_the_ticket_and_the_ai_reply(
     await page.get_by_label("Category").select_option("how_to")
     await page.get_by_label("High").check()
     # A question the offline responder answers with confidence (it hands off below its threshold).
-    await page.get_by_label("How can we help?").fill("How do I connect Slack to my workspace?")
+    await page.get_by_label("How can we help?").fill("How do I export a project to CSV?")
     subject = page.get_by_label("Subject")
-    await subject.fill("Slack notifications")
+    await subject.fill("CSV export")
     await subject.press("Enter")  # submits the form from the keyboard
 
     ticket = page.locator("#ticket-number")
@@ -99,9 +99,9 @@ async def test_support_form_validates_then_shows_the_ticket_and_the_ai_reply(
     await expect(page.get_by_role("heading", name="We received your request")).to_be_focused()
     assert [u for u in posted if u.endswith("/api/v1/support/form")] == [f"{stack.url}/api/v1/support/form"]
     ai_reply = page.locator('#ticket-thread li[data-role="agent"]')
-    await expect(ai_reply).to_contain_text(re.compile("slack", re.I), timeout=AI_REPLY_TIMEOUT_MS)
+    await expect(ai_reply).to_contain_text(re.compile("csv", re.I), timeout=AI_REPLY_TIMEOUT_MS)
     await expect(ai_reply.locator(".who")).to_contain_text("TechCorp assistant")
-    await expect(page.locator('#ticket-thread li[data-role="customer"]')).to_contain_text("connect Slack")
+    await expect(page.locator('#ticket-thread li[data-role="customer"]')).to_contain_text("export a project")
     await expect(page.locator("#poll-note")).to_contain_text("Updates automatically every 2 seconds")
     await page.screenshot(path=str(screenshot_dir / "support-submitted.png"), full_page=True)
     async with httpx.AsyncClient(base_url=stack.url) as http:

@@ -46,7 +46,7 @@ async def test_a_low_rating_on_the_ticket_page_reopens_the_real_conversation(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     http = linked_http
-    message = inbound("web_form", "How do I connect Slack to my workspace?")
+    message = inbound("web_form", "How do I export a project to CSV?")
     workflow_id = await signal_with_start(client, settings, message)
 
     async def answered() -> bool:

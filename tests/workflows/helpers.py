@@ -45,7 +45,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
 
 def inbound(
     channel: str = "web_form",
-    text_: str = "How do I connect Slack to my workspace?",
+    text_: str = "How do I export a project to CSV?",
     *,
     key: str | None = None,
     message_id: str | None = None,

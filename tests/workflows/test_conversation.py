@@ -31,7 +31,7 @@ async def test_question_gets_a_grounded_reply_a_ticket_and_search_attributes(
     worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     # A question the offline responder answers with confidence (below its threshold it hands off).
-    message = inbound("web_form", "How do I connect Slack to my workspace?")
+    message = inbound("web_form", "How do I export a project to CSV?")
     workflow_id = await signal_with_start(client, settings, message)
     assert workflow_id == conversation_workflow_id("web_form", message.conversation_key)
 
@@ -44,7 +44,7 @@ async def test_question_gets_a_grounded_reply_a_ticket_and_search_attributes(
     outbound = [r for r in rows if r["direction"] == "outbound"]
     assert len(outbound) == 1
     assert outbound[0]["delivery_status"] == "delivered"
-    assert "slack" in str(outbound[0]["content"]).lower()
+    assert "csv" in str(outbound[0]["content"]).lower()
     state = await _state(client, workflow_id)
     assert state.status == "active" and state.turns == 1
     assert state.ticket_number is not None and state.ticket_number.startswith("TKT-")

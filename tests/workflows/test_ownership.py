@@ -127,7 +127,7 @@ async def test_a_person_claims_replies_many_times_and_hands_back_with_a_note(
 async def test_taking_over_from_the_ai_sends_no_holding_message_and_closing_ends_it(
     worker, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    first = inbound("whatsapp", "How do I connect Slack to my workspace?")
+    first = inbound("whatsapp", "How do I export a project to CSV?")
     workflow_id = await signal_with_start(client, settings, first)
 
     async def answered() -> ConversationState | None:
