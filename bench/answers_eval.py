@@ -252,9 +252,7 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     _, threshold, floor, counts, answered_un = best
     model = fitted(rows)
     weights, bias = confidence_model(tops)
-    shipped = ranking.SectionRanker(
-        model.mean, model.scale, model.weights, model.bias, threshold, floor, weights, bias
-    )
+    shipped = ranking.SectionRanker(model.mean, model.scale, model.weights, model.bias, threshold, floor, weights, bias)
     path = Path(ranking.__file__).with_name(ranking.MODEL_FILE)
     provenance = {
         "fitted_by": "python bench/answers_eval.py --part tuning --fit-ranker",

@@ -59,7 +59,14 @@ INTL_GUARDS_FILE = "guards_intl.toml"
 NEGATIVE_SENTIMENT_THRESHOLD: float = Settings.model_fields["negative_sentiment_threshold"].default
 
 GuardName = Literal[
-    "negation", "board_object", "how_to", "on_board", "broken_page", "board_object_intl", "broken_page_intl"
+    "negation",
+    "board_object",
+    "how_to",
+    "on_board",
+    "broken_page",
+    "board_object_intl",
+    "broken_page_intl",
+    "own_business",
 ]
 
 
@@ -127,6 +134,10 @@ class _GuardsFile(Entry):
     naming_words: PatternText
     identity_frame: PatternText
     identity_request: PatternText
+    own_business_subject: PatternText
+    own_business_work: PatternText
+    own_business_addressed: PatternText
+    own_business_demand: PatternText
 
 
 class _IntlGuardsFile(Entry):
@@ -136,6 +147,10 @@ class _IntlGuardsFile(Entry):
     naming_words: PatternText
     identity_frame: PatternText
     identity_request: PatternText
+    own_business_subject: PatternText
+    own_business_work: PatternText
+    own_business_addressed: PatternText
+    own_business_demand: PatternText
 
 
 # ---------------------------------------------------------------------------------- guards
@@ -165,6 +180,7 @@ class Guards:
     naming_words: re.Pattern[str]
     identity_frame: re.Pattern[str]
     identity_request: re.Pattern[str]
+    own_business: OwnBusiness
 
     def named(self, text: str, hit: re.Match[str]) -> bool:
         """Every rule's guard: the hit is a name the customer gave something."""
@@ -211,6 +227,18 @@ class Guards:
         if not any(w in self.page_nouns for w in _WORD_RE.findall(sentence_rest.lower())[:3]):
             return False
         return bool(self.broken.search(text[start : end_match.start() if end_match else len(text)]))
+
+    def own_work(self, text: str, hit: re.Match[str]) -> bool:
+        """The hit's sentence describes the customer's own work ("we're a payments start-up and we track
+        every chargeback our customers file"), asks nothing of us, and the message asks a question
+        (guards_en.toml's own_business)."""
+        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
+        end = _PROSE_SENTENCE_END.search(text, hit.end())
+        sentence = fold_accents(text[start : end.start() if end else len(text)])
+        if not (self.own_business.describes(sentence) or intl_guards().own_business.describes(sentence)):
+            return False
+        folded = fold_accents(text)
+        return "?" in text or bool(self.troubleshooting.search(folded))
 
     def clause_before(self, text: str, start: int) -> str:
         """The text from the last clause boundary up to `start`."""
@@ -263,6 +291,34 @@ def _quoted_name(text: str, hit: re.Match[str]) -> bool:
 
 
 @dataclass(frozen=True)
+class OwnBusiness:
+    """One language file's words for a sentence about the customer's own work (guard "own_business")."""
+
+    subject: re.Pattern[str]
+    work: re.Pattern[str]
+    addressed: re.Pattern[str]
+    demand: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, data: _GuardsFile | _IntlGuardsFile, where: str) -> OwnBusiness:
+        return cls(
+            subject=compile_pattern(data.own_business_subject, where=f"{where}: own_business_subject"),
+            work=compile_pattern(data.own_business_work, where=f"{where}: own_business_work"),
+            addressed=compile_pattern(data.own_business_addressed, where=f"{where}: own_business_addressed"),
+            demand=compile_pattern(data.own_business_demand, where=f"{where}: own_business_demand"),
+        )
+
+    def describes(self, sentence: str) -> bool:
+        """This file's words find the customer as subject or owner and a verb of their work in `sentence`,
+        and neither file's words find anything addressed to us or a demand (a French sentence with an
+        English "please" still asks something)."""
+        if not (self.subject.search(sentence) and self.work.search(sentence)):
+            return False
+        english, intl = guards().own_business, intl_guards().own_business
+        return not any(words.addressed.search(sentence) or words.demand.search(sentence) for words in (english, intl))
+
+
+@dataclass(frozen=True)
 class IntlGuards:
     """The guards of guards_intl.toml, over the accent-folded, lower-cased text."""
 
@@ -272,6 +328,7 @@ class IntlGuards:
     naming_words: re.Pattern[str]
     identity_frame: re.Pattern[str]
     identity_request: re.Pattern[str]
+    own_business: OwnBusiness
 
     def board_object(self, text: str, hit: re.Match[str]) -> bool:
         if _quoted_name(text, hit):
@@ -301,6 +358,7 @@ def intl_guards() -> IntlGuards:
         naming_words=compile_pattern(data.naming_words, where=f"{INTL_GUARDS_FILE}: naming_words"),
         identity_frame=compile_pattern(data.identity_frame, where=f"{INTL_GUARDS_FILE}: identity_frame"),
         identity_request=compile_pattern(data.identity_request, where=f"{INTL_GUARDS_FILE}: identity_request"),
+        own_business=OwnBusiness.compile(data, INTL_GUARDS_FILE),
     )
 
 
@@ -327,6 +385,7 @@ def guards() -> Guards:
         naming_words=compile_pattern(data.naming_words, where=f"{GUARDS_FILE}: naming_words"),
         identity_frame=compile_pattern(data.identity_frame, where=f"{GUARDS_FILE}: identity_frame"),
         identity_request=compile_pattern(data.identity_request, where=f"{GUARDS_FILE}: identity_request"),
+        own_business=OwnBusiness.compile(data, GUARDS_FILE),
     )
 
 
@@ -390,6 +449,7 @@ def rule_book() -> RuleBook:
         "broken_page": g.broken_page,
         "board_object_intl": intl_guards().board_object,
         "broken_page_intl": intl_guards().broken_page,
+        "own_business": g.own_work,
     }
     rules: list[Rule] = []
     tone_rules: list[ToneRule] = []

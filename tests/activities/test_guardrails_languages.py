@@ -317,7 +317,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 963
+    assert len(_tuning()) == 1123
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -332,14 +332,17 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # rule had it) and "the per-seat figure": 42. Session 13's fifth round (g-2401..., 160 written
     # blind, measured before it joined: rules alone 40 missed, 16 false of 80 benign) brought them to
     # 82 and 21; the customers'-own-customers guard and projects as board objects: 19 false.
+    # Session 14's sixth round (g-2601..., 160 blind; rules alone 20 missed, 10 false of 80 benign before
+    # it joined) brought them to 102 and 29; the own-business guard (a sentence about the customer's
+    # own work, asking nothing of us): 23 false, no miss added.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 82, missed
-    assert false_escalations <= 19, false_escalations
-    assert action_errors <= 101, action_errors
+    assert sum(missed.values()) <= 102, missed
+    assert false_escalations <= 23, false_escalations
+    assert action_errors <= 125, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 19, false_escalations
-    assert action_errors <= 19, action_errors
+    assert false_escalations <= 23, false_escalations
+    assert action_errors <= 23, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers
