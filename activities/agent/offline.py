@@ -48,7 +48,7 @@ import numpy as np
 import Stemmer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.agent.ranking import SIMILARITY_KNOTS, SectionRanker, section_ranker
+from activities.agent.ranking import FEATURES, SIMILARITY_KNOTS, SectionRanker, section_ranker
 from activities.agent.section_classifier import SectionClassifier
 from activities.agent.tools import ModelToolCall
 from activities.guardrails.normalise import fold_accents, question_text
@@ -965,13 +965,27 @@ def choose_section(
 
     The ranker's likeliest section answers when its answering confidence (its probability and its lead
     over the runner-up's) reaches the ranker's threshold and its bank similarity the ranker's floor.
-    Otherwise the search's best
-    section by words answers only if its article has no bank (`banked`) and it covers `words_threshold`
-    of the question's word weight: for a banked article the ranker already said it is not sure.
+    The search's best section by words decides instead when its article has no bank (`banked`: an
+    operator's own) and it holds more of the question's word weight than the ranker's section: it
+    answers if it holds `words_threshold` of it, and otherwise nothing is sent. When it holds less, it
+    still answers (at `words_threshold`) where the ranker is not sure. For a banked article the ranker
+    already said whether it is sure.
     """
     index = index or bundled_index()
     ranker = ranker or section_ranker()
     ranked = ranked_candidates(question, hits, scores=scores, index=index, ranker=ranker)
+    # An operator's own article (no bank) that holds more of the question's words than the ranker's
+    # section does decides instead: the bank's customers never asked about what the operator added
+    # ("the zebra stripes theme" is not dark mode, however near the bank finds the two). It answers
+    # when it holds `words_threshold` of their weight; otherwise nobody is sure, and the team answers.
+    candidate = best_section(question, hits, index)
+    if candidate is not None and banked(candidate.section.article_id):
+        candidate = None
+    coverage_at = FEATURES.index("word_coverage")
+    if candidate is not None and (not ranked or candidate.confidence > ranked[0].evidence[coverage_at]):
+        return candidate if candidate.confidence >= words_threshold else None
+    if candidate is not None and candidate.confidence < words_threshold:
+        candidate = None
     runner_up = ranked[1].probability if len(ranked) > 1 else 0.0
     if ranked and ranker.answers(ranked[0].probability, ranked[0].evidence, runner_up):
         best = ranked[0]
@@ -979,9 +993,6 @@ def choose_section(
         return Candidate(
             section=best.section, score=best.probability, confidence=confidence, rank=best.search_rank or 0
         )
-    candidate = best_section(question, hits, index)
-    if candidate is None or candidate.confidence < words_threshold or banked(candidate.section.article_id):
-        return None
     return candidate
 
 

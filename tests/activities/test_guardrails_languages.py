@@ -334,11 +334,13 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # 82 and 21; the customers'-own-customers guard and projects as board objects: 19 false.
     # Session 14's sixth round (g-2601..., 160 blind; rules alone 20 missed, 10 false of 80 benign before
     # it joined) brought them to 102 and 29; the own-business guard (a sentence about the customer's
-    # own work, asking nothing of us): 23 false, no miss added.
+    # own work, asking nothing of us): 23 false, no miss added; the class rules its misses showed
+    # (sign-ins from where nobody is, another tenant's data by id, asking us to reset 2FA, a payment
+    # undone, "operator, please", "thanks for nothing", in the languages that lacked them): 80 missed.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 102, missed
+    assert sum(missed.values()) <= 80, missed
     assert false_escalations <= 23, false_escalations
-    assert action_errors <= 125, action_errors
+    assert action_errors <= 103, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
     assert false_escalations <= 23, false_escalations

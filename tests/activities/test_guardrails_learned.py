@@ -181,15 +181,17 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # cases in the bank (more benign how-tos) the calibration moved the threshold to 0.373, where it
     # catches 301. With session 13's fifth round it catches 356 of 477 at 0.373 (not recalibrated: the
     # rules alone are over the budget, see learned.py).
-    # Session 14's sixth round (160 more, blind): 396 of 575 at 0.373, 6 false of 548.
-    assert alone_caught >= 394, alone_caught  # of 575 escalations, the layer alone (396 when written)
+    # Session 14's sixth round (160 more, blind): 396 of 575 at 0.373, 6 false of 548; with that
+    # session's class rules among its examples, 409.
+    assert alone_caught >= 407, alone_caught  # of 575 escalations, the layer alone (409 when written)
     assert alone_false <= 6, alone_false  # of 548 benign (6 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
     # held-out misses did not move, so these bounds only guard against a regression); 9 and 17 with
-    # the fifth round's blind messages; 18 and 28 with the sixth's.
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 18, result["misses"]
-    assert sum(result["misses"].values()) <= 28, result["misses"]
+    # the fifth round's blind messages; 18 and 28 with the sixth's; 5 and 7 with session 14's class
+    # rules (fitted to those misses: the held-out figures did not move).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 5, result["misses"]
+    assert sum(result["misses"].values()) <= 7, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones).
