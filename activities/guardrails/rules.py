@@ -160,6 +160,14 @@ _WORD_RE = re.compile(r"[a-z0-9%]+(?:'[a-z]+)?")
 Guard = Callable[[str, "re.Match[str]"], bool]
 
 
+def _sentence_of(text: str, hit: re.Match[str]) -> tuple[int, int, str | None]:
+    """Where the hit's sentence starts and ends in `text`, and the mark that ends it (None at the end
+    of the text). A full stop only ends a sentence before a space: "techcorp.io" is one word."""
+    start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
+    end = _PROSE_SENTENCE_END.search(text, hit.end())
+    return start, (end.start() if end else len(text)), (end.group(0) if end else None)
+
+
 @dataclass(frozen=True)
 class Guards:
     """The checks that discard a rule's hit, over the lower-cased text around it."""
@@ -193,12 +201,11 @@ class Guards:
         """Every human_request rule's guard: the hit sits in a question about whether a person or a
         machine is answering ("am I chatting with a real person or an AI?"), in a message that asks
         for nothing."""
-        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
-        end = _PROSE_SENTENCE_END.search(text, hit.end())
-        sentence = fold_accents(text[start : end.start() if end else len(text)])
-        if end is not None and end.group(0) != "?":
+        start, end, mark = _sentence_of(text, hit)
+        sentence = fold_accents(text[start:end])
+        if mark is not None and mark != "?":
             return False
-        if end is None:
+        if mark is None:
             # A chat message often drops the question mark ("r u a bot or a real person lol"): without
             # one, the sentence must open with the question itself.
             opened = self.who_answers_question(sentence)
@@ -220,21 +227,17 @@ class Guards:
         return not (self.identity_request.search(message) or intl.identity_request.search(message))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
-        # A full stop only ends a sentence before a space: "techcorp.io" is one word.
-        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
-        end_match = _PROSE_SENTENCE_END.search(text, hit.end())
-        sentence_rest = text[hit.end() : end_match.start() if end_match else len(text)]
-        if not any(w in self.page_nouns for w in _WORD_RE.findall(sentence_rest.lower())[:3]):
+        start, end, _ = _sentence_of(text, hit)
+        if not any(w in self.page_nouns for w in _WORD_RE.findall(text[hit.end() : end].lower())[:3]):
             return False
-        return bool(self.broken.search(text[start : end_match.start() if end_match else len(text)]))
+        return bool(self.broken.search(text[start:end]))
 
     def own_work(self, text: str, hit: re.Match[str]) -> bool:
         """The hit's sentence describes the customer's own work ("we're a payments start-up and we track
         every chargeback our customers file"), asks nothing of us, and the message asks a question
         (guards_en.toml's own_business)."""
-        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
-        end = _PROSE_SENTENCE_END.search(text, hit.end())
-        sentence = fold_accents(text[start : end.start() if end else len(text)])
+        start, end, _ = _sentence_of(text, hit)
+        sentence = fold_accents(text[start:end])
         if not (self.own_business.describes(sentence) or intl_guards().own_business.describes(sentence)):
             return False
         folded = fold_accents(text)
@@ -333,16 +336,14 @@ class IntlGuards:
     def board_object(self, text: str, hit: re.Match[str]) -> bool:
         if _quoted_name(text, hit):
             return True
-        sentence_start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
-        end = _PROSE_SENTENCE_END.search(text, hit.end())
-        before = _WORD_INTL.findall(text[sentence_start : hit.start()])[-3:]
-        after = _WORD_INTL.findall(text[hit.end() : end.start() if end else len(text)])[:3]
+        start, end, _ = _sentence_of(text, hit)
+        before = _WORD_INTL.findall(text[start : hit.start()])[-3:]
+        after = _WORD_INTL.findall(text[hit.end() : end])[:3]
         return any(w in self.board_objects for w in (*before, *after))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
-        start = max((m.end() for m in _PROSE_SENTENCE_END.finditer(text, 0, hit.start())), default=0)
-        end = _PROSE_SENTENCE_END.search(text, hit.end())
-        sentence = text[start : end.start() if end else len(text)]
+        start, end, _ = _sentence_of(text, hit)
+        sentence = text[start:end]
         words = set(_WORD_INTL.findall(sentence))
         return bool(words & self.page_nouns) and bool(self.broken.search(sentence))
 
