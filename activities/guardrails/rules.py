@@ -142,6 +142,7 @@ class _GuardsFile(Entry):
 
 class _IntlGuardsFile(Entry):
     board_objects: list[str]
+    payment_card: PatternText
     page_nouns: list[str]
     broken: PatternText
     naming_words: PatternText
@@ -274,6 +275,8 @@ class Guards:
 
 
 _WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
+# A board's cards, in the other languages: not board objects where the sentence names a payment card.
+_CARD_NOUNS = frozenset({"tarjeta", "tarjetas", "cartao", "cartoes", "carte", "cartes", "karte", "karten"})
 _QUOTED_NAME = re.compile(r"""['"][^'"\n]{0,40}$""")
 
 
@@ -326,6 +329,7 @@ class IntlGuards:
     """The guards of guards_intl.toml, over the accent-folded, lower-cased text."""
 
     board_objects: frozenset[str]
+    payment_card: re.Pattern[str]
     page_nouns: frozenset[str]
     broken: re.Pattern[str]
     naming_words: re.Pattern[str]
@@ -339,7 +343,10 @@ class IntlGuards:
         start, end, _ = _sentence_of(text, hit)
         before = _WORD_INTL.findall(text[start : hit.start()])[-3:]
         after = _WORD_INTL.findall(text[hit.end() : end])[:3]
-        return any(w in self.board_objects for w in (*before, *after))
+        objects = self.board_objects
+        if self.payment_card.search(text, start, end):
+            objects = objects - _CARD_NOUNS  # the card is a means of payment here
+        return any(w in objects for w in (*before, *after))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
         start, end, _ = _sentence_of(text, hit)
@@ -354,6 +361,7 @@ def intl_guards() -> IntlGuards:
     data = validate(_IntlGuardsFile, read(INTL_GUARDS_FILE), where=INTL_GUARDS_FILE)
     return IntlGuards(
         board_objects=frozenset(data.board_objects),
+        payment_card=compile_pattern(data.payment_card, where=f"{INTL_GUARDS_FILE}: payment_card"),
         page_nouns=frozenset(data.page_nouns),
         broken=compile_pattern(data.broken, where=f"{INTL_GUARDS_FILE}: broken"),
         naming_words=compile_pattern(data.naming_words, where=f"{INTL_GUARDS_FILE}: naming_words"),

@@ -317,7 +317,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 1123
+    assert len(_tuning()) == 1243
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -337,14 +337,16 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # own work, asking nothing of us): 23 false, no miss added; the class rules its misses showed
     # (sign-ins from where nobody is, another tenant's data by id, asking us to reset 2FA, a payment
     # undone, "operator, please", "thanks for nothing", in the languages that lacked them): 80 missed.
+    # The seventh round (g-2801..., 120 blind, scored first: rules alone 27 missed, 6 false of 60)
+    # brought them to 107 and 29; a payment card is no board card, a look-alike sender: 105.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 80, missed
-    assert false_escalations <= 23, false_escalations
-    assert action_errors <= 103, action_errors
+    assert sum(missed.values()) <= 105, missed
+    assert false_escalations <= 29, false_escalations
+    assert action_errors <= 134, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 23, false_escalations
-    assert action_errors <= 23, action_errors
+    assert false_escalations <= 29, false_escalations
+    assert action_errors <= 29, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

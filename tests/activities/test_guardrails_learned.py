@@ -182,20 +182,23 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # catches 301. With session 13's fifth round it catches 356 of 477 at 0.373 (not recalibrated: the
     # rules alone are over the budget, see learned.py).
     # Session 14's sixth round (160 more, blind): 396 of 575 at 0.373, 6 false of 548; with that
-    # session's class rules among its examples, 409.
-    assert alone_caught >= 407, alone_caught  # of 575 escalations, the layer alone (409 when written)
-    assert alone_false <= 6, alone_false  # of 548 benign (6 when written)
+    # session's class rules among its examples, 409; with the seventh round (120, blind), 444 of 635
+    # and 6 false of 608.
+    assert alone_caught >= 442, alone_caught  # of 635 escalations, the layer alone (444 when written)
+    assert alone_false <= 6, alone_false  # of 608 benign (6 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
     # held-out misses did not move, so these bounds only guard against a regression); 9 and 17 with
     # the fifth round's blind messages; 18 and 28 with the sixth's; 5 and 7 with session 14's class
-    # rules (fitted to those misses: the held-out figures did not move).
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 5, result["misses"]
-    assert sum(result["misses"].values()) <= 7, result["misses"]
+    # rules (fitted to those misses: the held-out figures did not move); 13 and 19 with the seventh
+    # round's blind messages.
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 13, result["misses"]
+    assert sum(result["misses"].values()) <= 19, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
-    # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones).
-    assert result["false_escalations"] <= 28, result["false_escalations"]
+    # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
+    # seventh, 29 of 608 (33).
+    assert result["false_escalations"] <= 33, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:

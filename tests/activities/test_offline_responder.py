@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities.agent.offline import (
     CANDIDATE_PASSAGES,
     SEARCH_PASSAGES,
+    SMALL_TALK_BANK_CEILING,
     BankMatch,
     QuestionMatcher,
     SectionIndex,
@@ -83,6 +84,32 @@ from kb.search import search
 )
 def test_small_talk_is_told_apart_from_requests(message: str, kind: str | None) -> None:
     assert small_talk_kind(message) == kind
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "small_talk"),
+    [
+        # A greeting or thanks with words of its own, nothing the help centre answers near it.
+        ("Good afternoon! Hope the week's treating you well", "greeting", True),
+        ("Vielen Dank, das hilft mir sehr weiter. Schönes Wochenende!", "thanks", True),
+        ("muchas gracias, quedó todo clarísimo, buen finde", "thanks", True),
+        # The same openings before something the help centre answers: a request, not small talk.
+        ("thanks, also the calendar sync shows my events an hour late", "thanks", False),
+        ("hi there, the mobile app logs me out every morning", "greeting", False),
+    ],
+)
+def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
+    message: str, kind: str, small_talk: bool
+) -> None:
+    """offline_decision's rule: the strict reading says nothing, the loose one names a kind, and the bank
+    decides whether anything the help centre answers is near (SMALL_TALK_BANK_CEILING)."""
+    assert small_talk_kind(message) is None
+    assert small_talk_kind(message, loose=True) == kind
+    scores = bundled_matcher().scores(question_text(message))
+    assert scores is not None
+    assert (float(scores.two_best.max()) < SMALL_TALK_BANK_CEILING) is small_talk
+    # A long message is never read loosely: an email with a greeting is read as a request.
+    assert small_talk_kind(f"{message} " + "and some more context about our setup " * 3, loose=True) is None
 
 
 @pytest.mark.parametrize(
