@@ -199,11 +199,12 @@ _RESOLVED_PHRASE = re.compile(
     r"\ball\s+good\s+now\b|\bback\s+to\s+normal\b|\bup\s+and\s+running\b"
 )
 # A how-to opening asks something even without a question mark ("hi how do i create a dashboard").
+# Matched against the accent-folded text.
 _QUESTION_OPENING = re.compile(
     r"\b(?:how\s+(?:do|can|could|should|would|to|does)|where\s+(?:do|can|is|are|does)|can\s+(?:i|we)|"
     r"is\s+there|are\s+there|is\s+it\s+possible|what\s+(?:is|are|do|does|happens)|"
-    r"como\s+(?:eu|faco|faço|posso|hago|puedo|se)|donde|dónde|onde|comment\s+(?:faire|je|on|puis)|"
-    r"wie\s+(?:kann|mache|geht|können)|wo\s+(?:finde|kann|ist))\b"
+    r"como\s+(?:eu|faco|posso|hago|puedo|se)|donde|onde|comment\s+(?:faire|je|on|puis)|"
+    r"wie\s+(?:kann|mache|geht|konnen)|wo\s+(?:finde|kann|ist))\b"
 )
 _NEGATION = frozenset(
     "not no never still again but however although doesn't didn't don't isn't wasn't won't can't cannot nothing "
@@ -1048,8 +1049,9 @@ async def offline_decision(
     if kind is None and (loose := small_talk_kind(question, loose=True)) is not None:
         # A greeting or thanks with words of its own is small talk when nothing the help centre
         # answers is near it (the encoder's pass is cached for the turn's later steps).
+        # Without a bank to vouch for that, it is not small talk.
         scores = await asyncio.to_thread(bundled_matcher().scores, question_text(question))
-        if scores is None or float(scores.two_best.max()) < SMALL_TALK_BANK_CEILING:
+        if scores is not None and float(scores.two_best.max()) < SMALL_TALK_BANK_CEILING:
             kind = loose
     if kind is not None:
         reply = json.dumps({"message": small_talk_reply(kind, question)})

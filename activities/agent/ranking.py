@@ -136,7 +136,11 @@ class SectionRanker:
         if any(a.shape != (len(FEATURES),) for a in (mean, scale, weights)) or np.any(scale <= 0):
             raise ValueError(f"{MODEL_FILE} is malformed")
         confidence = data.get("confidence", {"weights": [1.0, 0.0], "bias": 0.0})
-        confidence_weights = tuple(float(v) for v in confidence["weights"])
+        try:
+            confidence_weights = tuple(float(v) for v in confidence["weights"])
+            confidence_bias = float(confidence["bias"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{MODEL_FILE} is malformed: confidence") from exc
         if len(confidence_weights) != 2 or min(confidence_weights) < 0:
             raise ValueError(f"{MODEL_FILE} is malformed")
         return cls(
@@ -147,7 +151,7 @@ class SectionRanker:
             threshold=float(data["threshold"]),
             min_similarity=float(data.get("min_similarity", 0.0)),
             confidence_weights=(confidence_weights[0], confidence_weights[1]),
-            confidence_bias=float(confidence["bias"]),
+            confidence_bias=confidence_bias,
         )
 
 

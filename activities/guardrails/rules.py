@@ -142,6 +142,7 @@ class _GuardsFile(Entry):
 
 class _IntlGuardsFile(Entry):
     board_objects: list[str]
+    card_nouns: list[str]
     payment_card: PatternText
     page_nouns: list[str]
     broken: PatternText
@@ -275,8 +276,6 @@ class Guards:
 
 
 _WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
-# A board's cards, in the other languages: not board objects where the sentence names a payment card.
-_CARD_NOUNS = frozenset({"tarjeta", "tarjetas", "cartao", "cartoes", "carte", "cartes", "karte", "karten"})
 _QUOTED_NAME = re.compile(r"""['"][^'"\n]{0,40}$""")
 
 
@@ -329,6 +328,7 @@ class IntlGuards:
     """The guards of guards_intl.toml, over the accent-folded, lower-cased text."""
 
     board_objects: frozenset[str]
+    card_nouns: frozenset[str]
     payment_card: re.Pattern[str]
     page_nouns: frozenset[str]
     broken: re.Pattern[str]
@@ -345,7 +345,7 @@ class IntlGuards:
         after = _WORD_INTL.findall(text[hit.end() : end])[:3]
         objects = self.board_objects
         if self.payment_card.search(text, start, end):
-            objects = objects - _CARD_NOUNS  # the card is a means of payment here
+            objects = objects - self.card_nouns  # the card is a means of payment here
         return any(w in objects for w in (*before, *after))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
@@ -361,6 +361,7 @@ def intl_guards() -> IntlGuards:
     data = validate(_IntlGuardsFile, read(INTL_GUARDS_FILE), where=INTL_GUARDS_FILE)
     return IntlGuards(
         board_objects=frozenset(data.board_objects),
+        card_nouns=frozenset(data.card_nouns),
         payment_card=compile_pattern(data.payment_card, where=f"{INTL_GUARDS_FILE}: payment_card"),
         page_nouns=frozenset(data.page_nouns),
         broken=compile_pattern(data.broken, where=f"{INTL_GUARDS_FILE}: broken"),

@@ -362,6 +362,8 @@ def test_the_shipped_ranker_is_fitted_for_these_features() -> None:
         SectionRanker.from_json({**data, "scale": [0.0] * len(FEATURES)})
     with pytest.raises(ValueError, match="malformed"):
         SectionRanker.from_json({**data, "confidence": {"weights": [1.0, -0.5], "bias": 0.0}})
+    with pytest.raises(ValueError, match="malformed"):
+        SectionRanker.from_json({**data, "confidence": {"weights": [1.0, 0.5]}})
     # The shipped confidence reads the lead over the runner-up: the same best probability is less
     # sure beside a close second.
     assert min(ranker.confidence_weights) >= 0 and ranker.confidence_weights[1] > 0
