@@ -117,7 +117,7 @@ _VALEDICTIONS = (
     r"gracias|muchas\s+gracias|saludos|un\s+saludo|atentamente|"
     r"obrigad[oa]|abra[çc]os?|att|atenciosamente|"
     r"merci|cordialement|bien\s+(?:à|a)\s+vous|bonne\s+journ[ée]e|"
-    r"danke|vielen\s+dank|(?:viele|beste|liebe)\s+gr(?:ü|ue)(?:ß|ss)e|mit\s+freundlichen\s+gr(?:ü|ue)(?:ß|ss)en|"
+    r"danke|vielen\s+dank|(?:viele|beste|liebe)\s+gr(?:ü|ue|u)(?:ß|ss)e|mit\s+freundlichen\s+gr(?:ü|ue|u)(?:ß|ss)en|"
     r"gru(?:ß|ss)|lg|mfg|vg"
 )
 _CLOSING = re.compile(rf"^\s*(?:{_VALEDICTIONS})\b[^?\n]*$", re.IGNORECASE)
@@ -139,15 +139,16 @@ def _words_in(line: str) -> int:
     return len(line.split())
 
 
-def _is_signature(lines: list[str]) -> bool:
+def _is_signature(lines: list[str], *, cased: bool = True) -> bool:
     """Whether the lines under a closing read like a signature rather than more of the message: a
-    name first (a few words, at most one of them in lower case: "Tomasz Nowak", "ana"), then at most
-    a few short lines (a title, a company, a phone number, "Sent from my iPhone"), no question.
+    name first (a few words, at most one of them in lower case: "Tomasz Nowak", "ana"; in a text
+    already lower-cased, `cased=False`, only its length counts), then at most a few short lines (a
+    title, a company, a phone number, "Sent from my iPhone"), no question.
     "thanks\\nalso can't log in since yesterday" is the message going on."""
     if not lines:
         return True
     name = lines[0].split()
-    lower = sum(1 for word in name if word[:1].isalpha() and word[:1].islower())
+    lower = sum(1 for word in name if word[:1].isalpha() and word[:1].islower()) if cased else 0
     if len(name) > _NAME_WORDS or lower > 1:
         return False
     return len(lines) <= _SIGNATURE_LINES and all(_words_in(r) <= _SIGNATURE_WORDS and "?" not in r for r in lines)
@@ -159,6 +160,26 @@ def _is_address(line: str, pattern: re.Pattern[str]) -> bool:
     if not pattern.match(line) or count > _ADDRESS_WORDS:
         return False
     return count <= _BARE_ADDRESS_WORDS or line.rstrip()[-1:] in {",", ":", "!"}
+
+
+def _closing_line(lines: list[str], *, cased: bool = True) -> int | None:
+    """The index of the closing line ("Kind regards,") that only a signature follows, when something
+    comes before it; None otherwise."""
+    for at in range(1, len(lines)):
+        if not _is_address(lines[at], _CLOSING):
+            continue
+        if _is_signature([r for r in lines[at + 1 :] if r.strip()], cased=cased):
+            return at if any(r.strip() for r in lines[:at]) else None
+        return None
+    return None
+
+
+def signature_line(text: str) -> int | None:
+    """The number of the line a message's closing and signature start on ("Regards,\\nMartina Keller\\n
+    CISO & Data Protection Officer"), or None; `text` may already be lower-cased or accent-folded (the
+    line count is the same)."""
+    lines = text.splitlines()
+    return _closing_line(lines, cased=text != text.lower())
 
 
 def question_text(text: str) -> str:
@@ -176,14 +197,9 @@ def question_text(text: str) -> str:
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is not None and _is_address(lines[first], _SALUTATION):
         lines = lines[first + 1 :]
-    for at in range(1, len(lines)):
-        line = lines[at]
-        if not _is_address(line, _CLOSING):
-            continue
-        if _is_signature([r for r in lines[at + 1 :] if r.strip()]):
-            if any(r.strip() for r in lines[:at]):
-                lines = lines[:at]
-            break
+    closing = _closing_line(lines)
+    if closing is not None:
+        lines = lines[:closing]
     asked = "\n".join(lines).strip()
     asked = _PLEASANTRY.sub("", asked, count=1).strip()
     return asked or text.strip()

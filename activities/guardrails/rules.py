@@ -35,7 +35,7 @@ from activities.guardrails.datafiles import (
 )
 from activities.guardrails.language import detect_language
 from activities.guardrails.learned import escalation_of_prepared as learned_escalation
-from activities.guardrails.normalise import fold_accents, full_text, prepare
+from activities.guardrails.normalise import fold_accents, full_text, prepare, signature_line
 from activities.guardrails.sentiment import is_shouting, score_sentiment
 from core.settings import Settings
 from core.vocabulary import GUARDRAIL_REASONS, EscalationReason, GuardrailReason
@@ -138,6 +138,7 @@ class _GuardsFile(Entry):
     own_business_work: PatternText
     own_business_addressed: PatternText
     own_business_demand: PatternText
+    signature_speech: PatternText
 
 
 class _IntlGuardsFile(Entry):
@@ -191,6 +192,7 @@ class Guards:
     identity_frame: re.Pattern[str]
     identity_request: re.Pattern[str]
     own_business: OwnBusiness
+    signature_speech: re.Pattern[str]
 
     def named(self, text: str, hit: re.Match[str]) -> bool:
         """Every rule's guard: the hit is a name the customer gave something."""
@@ -233,6 +235,16 @@ class Guards:
         if not any(w in self.page_nouns for w in _WORD_RE.findall(text[hit.end() : end].lower())[:3]):
             return False
         return bool(self.broken.search(text[start:end]))
+
+    def signature_title(self, text: str, hit: re.Match[str]) -> bool:
+        """The hit is on a line of the signature under a closing, a line that does not speak (a job
+        title, a company: guards_en.toml's signature_speech)."""
+        first = signature_line(text)
+        if first is None or text.count("\n", 0, hit.start()) <= first:
+            return False
+        start = text.rfind("\n", 0, hit.start()) + 1
+        end = text.find("\n", hit.end())
+        return not self.signature_speech.search(fold_accents(text[start : end if end != -1 else len(text)]))
 
     def own_work(self, text: str, hit: re.Match[str]) -> bool:
         """The hit's sentence describes the customer's own work ("we're a payments start-up and we track
@@ -396,6 +408,7 @@ def guards() -> Guards:
         identity_frame=compile_pattern(data.identity_frame, where=f"{GUARDS_FILE}: identity_frame"),
         identity_request=compile_pattern(data.identity_request, where=f"{GUARDS_FILE}: identity_request"),
         own_business=OwnBusiness.compile(data, GUARDS_FILE),
+        signature_speech=compile_pattern(data.signature_speech, where=f"{GUARDS_FILE}: signature_speech"),
     )
 
 
@@ -484,6 +497,8 @@ def rule_book() -> RuleBook:
                         *(() if entry.reads_quoted_text else (g.named,)),
                         # A question about who answers is not a request for a person.
                         *((g.identity_question,) if entry.reason == "human_request" else ()),
+                        # A job title in a signature is no request (never for security: fail closed).
+                        *(() if entry.reads_quoted_text or entry.reason == "security" else (g.signature_title,)),
                         *(by_name[n] for n in entry.guards),
                     ),
                     reads_quoted_text=entry.reads_quoted_text,

@@ -338,15 +338,16 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # (sign-ins from where nobody is, another tenant's data by id, asking us to reset 2FA, a payment
     # undone, "operator, please", "thanks for nothing", in the languages that lacked them): 80 missed.
     # The seventh round (g-2801..., 120 blind, scored first: rules alone 27 missed, 6 false of 60)
-    # brought them to 107 and 29; a payment card is no board card, a look-alike sender: 105.
+    # brought them to 107 and 29; a payment card is no board card, a look-alike sender: 105; a job
+    # title in a signature is no request: 26 false.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
     assert sum(missed.values()) <= 105, missed
-    assert false_escalations <= 29, false_escalations
-    assert action_errors <= 134, action_errors
+    assert false_escalations <= 26, false_escalations
+    assert action_errors <= 131, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 29, false_escalations
-    assert action_errors <= 29, action_errors
+    assert false_escalations <= 26, false_escalations
+    assert action_errors <= 26, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

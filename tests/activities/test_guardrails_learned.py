@@ -197,8 +197,8 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
-    # seventh, 29 of 608 (33).
-    assert result["false_escalations"] <= 33, result["false_escalations"]
+    # seventh, 29 of 608 (33); the signature-title guard, 26 (30).
+    assert result["false_escalations"] <= 30, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
