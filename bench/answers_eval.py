@@ -221,11 +221,13 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         confidence_fold = np.random.default_rng(seed + 100).permutation(len(tops)) % folds
         for k in range(folds):
             weights, bias = confidence_model([t for t, f in zip(tops, confidence_fold, strict=True) if f != k])
-            scorer = ranking.SectionRanker(
-                np.zeros(1), np.ones(1), np.zeros(1), 0.0, 0.0, confidence_weights=weights, confidence_bias=bias
-            )
             picks += [
-                (case, scorer.confidence(p, q) if verdict != "none" else 0.0, similarity, verdict)
+                (
+                    case,
+                    ranking.answering_confidence(weights, bias, p, q) if verdict != "none" else 0.0,
+                    similarity,
+                    verdict,
+                )
                 for (case, p, q, similarity, verdict), f in zip(tops, confidence_fold, strict=True)
                 if f == k
             ]

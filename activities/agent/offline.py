@@ -1046,19 +1046,21 @@ async def offline_decision(
     question = "\n".join(await messages.contents_by_ids(session, message_ids=inp.message_ids)).strip()
     call_id = f"offline-{inp.turn}-{inp.step}"
     kind = small_talk_kind(question)
+    # An email's greeting, closing and signature are not the question: searched or compared with the
+    # bank they match articles about greetings and teams.
+    asked = question_text(question)
+    matcher = bundled_matcher()
+    scores: BankScores | None = None
     if kind is None and (loose := small_talk_kind(question, loose=True)) is not None:
         # A greeting or thanks with words of its own is small talk when nothing the help centre
-        # answers is near it (the encoder's pass is cached for the turn's later steps).
-        # Without a bank to vouch for that, it is not small talk.
-        scores = await asyncio.to_thread(bundled_matcher().scores, question_text(question))
+        # answers is near it; without a bank to vouch for that, it is not small talk. (The encoder's
+        # pass is CPU work: off the event loop, like the embedder's.)
+        scores = await asyncio.to_thread(matcher.scores, asked)
         if scores is not None and float(scores.two_best.max()) < SMALL_TALK_BANK_CEILING:
             kind = loose
     if kind is not None:
         reply = json.dumps({"message": small_talk_reply(kind, question)})
         return OfflineDecision([{"id": call_id, "name": "send_response", "arguments": reply}], kind == "resolved")
-    # An email's greeting, closing and signature are not the question: searched or compared with the
-    # bank they match articles about greetings and teams.
-    asked = question_text(question)
     hits: Sequence[Mapping[str, Any]] | None
     hits = await agent_steps.turn_search_hits(session, conversation_id=inp.conversation_id, turn=inp.turn)
     if hits is None:
@@ -1066,9 +1068,8 @@ async def offline_decision(
         return OfflineDecision([{"id": call_id, "name": "search_knowledge_base", "arguments": search}])
     if hits and search_sections is not None:
         hits = await search_sections(asked[:SEARCH_QUERY_CHARS])
-    # The encoder's forward pass is CPU work: off the event loop, like the embedder's.
-    matcher = bundled_matcher()
-    scores = await asyncio.to_thread(matcher.scores, asked)
+    if scores is None:  # not read for small talk above
+        scores = await asyncio.to_thread(matcher.scores, asked)
     # Only sections of articles the search found are ranked: a bundled article this deployment's
     # knowledge base does not hold is never sent.
     answer = await asyncio.to_thread(

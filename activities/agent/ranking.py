@@ -95,9 +95,7 @@ class SectionRanker:
 
     def confidence(self, probability: float, runner_up: float = 0.0) -> float:
         """How likely the best section (this probability) is right, given the runner-up's."""
-        top = confidence_inputs(probability, runner_up)
-        z = float(np.dot(self.confidence_weights, top)) + self.confidence_bias
-        return float(1.0 / (1.0 + np.exp(-z)))
+        return answering_confidence(self.confidence_weights, self.confidence_bias, probability, runner_up)
 
     def answers(self, probability: float, evidence: Sequence[float], runner_up: float = 0.0) -> bool:
         """Whether a section this likely, with this evidence and this runner-up, is sent."""
@@ -164,6 +162,14 @@ def confidence_inputs(probability: float, runner_up: float) -> np.ndarray:
     """The confidence model's inputs: the best section's log-odds, and its lead over the runner-up's."""
     top, second = (float(np.log(p / (1 - p))) for p in np.clip([probability, runner_up], _CLIP, 1 - _CLIP))
     return np.array([top, top - second])
+
+
+def answering_confidence(
+    weights: tuple[float, float], bias: float, probability: float, runner_up: float = 0.0
+) -> float:
+    """The confidence model (weights and bias, fit_confidence) read for one best section and its runner-up."""
+    z = float(np.dot(weights, confidence_inputs(probability, runner_up))) + bias
+    return float(1.0 / (1.0 + np.exp(-z)))
 
 
 def fit_confidence(
