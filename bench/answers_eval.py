@@ -186,7 +186,8 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     def fitted(kept: list[tuple[Case, list[tuple[Any, list[float]]]]]) -> ranking.SectionRanker:
         evidence = np.array([e for case, found in kept for _, e in found])
         labels = [case.kind == "answerable" and _is_expected(s, case) for case, found in kept for s, _ in found]
-        return ranking.fit(evidence, labels)
+        messages = [n for n, (_, found) in enumerate(kept) for _ in found]
+        return ranking.fit(evidence, labels, messages)
 
     verdicts: dict[tuple[str, Any], str] = {}
     similarity_at = ranking.FEATURES.index("bank_similarity")

@@ -358,34 +358,66 @@ def test_the_shipped_ranker_is_fitted_for_these_features() -> None:
     assert data["fitted_by"].endswith("--fit-ranker") and data["cases"]["answerable"] >= 200
     with pytest.raises(ValueError, match="other features"):
         SectionRanker.from_json({**data, "features": ["bank_similarity"]})
+    # A file of the pointwise regression the listwise model replaced is refused, not misread.
+    with pytest.raises(ValueError, match="another kind of model"):
+        SectionRanker.from_json({k: v for k, v in data.items() if k != "kind"})
     with pytest.raises(ValueError, match="malformed"):
         SectionRanker.from_json({**data, "scale": [0.0] * len(FEATURES)})
     with pytest.raises(ValueError, match="malformed"):
         SectionRanker.from_json({**data, "confidence": {"weights": [1.0, -0.5], "bias": 0.0}})
     with pytest.raises(ValueError, match="malformed"):
         SectionRanker.from_json({**data, "confidence": {"weights": [1.0, 0.5]}})
-    # The shipped confidence reads the lead over the runner-up: the same best probability is less
-    # sure beside a close second.
-    assert min(ranker.confidence_weights) >= 0 and ranker.confidence_weights[1] > 0
-    assert ranker.confidence(0.9, runner_up=0.85) < ranker.confidence(0.9, runner_up=0.2)
+    # The confidence never rises with a closer runner-up. (The listwise probability already shares a
+    # message's mass among its candidates, and the fit gives the lead itself little or no weight.)
+    assert min(ranker.confidence_weights) >= 0 and ranker.confidence_weights[0] > 0
+    assert ranker.confidence(0.9, runner_up=0.2) <= ranker.confidence(0.9, runner_up=0.05)
     # A file written before the confidence model reads as the probability itself.
     legacy = SectionRanker.from_json({k: v for k, v in data.items() if k != "confidence"})
     assert legacy.confidence(0.7, runner_up=0.69) == pytest.approx(0.7)
 
 
 def test_fit_learns_which_evidence_marks_the_right_section() -> None:
+    """Messages of five candidates each, one of which (or none) answers: the listwise fit weighs the
+    features that mark it, puts it first, and leaves the mass to "none of them" when no candidate
+    stands out."""
     rng = np.random.default_rng(7)
-    evidence = rng.normal(size=(400, len(FEATURES)))
-    labels = evidence[:, 0] + 0.5 * evidence[:, 5] + rng.normal(scale=0.3, size=400) > 1.0
-    ranker = fit(evidence, labels)
-    assert ranker.weights[0] > ranker.weights[5] > 0.5
-    assert np.all(np.abs(ranker.weights[[1, 2, 3, 4, 6, 7, 8, 9, 10, 11]]) < 0.5)
-    probabilities = ranker.probabilities(evidence)
-    assert ((probabilities >= 0.5) == labels).mean() > 0.9
+    messages, per = 300, 5
+    evidence = rng.normal(size=(messages * per, len(FEATURES)))
+    group = np.repeat(np.arange(messages), per)
+    utility = evidence[:, 0] + 0.5 * evidence[:, 5] + rng.normal(scale=0.3, size=len(evidence))
+    answerable = rng.uniform(size=messages) < 0.8
+    best = np.array([np.argmax(utility[group == n]) for n in range(messages)])
+    labels = np.zeros(len(evidence), dtype=bool)
+    labels[np.arange(messages)[answerable] * per + best[answerable]] = True
+    # An answerable message's right section stands out from the rest on the first feature.
+    evidence[labels, 0] += 1.5
+    ranker = fit(evidence, labels, group, ridge=1.0)
+    assert ranker.weights[0] > ranker.weights[5] > 0.3
+    assert np.all(np.abs(ranker.weights[[1, 2, 3, 4, 6, 7, 8, 9, 10, 11]]) < 0.3)
+    tops, firsts = [], 0
+    for n in range(messages):
+        p = ranker.probabilities(evidence[group == n])
+        assert p.sum() < 1.0  # what is left is "none of them"
+        tops.append(p.max())
+        firsts += answerable[n] and int(np.argmax(p)) == best[n]
+    assert firsts / answerable.sum() > 0.9
+    # The best candidate of an answerable message is likelier than that of an unanswerable one.
+    assert np.mean(np.array(tops)[answerable]) > np.mean(np.array(tops)[~answerable]) + 0.2
     # Weights are never negative: more evidence never makes a section less likely.
     mixed = evidence.copy()
     mixed[:, 1] = -mixed[:, 0]  # a feature that, alone, would take a negative weight
-    assert np.all(fit(mixed, labels).weights >= 0)
+    assert np.all(fit(mixed, labels, group).weights >= 0)
+
+
+def test_candidates_of_one_message_share_its_probability() -> None:
+    """Two candidates with the same evidence are a guess between them: each is less likely than one
+    alone with that evidence, and neither reaches one half."""
+    ranker = section_ranker()
+    evidence = (ranker.mean + ranker.scale)[None, :]  # a standard deviation above the mean on every feature
+    alone = ranker.probabilities(evidence)[0]
+    twins = ranker.probabilities(np.vstack([evidence, evidence]))
+    assert twins[0] == pytest.approx(twins[1]) and twins.sum() < 1.0
+    assert alone > 0.5 and twins[0] < min(alone, 0.5)
 
 
 def test_the_confidence_model_learns_that_a_close_runner_up_means_a_guess() -> None:
