@@ -540,13 +540,18 @@ def _negative_sentiment_hits(
         hits.append("negative_sentiment.shouting")
     g = guards()
     if (
-        len(hits) == 1
-        and hits[0].startswith("negative_sentiment.score:")
+        hits
+        and all(hit.startswith(_FRUSTRATION_ONLY) for hit in hits)
         and sentiment >= threshold - g.troubleshooting_margin
         and g.troubleshooting.search(folded)
     ):
-        return []  # frustrated but asking how to fix it: the agent can help
+        return []  # frustrated but asking the way forward: the agent can help
     return hits
+
+
+# The negative signals frustration alone gives (guards_en.toml, troubleshooting_question): the lexicon's
+# score and the generic angry words; any other tone rule is anger, contempt or distress.
+_FRUSTRATION_ONLY = ("negative_sentiment.score:", "negative_sentiment.phrase:")
 
 
 def reports_a_broken_page(lowered: str, folded: str) -> bool:

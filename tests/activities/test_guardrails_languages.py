@@ -62,6 +62,17 @@ def test_an_unsupported_language_escalates_with_reason_language(text: str, langu
     assert decision.matched[0].startswith(f"language.unsupported:{language}:")
 
 
+def test_a_message_in_another_script_is_unsupported_however_the_detector_splits_its_guess() -> None:
+    """Cyrillic, Greek, Hebrew...: none of the supported languages is written in them, so the detector's
+    probability (split between Bulgarian, Russian and Macedonian for a short line) does not decide; a
+    Latin-script message that names a person in Cyrillic is still English."""
+    guess = detect_language("Здравейте, искам да говоря с човек.")
+    assert guess.other_script and guess.unsupported, guess
+    assert evaluate_inbound("שלום, איך אני מייצא לוח לקובץ CSV?", "web_form").reason == "language"
+    mixed = detect_language("Hi, my name is Ярослав Петров, how do I export a board to CSV?")
+    assert not mixed.other_script and not mixed.unsupported, mixed
+
+
 @pytest.mark.parametrize(
     "text", ["ok thanks, bye!", "talk to agent", "do u guys do student pricing", "what does SYNC-409 mean"]
 )
@@ -317,7 +328,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 1243
+    assert len(_tuning()) == 1363
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -340,14 +351,18 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # The seventh round (g-2801..., 120 blind, scored first: rules alone 27 missed, 6 false of 60)
     # brought them to 107 and 29; a payment card is no board card, a look-alike sender: 105; a job
     # title in a signature is no request: 26 false.
+    # Session 15's eighth round (g-3001..., 120 blind, scored first: rules alone 18 missed, 8 false of
+    # 60) brought them to 122 and 33 (one Bulgarian and one Indonesian message the detector was less
+    # sure of than the old floor, now escalated as `language`); frustration with generic angry words
+    # beside a product question is no anger, "no need for anyone to call me" negates: 27 false.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 105, missed
-    assert false_escalations <= 26, false_escalations
-    assert action_errors <= 131, action_errors
+    assert sum(missed.values()) <= 122, missed
+    assert false_escalations <= 27, false_escalations
+    assert action_errors <= 149, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 26, false_escalations
-    assert action_errors <= 26, action_errors
+    assert false_escalations <= 27, false_escalations
+    assert action_errors <= 27, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers
