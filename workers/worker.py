@@ -92,11 +92,12 @@ async def run_worker(settings: Settings) -> None:
     # of CPU, or milliseconds from the vector cache) and the section classifier trained on them (about
     # 6 s the first time, then loaded from the same cache) before polling, not inside the first
     # customer's turn; the section ranker is read then too (a malformed file stops the worker here).
-    from activities.agent.offline import bundled_matcher
+    from activities.agent.offline import bundled_matcher, small_talk_bank
     from activities.agent.ranking import section_ranker
 
     started = time.perf_counter()
     await asyncio.to_thread(bundled_matcher().warm)
+    await asyncio.to_thread(small_talk_bank().warm)
     section_ranker()
     log.info("worker.question_bank_ready", seconds=round(time.perf_counter() - started, 2))
     worker = Worker(

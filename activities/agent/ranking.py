@@ -272,7 +272,7 @@ def _newton_listwise(
         top = np.full(m, -np.inf)
         np.maximum.at(top, owner, scores)
         shares = np.exp(scores - top[owner])
-        return shares / np.bincount(owner, weights=shares, minlength=m)[owner]
+        return np.asarray(shares / np.bincount(owner, weights=shares, minlength=m)[owner])
 
     def objective(theta: np.ndarray) -> float:
         p = softmax(theta)

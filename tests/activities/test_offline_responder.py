@@ -18,6 +18,7 @@ from activities.agent.offline import (
     BankMatch,
     QuestionMatcher,
     SectionIndex,
+    SmallTalkBank,
     build_index,
     bundled_index,
     bundled_matcher,
@@ -25,6 +26,7 @@ from activities.agent.offline import (
     compose_grounded_answer,
     ranked_candidates,
     section_evidence,
+    small_talk_bank,
     small_talk_kind,
     small_talk_reply,
 )
@@ -110,6 +112,40 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
     assert (float(scores.two_best.max()) < SMALL_TALK_BANK_CEILING) is small_talk
     # A long message is never read loosely: an email with a greeting is read as a request.
     assert small_talk_kind(f"{message} " + "and some more context about our setup " * 3, loose=True) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        # Small talk without the words the rules list, read by meaning against small_talk.toml.
+        ("Alright, I'm heading out for the day. Speak tomorrow!", "goodbye"),
+        ("Boa noite, gente! Como vão as coisas por aí?", "greeting"),
+        ("Wait, is this an actual human typing these answers or some kind of program?", "bot"),
+        # Near a kind in meaning, and not small talk: a negation ("still not" is near "working again"),
+        # a how-to behind a greeting, a request for a person (near "am I talking to a person?").
+        ("it's still not syncing, same as yesterday", None),
+        ("hello, how do I add a guest to one project?", None),
+        ("could someone from your team give me a ring this afternoon?", None),
+        ("Hi team, the Gantt chart won't show dependencies anymore", None),
+    ],
+)
+def test_small_talk_the_rules_do_not_list_is_read_by_meaning(message: str, kind: str | None) -> None:
+    """offline_decision's last reading: nearer the small-talk wordings than any section's bank questions."""
+    assert small_talk_kind(message) is None and small_talk_kind(message, loose=True) is None
+    asked = question_text(message)
+    scores = bundled_matcher().scores(asked)
+    assert scores is not None
+    assert small_talk_bank().reading(asked, section_similarity=float(scores.two_best.max())) == kind
+
+
+def test_the_small_talk_reply_follows_the_detector_when_no_marker_word_says_the_language() -> None:
+    assert small_talk_reply("greeting", "Boa noite, gente! Como vão as coisas por aí?").startswith("Olá!")
+    assert small_talk_reply("goodbye", "je file, on se parle demain").startswith("Merci de nous avoir")
+
+
+def test_the_small_talk_file_names_only_known_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown kinds"):
+        SmallTalkBank({"greeting": ["hi", "hello"], "weather": ["nice day", "sunny"]})
 
 
 @pytest.mark.parametrize(
