@@ -164,6 +164,7 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         bundled_index,
         bundled_matcher,
         compose_answer,
+        compose_pair_answer,
         section_evidence,
         small_talk_kind,
     )
@@ -189,47 +190,66 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         messages = [n for n, (_, found) in enumerate(kept) for _ in found]
         return ranking.fit(evidence, labels, messages)
 
-    verdicts: dict[tuple[str, Any], str] = {}
+    verdicts: dict[tuple[Any, ...], str] = {}
     similarity_at = ranking.FEATURES.index("bank_similarity")
 
-    def confidence_model(kept: list[tuple[Case, float, float, float, str]]) -> tuple[tuple[float, float], float]:
+    def verdict(case: Case, *sections: Any) -> str:
+        """The judge's verdict on the reply the responder would send with this section (or pair)."""
+        key = (case.id, *sections)
+        if key not in verdicts:
+            chosen = [Candidate(section, 1.0, 1.0, 0) for section in sections]
+            reply = (
+                compose_pair_answer(*chosen, help_url="http://x")
+                if len(chosen) == 2
+                else compose_answer(chosen[0], help_url="http://x")
+            )
+            verdicts[key] = judge(Outcome(case=case, reply=reply, escalation=None)).verdict
+        return verdicts[key]
+
+    # A case's cross-validated pick: (case, best probability, runner-up's, bank similarity, the best
+    # section's verdict, the pair's verdict).
+    Top = tuple[Case, float, float, float, str, str]
+    # Its answering confidence too: (case, confidence, bank similarity, verdict, pair sum, pair verdict).
+    Pick = tuple[Case, float, float, str, float, str]
+
+    def confidence_model(kept: list[Top]) -> tuple[tuple[float, float], float]:
         kept = [t for t in kept if t[4] != "none"]
         return ranking.fit_confidence([t[1] for t in kept], [t[2] for t in kept], [t[4] == "correct" for t in kept])
 
-    def cross_validated(
-        seed: int,
-    ) -> tuple[list[tuple[Case, float, float, float, str]], list[tuple[Case, float, float, str]]]:
-        """Each case's best section by a ranker fitted without it: (case, probability, runner-up's
-        probability, bank similarity, verdict); and its answering confidence, from a confidence model
-        fitted on the other folds' picks: (case, confidence, bank similarity, verdict)."""
+    def cross_validated(seed: int) -> tuple[list[Top], list[Pick]]:
+        """Each case's best section (and runner-up) by a ranker fitted without it, and its answering
+        confidence from a confidence model fitted on the other folds' picks."""
         fold_of = np.random.default_rng(seed).permutation(len(rows)) % folds
         models = [fitted([r for r, f in zip(rows, fold_of, strict=True) if f != k]) for k in range(folds)]
-        tops: list[tuple[Case, float, float, float, str]] = []
+        tops: list[Top] = []
         for (case, found), k in zip(rows, fold_of, strict=True):
             if not found:
-                tops.append((case, 0.0, 0.0, 0.0, "none"))
+                tops.append((case, 0.0, 0.0, 0.0, "none", "none"))
                 continue
             probabilities = models[k].probabilities(np.array([e for _, e in found]))
             order = np.argsort(-probabilities)
             section, evidence = found[int(order[0])]
-            key = (case.id, section)
-            if key not in verdicts:
-                reply = compose_answer(Candidate(section, 1.0, 1.0, 0), help_url="http://x")
-                verdicts[key] = judge(Outcome(case=case, reply=reply, escalation=None)).verdict
-            runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
-            tops.append((case, float(probabilities[order[0]]), runner_up, evidence[similarity_at], verdicts[key]))
-        picks: list[tuple[Case, float, float, str]] = []
+            runner_up, pair = 0.0, "none"
+            if len(order) > 1:
+                runner_up = float(probabilities[order[1]])
+                pair = verdict(case, section, found[int(order[1])][0])
+            tops.append(
+                (case, float(probabilities[order[0]]), runner_up, evidence[similarity_at], verdict(case, section), pair)
+            )
+        picks: list[Pick] = []
         confidence_fold = np.random.default_rng(seed + 100).permutation(len(tops)) % folds
         for k in range(folds):
             weights, bias = confidence_model([t for t, f in zip(tops, confidence_fold, strict=True) if f != k])
             picks += [
                 (
                     case,
-                    ranking.answering_confidence(weights, bias, p, q) if verdict != "none" else 0.0,
+                    ranking.answering_confidence(weights, bias, p, q) if single != "none" else 0.0,
                     similarity,
-                    verdict,
+                    single,
+                    p + q,
+                    pair,
                 )
-                for (case, p, q, similarity, verdict), f in zip(tops, confidence_fold, strict=True)
+                for (case, p, q, similarity, single, pair), f in zip(tops, confidence_fold, strict=True)
                 if f == k
             ]
         return tops, picks
@@ -239,38 +259,64 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     runs = [cross_validated(seed) for seed in range(FOLD_SEEDS)]
     tops = runs[0][0]
     picks = [pick for _, run_picks in runs for pick in run_picks]
+    # Shares and bounds over every fold assignment's picks (each case counted once per assignment).
     answerable = [p for p in picks if p[0].kind == "answerable"]
     unanswerable = [p for p in picks if p[0].kind == "unanswerable"]
-    # Shares and bounds over every fold assignment's picks (each case counted once per assignment).
     n, n_un = len(answerable), len(unanswerable)
+    confidence, similarity, pair_sum = (np.array([p[i] for p in answerable]) for i in (1, 2, 4))
+    single_verdict, pair_verdict = (np.array([p[i] for p in answerable]) for i in (3, 5))
+    un_confidence, un_similarity, un_pair_sum = (np.array([p[i] for p in unanswerable]) for i in (1, 2, 4))
+
+    def outcome(floor: float, threshold: float, pair: float) -> tuple[Counter[str], int]:
+        """Verdicts of the answerable picks, and how many unanswerable ones are answered."""
+        single = (similarity >= floor) & (confidence >= threshold)
+        paired = (similarity >= floor) & ~single & (pair_sum >= pair)
+        counts = Counter(np.where(single, single_verdict, np.where(paired, pair_verdict, "handed_off")).tolist())
+        counts["pairs"] = int(paired.sum())
+        answered_un = int(((un_similarity >= floor) & ((un_confidence >= threshold) | (un_pair_sum >= pair))).sum())
+        return counts, answered_un
+
     sys.stdout.write(
         f"{n // FOLD_SEEDS} answerable, {n_un // FOLD_SEEDS} unanswerable tuning cases; {folds}-fold "
         f"cross-validation, {FOLD_SEEDS} fold assignments\n"
-        "floor  threshold | correct  partial  wrong  handed_off | unanswerable answered\n"
+        "floor  threshold  pair | correct  partial  wrong  handed_off  as pair | unanswerable answered\n"
     )
-    best: tuple[int, float, float, Counter[str], int] | None = None
+
+    def row(floor: float, threshold: float, pair: float) -> str:
+        counts, answered_un = outcome(floor, threshold, pair)
+        shown = "never" if pair >= ranking.PAIR_NEVER else f"{pair:4.2f} "
+        return (
+            f" {floor:4.2f}   {threshold:4.2f}    {shown} | {counts['correct'] / n:6.1%}  "
+            f"{counts['partial'] / n:6.1%}  {counts['wrong'] / n:6.1%}  {counts['handed_off'] / n:6.1%}  "
+            f"{counts['pairs'] / n:6.1%} "
+            f"| {answered_un / FOLD_SEEDS:.1f}/{n_un // FOLD_SEEDS}\n"
+        )
+
+    # Pair thresholds from the lowest to "never": of equals, the later (higher floor, then higher
+    # threshold, then higher pair threshold or none) is kept, the more cautious.
+    pair_grid = [*np.round(np.arange(0.50, 0.981, 0.02), 2).tolist(), ranking.PAIR_NEVER]
+    best: tuple[int, float, float, float, Counter[str], int] | None = None
     for floor in (0.0, 0.4, 0.45, 0.5, 0.55, 0.6):
-        for threshold in np.round(np.arange(0.20, 0.981, 0.02), 2):
-            counts = Counter(v if p >= threshold and s >= floor else "handed_off" for _, p, s, v in answerable)
-            answered_un = sum(p >= threshold and s >= floor for _, p, s, _ in unanswerable)
-            sys.stdout.write(
-                f" {floor:4.2f}   {threshold:4.2f}    | {counts['correct'] / n:6.1%}  "
-                f"{counts['partial'] / n:6.1%}  {counts['wrong'] / n:6.1%}  {counts['handed_off'] / n:6.1%} "
-                f"| {answered_un / FOLD_SEEDS:.1f}/{n_un // FOLD_SEEDS}\n"
-            )
-            within = (
-                counts["wrong"] <= ranking.MAX_WRONG * n and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
-            )
-            # Among pairs answering as many correctly, the later (higher floor, then higher threshold):
-            # the more cautious.
-            if within and (best is None or counts["correct"] >= best[0]):
-                best = (counts["correct"], float(threshold), floor, counts, answered_un)
+        for threshold in np.round(np.arange(0.20, 0.981, 0.02), 2).tolist():
+            sys.stdout.write(row(floor, threshold, ranking.PAIR_NEVER))
+            for pair in pair_grid:
+                counts, answered_un = outcome(floor, threshold, pair)
+                within = (
+                    counts["wrong"] <= ranking.MAX_WRONG * n and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
+                )
+                if within and (best is None or counts["correct"] >= best[0]):
+                    best = (counts["correct"], threshold, floor, pair, counts, answered_un)
     if best is None:
         raise SystemExit("no threshold meets the bounds on these cases: the ranker file is left as it was")
-    _, threshold, floor, counts, answered_un = best
+    _, threshold, floor, pair, counts, answered_un = best
+    sys.stdout.write(f"at floor {floor:.2f} and threshold {threshold:.2f}, by pair threshold:\n")
+    for value in pair_grid:
+        sys.stdout.write(row(floor, threshold, value))
     model = fitted(rows)
     weights, bias = confidence_model(tops)
-    shipped = ranking.SectionRanker(model.mean, model.scale, model.weights, model.bias, threshold, floor, weights, bias)
+    shipped = ranking.SectionRanker(
+        model.mean, model.scale, model.weights, model.bias, threshold, floor, weights, bias, pair_threshold=pair
+    )
     path = Path(ranking.__file__).with_name(ranking.MODEL_FILE)
     provenance = {
         "fitted_by": "python bench/answers_eval.py --part tuning --fit-ranker",
@@ -279,12 +325,16 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
             "correct": round(counts["correct"] / n, 4),
             "partial": round(counts["partial"] / n, 4),
             "wrong": round(counts["wrong"] / n, 4),
+            "as_pairs": round(counts["pairs"] / n, 4),
             "unanswerable_answered": f"{answered_un / FOLD_SEEDS:.1f}/{n_un // FOLD_SEEDS}",
         },
     }
     path.write_text(json.dumps(shipped.to_json(**provenance), indent=2) + "\n", encoding="utf-8")
+    pairs = (
+        "no pairs" if pair >= ranking.PAIR_NEVER else f"pairs at {pair:.2f} ({counts['pairs'] / n:.1%} of answerable)"
+    )
     sys.stdout.write(
-        f"threshold {threshold:.2f}, bank-similarity floor {floor:.2f} (cross-validated: "
+        f"threshold {threshold:.2f}, bank-similarity floor {floor:.2f}, {pairs} (cross-validated: "
         f"{counts['correct'] / n:.1%} correct, {counts['wrong'] / n:.1%} wrong, "
         f"{answered_un / FOLD_SEEDS:.1f}/{n_un // FOLD_SEEDS} unanswerable "
         f"answered); wrote {path.relative_to(REPO_ROOT)}\n"

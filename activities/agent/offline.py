@@ -1065,7 +1065,7 @@ def compose_answer(candidate: Candidate, *, help_url: str) -> str:
     return f"{heading}\n\n{body}\n\nThe full article: {link}"
 
 
-def choose_section(
+def choose_sections(
     question: str,
     hits: Sequence[Mapping[str, Any]],
     *,
@@ -1074,16 +1074,19 @@ def choose_section(
     ranker: SectionRanker | None = None,
     words_threshold: float = CONFIDENCE_THRESHOLD,
     index: SectionIndex | None = None,
-) -> Candidate | None:
-    """The section to answer with, or None when the evidence is not strong enough.
+) -> tuple[Candidate, ...]:
+    """The section to answer with; or the two likeliest, sent together; or none, when the evidence is
+    not strong enough.
 
     The ranker's likeliest section answers when its answering confidence (its probability and its lead
-    over the runner-up's) reaches the ranker's threshold and its bank similarity the ranker's floor.
-    The search's best section by words decides instead when its article has no bank (`banked`: an
-    operator's own) and it holds more of the question's word weight than the ranker's section: it
-    answers if it holds `words_threshold` of it, and otherwise nothing is sent. When it holds less, it
-    still answers (at `words_threshold`) where the ranker is not sure. For a banked article the ranker
-    already said whether it is sure.
+    over the runner-up's) reaches the ranker's threshold and its bank similarity the ranker's floor;
+    below the threshold, the two likeliest answer together when their probabilities sum to the
+    ranker's pair threshold (ranking.SectionRanker.pairs). The search's best section by words decides
+    instead when its article has no bank (`banked`: an operator's own) and it holds more of the
+    question's word weight than the ranker's section: it answers if it holds `words_threshold` of it,
+    and otherwise nothing is sent. When it holds less, it still answers (at `words_threshold`) where
+    the ranker is sure of neither one section nor a pair. For a banked article the ranker already said
+    whether it is sure.
     """
     index = index or bundled_index()
     ranker = ranker or section_ranker()
@@ -1097,17 +1100,57 @@ def choose_section(
         candidate = None
     coverage_at = FEATURES.index("word_coverage")
     if candidate is not None and (not ranked or candidate.confidence > ranked[0].evidence[coverage_at]):
-        return candidate if candidate.confidence >= words_threshold else None
+        return (candidate,) if candidate.confidence >= words_threshold else ()
     if candidate is not None and candidate.confidence < words_threshold:
         candidate = None
     runner_up = ranked[1].probability if len(ranked) > 1 else 0.0
     if ranked and ranker.answers(ranked[0].probability, ranked[0].evidence, runner_up):
         best = ranked[0]
         confidence = ranker.confidence(best.probability, runner_up)
-        return Candidate(
-            section=best.section, score=best.probability, confidence=confidence, rank=best.search_rank or 0
+        return (
+            Candidate(section=best.section, score=best.probability, confidence=confidence, rank=best.search_rank or 0),
         )
-    return candidate
+    if len(ranked) > 1 and ranker.pairs(ranked[0].probability, runner_up, ranked[0].evidence):
+        together = ranked[0].probability + runner_up
+        return tuple(
+            Candidate(section=r.section, score=r.probability, confidence=together, rank=r.search_rank or 0)
+            for r in ranked[:2]
+        )
+    return () if candidate is None else (candidate,)
+
+
+def choose_section(
+    question: str,
+    hits: Sequence[Mapping[str, Any]],
+    *,
+    scores: BankScores | None = None,
+    banked: Callable[[str], bool] = lambda article_id: False,
+    ranker: SectionRanker | None = None,
+    words_threshold: float = CONFIDENCE_THRESHOLD,
+    index: SectionIndex | None = None,
+) -> Candidate | None:
+    """The one section to answer with (choose_sections), or None when none is, or when two are sent."""
+    chosen = choose_sections(
+        question, hits, scores=scores, banked=banked, ranker=ranker, words_threshold=words_threshold, index=index
+    )
+    return chosen[0] if len(chosen) == 1 else None
+
+
+# Said before two sections sent together, and after them (never an "I don't know": the reply answers).
+PAIR_OPENING = "Two sections of our help centre come closest to your question; here are both."
+PAIR_CLOSING = "If neither is what you need, just say so and I'll pass your message to our support team."
+
+
+def compose_pair_answer(first: Candidate, second: Candidate, *, help_url: str) -> str:
+    """Two whole sections, each under its title with its link, between an opening and a closing line."""
+    return "\n\n".join(
+        [
+            PAIR_OPENING,
+            compose_answer(first, help_url=help_url),
+            compose_answer(second, help_url=help_url),
+            PAIR_CLOSING,
+        ]
+    )
 
 
 def compose_grounded_answer(
@@ -1119,9 +1162,12 @@ def compose_grounded_answer(
     banked: Callable[[str], bool] = lambda article_id: False,
     index: SectionIndex | None = None,
 ) -> str | None:
-    """The chosen section as a whole, or None when no section is likely enough to answer the question."""
-    candidate = choose_section(question, hits, scores=scores, banked=banked, index=index)
-    return None if candidate is None else compose_answer(candidate, help_url=help_url)
+    """The chosen section as a whole (or the two chosen together), or None when no section is likely
+    enough to answer the question."""
+    chosen = choose_sections(question, hits, scores=scores, banked=banked, index=index)
+    if len(chosen) == 2:
+        return compose_pair_answer(chosen[0], chosen[1], help_url=help_url)
+    return compose_answer(chosen[0], help_url=help_url) if chosen else None
 
 
 # ----------------------------------------------------------------------------- the step

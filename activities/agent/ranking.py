@@ -29,6 +29,12 @@ of the tuning cases; the threshold applies to it. (It was written for the pointw
 probabilities ignored the runner-up; over the listwise probabilities the fit gives the lead no weight
 and only recalibrates, since the softmax already shares the mass between near-equal candidates.)
 
+Below the threshold, a message two sections answer about equally well (an FAQ item and the section
+its answer points to, two steps of one setup) is not always a hand-off: when the two likeliest
+sections' probabilities together reach `pair_threshold` (one of them is then likely right) both are
+sent, the customer picking the one that fits. The fit chooses it with the threshold and the floor, on
+the same cross-validated picks and the same bounds, judging the pair's reply as a whole.
+
 Nothing is trained at run time: a worker loads the file (a few numbers) once. The held-out part is
 never read by the fit.
 
@@ -84,6 +90,8 @@ MAX_UNANSWERABLE_ANSWERED = 0.10
 RIDGE = 10.0
 # What the file's model is: a file of the pointwise regression this replaced is refused, not misread.
 KIND = "listwise"
+# A pair threshold no two probabilities reach (they sum to at most 1): a file without one sends no pairs.
+PAIR_NEVER = 2.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,9 @@ class SectionRanker:
     # runner-up's, and its bias (confidence()); (1, 0) and 0 make it the probability itself.
     confidence_weights: tuple[float, float] = (1.0, 0.0)
     confidence_bias: float = 0.0
+    # Below the threshold, the two likeliest sections are sent together when their probabilities sum
+    # to this (one of the two is then likely right, which of them is a guess); past 1, never.
+    pair_threshold: float = PAIR_NEVER
 
     def confidence(self, probability: float, runner_up: float = 0.0) -> float:
         """How likely the best section (this probability) is right, given the runner-up's."""
@@ -112,6 +123,12 @@ class SectionRanker:
         """Whether a section this likely, with this evidence and this runner-up, is sent."""
         similarity = evidence[FEATURES.index("bank_similarity")]
         return self.confidence(probability, runner_up) >= self.threshold and similarity >= self.min_similarity
+
+    def pairs(self, probability: float, runner_up: float, evidence: Sequence[float]) -> bool:
+        """Whether the best section (this probability, this evidence) and the runner-up are sent
+        together: the ranker is not sure enough of either alone (answers() said no), of the pair it is."""
+        similarity = evidence[FEATURES.index("bank_similarity")]
+        return probability + runner_up >= self.pair_threshold and similarity >= self.min_similarity
 
     def probabilities(self, evidence: np.ndarray) -> np.ndarray:
         """The probability that each row's section is the one that answers the message, the rows being
@@ -132,6 +149,7 @@ class SectionRanker:
             "weights": [round(float(v), 6) for v in self.weights],
             "bias": round(self.bias, 6),
             "threshold": round(self.threshold, 4),
+            "pair_threshold": round(self.pair_threshold, 4),
             "min_similarity": round(self.min_similarity, 4),
             "confidence": {
                 "weights": [round(float(v), 6) for v in self.confidence_weights],
@@ -164,6 +182,7 @@ class SectionRanker:
             weights=weights,
             bias=float(data["bias"]),
             threshold=float(data["threshold"]),
+            pair_threshold=float(data.get("pair_threshold", PAIR_NEVER)),
             min_similarity=float(data.get("min_similarity", 0.0)),
             confidence_weights=(confidence_weights[0], confidence_weights[1]),
             confidence_bias=confidence_bias,

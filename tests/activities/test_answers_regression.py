@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from core.settings import Settings
-from tests.evaluation.answers import describe, garbled, load_cases, run_cases, summarise
+from tests.evaluation.answers import describe, garbled, load_cases, run_cases, status_once_settled, summarise
 
 # Direct questions, questions in Portuguese and Spanish (one a short email), a typo-ridden one-liner
 # (answered through the question bank and the section ranker).
@@ -49,7 +49,8 @@ async def test_answer_subset_through_the_workflow(
     # The customer said it worked: the polite close went out and the conversation is closed (the
     # idle timeout is a day away, so nothing else closes it here).
     resolved = next(o for o in outcomes if o.case.id == RESOLVED)
-    assert resolved.status == "closed" and resolved.escalation is None, describe(resolved)
+    status = await status_once_settled(sessions, resolved.workflow_id, "closed")
+    assert status == "closed" and resolved.escalation is None, describe(resolved)
     assert all(o.status != "closed" for o in outcomes if o.case.id != RESOLVED), details
 
 

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.agent.offline import (
     CANDIDATE_PASSAGES,
+    PAIR_CLOSING,
+    PAIR_OPENING,
     SEARCH_PASSAGES,
     SMALL_TALK_BANK_CEILING,
     BankMatch,
@@ -23,6 +25,7 @@ from activities.agent.offline import (
     bundled_index,
     bundled_matcher,
     choose_section,
+    choose_sections,
     compose_grounded_answer,
     ranked_candidates,
     section_evidence,
@@ -30,7 +33,15 @@ from activities.agent.offline import (
     small_talk_kind,
     small_talk_reply,
 )
-from activities.agent.ranking import FEATURES, MODEL_FILE, SectionRanker, fit, fit_confidence, section_ranker
+from activities.agent.ranking import (
+    FEATURES,
+    MODEL_FILE,
+    PAIR_NEVER,
+    SectionRanker,
+    fit,
+    fit_confidence,
+    section_ranker,
+)
 from activities.guardrails.normalise import question_text
 from core.settings import Settings
 from kb.chunking import parse_article
@@ -369,6 +380,52 @@ async def test_a_section_of_an_article_the_search_did_not_find_is_not_sent(
     # The same evidence under a threshold no candidate reaches: an honest hand-off.
     unreachable = dataclasses.replace(section_ranker(), threshold=1.0)
     assert choose_section(question, hits, scores=scores, banked=matcher.has_bank, ranker=unreachable) is None
+
+
+async def test_two_sections_the_ranker_cannot_tell_apart_are_sent_together(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
+) -> None:
+    """ "How do I connect Slack to my workspace?" is about as near the FAQ on two Slack workspaces as the
+    install steps: neither is likely enough alone, the two together are, so both are sent whole (the
+    steps among them), each with its link, and the customer is told a person is one message away."""
+    question = "How do I connect Slack to my workspace?"
+    matcher = bundled_matcher()
+    scores = matcher.scores(question)
+    hits = await _section_hits(settings, sessions, question)
+    chosen = choose_sections(question, hits, scores=scores, banked=matcher.has_bank)
+    assert [c.section.article_id for c in chosen] == ["slack-integration", "slack-integration"]
+    assert "Step 1 — Install the Slack app" in {c.section.path[-1] for c in chosen}
+    assert choose_section(question, hits, scores=scores, banked=matcher.has_bank) is None  # not one section
+    answer = compose_grounded_answer(
+        question, hits, help_url="https://help.example.com", scores=scores, banked=matcher.has_bank
+    )
+    assert answer is not None
+    assert answer.startswith(PAIR_OPENING) and answer.endswith(PAIR_CLOSING)
+    assert "Connect to Slack" in answer and answer.count("https://help.example.com/help/slack-integration#") == 2
+    # A ranker that never pairs hands the same question off.
+    never = dataclasses.replace(section_ranker(), pair_threshold=PAIR_NEVER)
+    assert choose_sections(question, hits, scores=scores, banked=matcher.has_bank, ranker=never) == ()
+
+
+def test_a_pair_is_sent_only_above_its_threshold_and_the_floor() -> None:
+    ranker = SectionRanker(
+        mean=np.zeros(len(FEATURES)),
+        scale=np.ones(len(FEATURES)),
+        weights=np.ones(len(FEATURES)),
+        bias=0.0,
+        threshold=0.8,
+        min_similarity=0.5,
+        pair_threshold=0.75,
+    )
+    evidence = [0.0] * len(FEATURES)
+    evidence[FEATURES.index("bank_similarity")] = 0.6
+    assert ranker.pairs(0.45, 0.30, evidence) and not ranker.pairs(0.45, 0.29, evidence)
+    evidence[FEATURES.index("bank_similarity")] = 0.49
+    assert not ranker.pairs(0.6, 0.39, evidence)
+    # A file fitted before pairs existed never sends one.
+    data = ranker.to_json()
+    del data["pair_threshold"]
+    assert SectionRanker.from_json(data).pair_threshold == PAIR_NEVER
 
 
 async def test_the_ranker_prefers_the_section_both_retrievers_agree_on(

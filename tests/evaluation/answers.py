@@ -196,6 +196,7 @@ class Outcome:
     verdict: Verdict = "wrong"
     facts_found: int = 0
     facts_wanted: int = 0
+    workflow_id: str = ""
 
 
 def judge(outcome: Outcome) -> Outcome:
@@ -270,6 +271,20 @@ async def _read_result(sessions: async_sessionmaker[AsyncSession], workflow_id: 
         return None  # a loaded machine: look again on the next poll
 
 
+async def status_once_settled(
+    sessions: async_sessionmaker[AsyncSession], workflow_id: str, wanted: str, *, timeout: float = 30.0
+) -> str:
+    """The conversation's status once it is `wanted`, or as it is after `timeout` seconds (what follows
+    a reply, such as closing after "thanks, that worked", may lag it on a loaded machine)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        row = await _read_result(sessions, workflow_id)
+        status = "" if row is None else str(row["status"])
+        if status == wanted or time.perf_counter() > deadline:
+            return status
+        await asyncio.sleep(0.1)
+
+
 async def run_case(
     client: Client,
     settings: Settings,
@@ -282,7 +297,7 @@ async def run_case(
     """Send the case's message into a new conversation and wait until it is answered or handed off."""
     started = time.perf_counter()
     workflow_id = await signal_with_start(client, settings, inbound_for(case, run))
-    outcome = Outcome(case=case)
+    outcome = Outcome(case=case, workflow_id=workflow_id)
     while True:
         row = await _read_result(sessions, workflow_id)
         if row is not None and row["outbound"] > 0:
