@@ -214,7 +214,8 @@ _NEGATION = frozenset(
     "not no never still again but however although doesn't didn't don't isn't wasn't won't can't cannot nothing "
     "doesnt didnt dont isnt wasnt wont cant arent aren't havent haven't hasnt hasn't nobody "
     "nicht kein keine nie aber nichts niemand pas jamais mais rien personne não nao nunca nada ninguém ninguem "
-    "pero todavía todavia nadie".split()
+    "pero todavía todavia nadie none neither nor nope ninguno ninguna ni nem nenhum nenhuma aucun aucune weder "
+    "keiner keines".split()
 )
 # Words that carry no request in a short thank-you or greeting ("have a great weekend", a signature).
 _PLEASANTRY = frozenset(

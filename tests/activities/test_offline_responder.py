@@ -138,6 +138,9 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
         ("hello, how do I add a guest to one project?", None),
         ("could someone from your team give me a ring this afternoon?", None),
         ("Hi team, the Gantt chart won't show dependencies anymore", None),
+        # After two sections sent together: "neither" is no thanks, whatever it is near.
+        ("none of those answer my question", None),
+        ("ninguna de las dos me sirve", None),
     ],
 )
 def test_small_talk_the_rules_do_not_list_is_read_by_meaning(message: str, kind: str | None) -> None:
