@@ -19,8 +19,8 @@ scripted as a grounded model that searches, then answers with the best passage o
 `--fit-ranker` (tuning only, offline) fits the offline responder's section ranker
 (activities/agent/ranking.py) on the tuning cases instead of running them, prints its
 cross-validated correct / wrong / handed-off shares per threshold, and writes
-activities/agent/section_ranker.json with the threshold and the bank-similarity floor the
-bounds allow.
+activities/agent/section_ranker.json with the threshold, the bank-similarity floor and the pair
+threshold (two sections sent together) the bounds allow.
 """
 
 from __future__ import annotations
@@ -149,10 +149,11 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     case's expected section. Each case's best section is scored by a ranker fitted without it (5-fold
     cross-validation, on FOLD_SEEDS fold assignments whose picks are pooled), and its answering
     confidence (the probability and its lead over the runner-up, ranking.fit_confidence) by a
-    confidence model fitted on the other folds' picks; of the (threshold, bank-similarity floor) pairs
-    on a grid that answer at most ranking.MAX_WRONG of the answerable cases wrongly and at most
-    ranking.MAX_UNANSWERABLE_ANSWERED of the unanswerable ones, the one answering the most correctly
-    (of equals, the most cautious) is kept.
+    confidence model fitted on the other folds' picks; of the (threshold, bank-similarity floor, pair
+    threshold) triples on a grid that answer at most ranking.MAX_WRONG of the answerable cases wrongly
+    and at most ranking.MAX_UNANSWERABLE_ANSWERED of the unanswerable ones (a pair of sections sent
+    together judged as the one reply it is), the one answering the most correctly (of equals, the most
+    cautious) is kept.
     """
     import numpy as np
 
