@@ -921,7 +921,7 @@ def section_evidence(
     Candidates: the bank's `RANKED_BANK_SECTIONS` best sections of articles the search found (the
     search holds only what this deployment stored), and the sections of the search's first
     `RANKED_SEARCH_PASSAGES` passages of banked articles. A section of an article without a bank is
-    not ranked (choose_section's word coverage decides for it).
+    not ranked (choose_sections' word coverage decides for it).
     """
     passages = _customer_passages(hits, index)[:SEARCH_PASSAGES]
     found: dict[tuple[str, tuple[str, ...]], tuple[int | None, float]] = {}
@@ -1118,23 +1118,6 @@ def choose_sections(
             for r in ranked[:2]
         )
     return () if candidate is None else (candidate,)
-
-
-def choose_section(
-    question: str,
-    hits: Sequence[Mapping[str, Any]],
-    *,
-    scores: BankScores | None = None,
-    banked: Callable[[str], bool] = lambda article_id: False,
-    ranker: SectionRanker | None = None,
-    words_threshold: float = CONFIDENCE_THRESHOLD,
-    index: SectionIndex | None = None,
-) -> Candidate | None:
-    """The one section to answer with (choose_sections), or None when none is, or when two are sent."""
-    chosen = choose_sections(
-        question, hits, scores=scores, banked=banked, ranker=ranker, words_threshold=words_threshold, index=index
-    )
-    return chosen[0] if len(chosen) == 1 else None
 
 
 # Said before two sections sent together, and after them (never an "I don't know": the reply answers).

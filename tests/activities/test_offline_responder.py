@@ -24,7 +24,6 @@ from activities.agent.offline import (
     build_index,
     bundled_index,
     bundled_matcher,
-    choose_section,
     choose_sections,
     compose_grounded_answer,
     ranked_candidates,
@@ -372,17 +371,17 @@ async def test_a_section_of_an_article_the_search_did_not_find_is_not_sent(
     bank = matcher.match(question)
     assert scores is not None and bank is not None
     hits = await _section_hits(settings, sessions, question)
-    chosen = choose_section(question, hits, scores=scores, banked=matcher.has_bank)
-    assert chosen is not None and chosen.section.article_id == bank.section.article_id
-    assert chosen.confidence >= section_ranker().threshold
+    chosen = choose_sections(question, hits, scores=scores, banked=matcher.has_bank)
+    assert len(chosen) == 1 and chosen[0].section.article_id == bank.section.article_id
+    assert chosen[0].confidence >= section_ranker().threshold
     others = [h for h in hits if h["article_id"] != bank.section.article_id]
     ranked = ranked_candidates(question, others, scores=scores)
     assert ranked and all(r.section.article_id != bank.section.article_id for r in ranked)
-    chosen = choose_section(question, others, scores=scores, banked=matcher.has_bank)
-    assert chosen is None or chosen.section.article_id != bank.section.article_id
-    # The same evidence under a threshold no candidate reaches: an honest hand-off.
-    unreachable = dataclasses.replace(section_ranker(), threshold=1.0)
-    assert choose_section(question, hits, scores=scores, banked=matcher.has_bank, ranker=unreachable) is None
+    chosen = choose_sections(question, others, scores=scores, banked=matcher.has_bank)
+    assert all(c.section.article_id != bank.section.article_id for c in chosen)
+    # The same evidence under thresholds no candidate or pair reaches: an honest hand-off.
+    unreachable = dataclasses.replace(section_ranker(), threshold=1.0, pair_threshold=PAIR_NEVER)
+    assert choose_sections(question, hits, scores=scores, banked=matcher.has_bank, ranker=unreachable) == ()
 
 
 async def test_two_sections_the_ranker_cannot_tell_apart_are_sent_together(
@@ -398,7 +397,6 @@ async def test_two_sections_the_ranker_cannot_tell_apart_are_sent_together(
     chosen = choose_sections(question, hits, scores=scores, banked=matcher.has_bank)
     assert [c.section.article_id for c in chosen] == ["slack-integration", "slack-integration"]
     assert "Step 1 — Install the Slack app" in {c.section.path[-1] for c in chosen}
-    assert choose_section(question, hits, scores=scores, banked=matcher.has_bank) is None  # not one section
     answer = compose_grounded_answer(
         question, hits, help_url="https://help.example.com", scores=scores, banked=matcher.has_bank
     )
