@@ -38,9 +38,10 @@ import asyncio
 import json
 import math
 import re
+import threading
 import unicodedata
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -671,6 +672,10 @@ def _over_best(scores: np.ndarray) -> np.ndarray:
     return scores / top if top > 0 else np.zeros_like(scores)
 
 
+# How many messages' bank scores a matcher keeps (QuestionMatcher.scores): about 25 KB each.
+RECENT_SCORES = 64
+
+
 class QuestionMatcher:
     """The bank's questions as unit sentence vectors (embedded once, when first matched against)."""
 
@@ -691,6 +696,10 @@ class QuestionMatcher:
         self._section_vectors: np.ndarray | None = None
         self._words: BankWords | None = None
         self._classifier: SectionClassifier | None = None
+        # The scores of the last few messages: a turn reads them before its search (is it small talk?)
+        # and again after it (which section?), in two activities that usually share this process.
+        self._recent: OrderedDict[str, BankScores | None] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def _bank(self) -> np.ndarray:
         if self._vectors is None:
@@ -732,7 +741,19 @@ class QuestionMatcher:
 
     def scores(self, message: str) -> BankScores | None:
         """Every banked section's nearness to the message, from one encoder pass (None: an empty bank
-        or message)."""
+        or message); the last RECENT_SCORES messages' are kept (the arrays are never written to)."""
+        with self._recent_lock:
+            if message in self._recent:
+                self._recent.move_to_end(message)
+                return self._recent[message]
+        found = self._scores(message)
+        with self._recent_lock:
+            self._recent[message] = found
+            while len(self._recent) > RECENT_SCORES:
+                self._recent.popitem(last=False)
+        return found
+
+    def _scores(self, message: str) -> BankScores | None:
         texts = matched_texts(message)
         if not self._rows.size or not texts:
             return None
@@ -740,16 +761,17 @@ class QuestionMatcher:
         nearest = (self._bank() @ vectors.T).max(axis=1)  # per bank question, its best text
         padded = np.append(nearest, -np.inf)[self._rows]
         together, best_question = self._lexical().scores(texts[0])
-        return BankScores(
-            sections=self._sections,
-            articles=self._articles,
-            two_best=np.sort(padded, axis=1)[:, -2:].mean(axis=1),
-            nearest=padded.max(axis=1),
-            text_similarity=(self._texts() @ vectors.T).max(axis=1),
-            bank_words=together,
-            bank_words_nearest=best_question,
-            classifier=self._classify().scores(texts, vectors),
-        )
+        per_row = {
+            "two_best": np.sort(padded, axis=1)[:, -2:].mean(axis=1),
+            "nearest": padded.max(axis=1),
+            "text_similarity": (self._texts() @ vectors.T).max(axis=1),
+            "bank_words": together,
+            "bank_words_nearest": best_question,
+            "classifier": self._classify().scores(texts, vectors),
+        }
+        for values in per_row.values():
+            values.flags.writeable = False  # kept for the message's next read (scores)
+        return BankScores(sections=self._sections, articles=self._articles, **per_row)
 
     def match(self, message: str) -> BankMatch | None:
         """The best section for the message by its bank questions (None: an empty bank or message)."""

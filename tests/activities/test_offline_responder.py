@@ -151,6 +151,16 @@ def test_small_talk_the_rules_do_not_list_is_read_by_meaning(message: str, kind:
     assert small_talk_bank().reading(asked, section_similarity=float(scores.two_best.max())) == kind
 
 
+def test_a_turn_reads_a_messages_bank_scores_once() -> None:
+    """Before its search (small talk?) and after it (which section?), a turn asks for the same
+    message's scores: the second read is the first's, and nothing can write into them."""
+    matcher = bundled_matcher()
+    first = matcher.scores("can I pin a card to the top of a list")
+    assert first is not None and matcher.scores("can I pin a card to the top of a list") is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.two_best[0] = 1.0
+
+
 def test_the_small_talk_reply_follows_the_detector_when_no_marker_word_says_the_language() -> None:
     assert small_talk_reply("greeting", "Boa noite, gente! Como vão as coisas por aí?").startswith("Olá!")
     assert small_talk_reply("goodbye", "je file, on se parle demain").startswith("Merci de nous avoir")
