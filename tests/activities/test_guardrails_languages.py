@@ -354,11 +354,13 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # Session 15's eighth round (g-3001..., 120 blind, scored first: rules alone 18 missed, 8 false of
     # 60) brought them to 122 and 33 (one Bulgarian and one Indonesian message the detector was less
     # sure of than the old floor, now escalated as `language`); frustration with generic angry words
-    # beside a product question is no anger, "no need for anyone to call me" negates: 27 false.
+    # beside a product question is no anger, "no need for anyone to call me" negates: 27 false; a
+    # stranger switching off "two-step sign-in on my account", a sign-in address switched to one never
+    # seen, "alguien está entrando en mi cuenta" and its pt/de kin: 118 missed.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 122, missed
+    assert sum(missed.values()) <= 118, missed
     assert false_escalations <= 27, false_escalations
-    assert action_errors <= 149, action_errors
+    assert action_errors <= 145, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert sum(missed.values()) == 0, missed
     assert false_escalations <= 27, false_escalations
