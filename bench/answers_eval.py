@@ -210,8 +210,9 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     # A case's cross-validated pick: (case, best probability, runner-up's, bank similarity, the best
     # section's verdict, the pair's verdict).
     Top = tuple[Case, float, float, float, str, str]
-    # Its answering confidence too: (case, confidence, bank similarity, verdict, pair sum, pair verdict).
-    Pick = tuple[Case, float, float, str, float, str]
+    # Its answering confidence too: (case, confidence, bank similarity, verdict, best probability,
+    # runner-up's, pair verdict).
+    Pick = tuple[Case, float, float, str, float, float, str]
 
     def confidence_model(kept: list[Top]) -> tuple[tuple[float, float], float]:
         kept = [t for t in kept if t[4] != "none"]
@@ -247,7 +248,8 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
                     ranking.answering_confidence(weights, bias, p, q) if single != "none" else 0.0,
                     similarity,
                     single,
-                    p + q,
+                    p,
+                    q,
                     pair,
                 )
                 for (case, p, q, similarity, single, pair), f in zip(tops, confidence_fold, strict=True)
@@ -264,18 +266,28 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     answerable = [p for p in picks if p[0].kind == "answerable"]
     unanswerable = [p for p in picks if p[0].kind == "unanswerable"]
     n, n_un = len(answerable), len(unanswerable)
-    confidence, similarity, pair_sum = (np.array([p[i] for p in answerable]) for i in (1, 2, 4))
-    single_verdict, pair_verdict = (np.array([p[i] for p in answerable]) for i in (3, 5))
-    un_confidence, un_similarity, un_pair_sum = (np.array([p[i] for p in unanswerable]) for i in (1, 2, 4))
+    confidence, similarity, best_p, second_p = (np.array([p[i] for p in answerable]) for i in (1, 2, 4, 5))
+    single_verdict, pair_verdict = (np.array([p[i] for p in answerable]) for i in (3, 6))
+    un_confidence, un_similarity, un_best_p, un_second_p = (
+        np.array([p[i] for p in unanswerable]) for i in (1, 2, 4, 5)
+    )
+
+    def pairable(best: np.ndarray, second: np.ndarray, pair: float) -> np.ndarray:
+        """ranking.SectionRanker.pairs, the floor aside: a near tie that is likely as a pair."""
+        return (best + second >= pair) & (second >= ranking.PAIR_MIN_SHARE * best)
 
     def outcome(floor: float, threshold: float, pair: float) -> tuple[Counter[str], int]:
         """Verdicts of the answerable picks, and how many unanswerable ones are answered."""
         single = (similarity >= floor) & (confidence >= threshold)
-        paired = (similarity >= floor) & ~single & (pair_sum >= pair)
+        paired = (similarity >= floor) & ~single & pairable(best_p, second_p, pair)
         counts = Counter(np.where(single, single_verdict, np.where(paired, pair_verdict, "handed_off")).tolist())
         counts["pairs"] = int(paired.sum())
-        answered_un = int(((un_similarity >= floor) & ((un_confidence >= threshold) | (un_pair_sum >= pair))).sum())
+        un_answered = (un_confidence >= threshold) | pairable(un_best_p, un_second_p, pair)
+        answered_un = int(((un_similarity >= floor) & un_answered).sum())
         return counts, answered_un
+
+    def within(counts: Counter[str], answered_un: int) -> bool:
+        return counts["wrong"] <= ranking.MAX_WRONG * n and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
 
     sys.stdout.write(
         f"{n // FOLD_SEEDS} answerable, {n_un // FOLD_SEEDS} unanswerable tuning cases; {folds}-fold "
@@ -293,23 +305,27 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
             f"| {answered_un / FOLD_SEEDS:.1f}/{n_un // FOLD_SEEDS}\n"
         )
 
-    # Pair thresholds from the lowest to "never": of equals, the later (higher floor, then higher
-    # threshold, then higher pair threshold or none) is kept, the more cautious.
-    pair_grid = [*np.round(np.arange(0.50, 0.981, 0.02), 2).tolist(), ranking.PAIR_NEVER]
-    best: tuple[int, float, float, float, Counter[str], int] | None = None
+    # Two stages, so that pairs only take what would otherwise be handed off: first the threshold and
+    # floor for one section alone (of equals, the later: higher floor, then higher threshold, the more
+    # cautious); then, at those, the pair threshold (of equals, the higher, or none). Chosen jointly,
+    # pairs won everything (a pair holding the right section counts as right, so a threshold no single
+    # section reaches and half the answers sent as pairs scored best on 666 cases).
+    best: tuple[int, float, float] | None = None
     for floor in (0.0, 0.4, 0.45, 0.5, 0.55, 0.6):
         for threshold in np.round(np.arange(0.20, 0.981, 0.02), 2).tolist():
             sys.stdout.write(row(floor, threshold, ranking.PAIR_NEVER))
-            for pair in pair_grid:
-                counts, answered_un = outcome(floor, threshold, pair)
-                within = (
-                    counts["wrong"] <= ranking.MAX_WRONG * n and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
-                )
-                if within and (best is None or counts["correct"] >= best[0]):
-                    best = (counts["correct"], threshold, floor, pair, counts, answered_un)
+            counts, answered_un = outcome(floor, threshold, ranking.PAIR_NEVER)
+            if within(counts, answered_un) and (best is None or counts["correct"] >= best[0]):
+                best = (counts["correct"], threshold, floor)
     if best is None:
         raise SystemExit("no threshold meets the bounds on these cases: the ranker file is left as it was")
-    _, threshold, floor, pair, counts, answered_un = best
+    _, threshold, floor = best
+    pair_grid = [*np.round(np.arange(0.50, 0.981, 0.02), 2).tolist(), ranking.PAIR_NEVER]
+    pair, (counts, answered_un) = ranking.PAIR_NEVER, outcome(floor, threshold, ranking.PAIR_NEVER)
+    for value in pair_grid:
+        value_counts, value_answered_un = outcome(floor, threshold, value)
+        if within(value_counts, value_answered_un) and value_counts["correct"] >= counts["correct"]:
+            pair, counts, answered_un = value, value_counts, value_answered_un
     sys.stdout.write(f"at floor {floor:.2f} and threshold {threshold:.2f}, by pair threshold:\n")
     for value in pair_grid:
         sys.stdout.write(row(floor, threshold, value))

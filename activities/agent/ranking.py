@@ -32,8 +32,11 @@ and only recalibrates, since the softmax already shares the mass between near-eq
 Below the threshold, a message two sections answer about equally well (an FAQ item and the section
 its answer points to, two steps of one setup) is not always a hand-off: when the two likeliest
 sections' probabilities together reach `pair_threshold` (one of them is then likely right) both are
-sent, the customer picking the one that fits. The fit chooses it with the threshold and the floor, on
-the same cross-validated picks and the same bounds, judging the pair's reply as a whole.
+sent, the customer picking the one that fits, provided the runner-up is at least a third as likely as
+the best (`PAIR_MIN_SHARE`: a near tie, not a second section far behind). The fit chooses the pair
+threshold after the threshold and the floor (which are chosen for single sections alone), on the same
+cross-validated picks and the same bounds, judging the pair's reply as a whole: pairs only take what
+would otherwise be handed off.
 
 Nothing is trained at run time: a worker loads the file (a few numbers) once. The held-out part is
 never read by the fit.
@@ -92,6 +95,9 @@ RIDGE = 10.0
 KIND = "listwise"
 # A pair threshold no two probabilities reach (they sum to at most 1): a file without one sends no pairs.
 PAIR_NEVER = 2.0
+# A pair is a near tie: the runner-up at least this share of the best section's probability (a second
+# section far behind the first would be sent for nothing). A fixed rule, not fitted.
+PAIR_MIN_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,14 @@ class SectionRanker:
 
     def pairs(self, probability: float, runner_up: float, evidence: Sequence[float]) -> bool:
         """Whether the best section (this probability, this evidence) and the runner-up are sent
-        together: the ranker is not sure enough of either alone (answers() said no), of the pair it is."""
+        together: the ranker is not sure enough of either alone (answers() said no), of the pair it is,
+        and the two are a near tie (PAIR_MIN_SHARE)."""
         similarity = evidence[FEATURES.index("bank_similarity")]
-        return probability + runner_up >= self.pair_threshold and similarity >= self.min_similarity
+        return (
+            probability + runner_up >= self.pair_threshold
+            and runner_up >= PAIR_MIN_SHARE * probability
+            and similarity >= self.min_similarity
+        )
 
     def probabilities(self, evidence: np.ndarray) -> np.ndarray:
         """The probability that each row's section is the one that answers the message, the rows being

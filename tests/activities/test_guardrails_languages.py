@@ -328,7 +328,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 1363
+    assert len(_tuning()) == 1463
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -352,19 +352,22 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # brought them to 107 and 29; a payment card is no board card, a look-alike sender: 105; a job
     # title in a signature is no request: 26 false.
     # Session 15's eighth round (g-3001..., 120 blind, scored first: rules alone 18 missed, 8 false of
-    # 60) brought them to 122 and 33 (one Bulgarian and one Indonesian message the detector was less
-    # sure of than the old floor, now escalated as `language`); frustration with generic angry words
-    # beside a product question is no anger, "no need for anyone to call me" negates: 27 false; a
-    # stranger switching off "two-step sign-in on my account", a sign-in address switched to one never
-    # seen, "alguien está entrando en mi cuenta" and its pt/de kin: 118 missed.
+    # 60) brought them to 120 and 33 (a Bulgarian message now read by its script); frustration with
+    # generic angry words beside a product question is no anger, "no need for anyone to call me"
+    # negates: 27 false; a stranger switching off "two-step sign-in on my account", a sign-in address
+    # switched to one never seen, "alguien está entrando en mi cuenta" and its pt/de kin: 118 missed.
+    # The ninth round (g-3201..., 100 blind, scored first: rules alone 26 missed, 5 false of 50): 145
+    # and 32. With the layer, two `language` messages stay missed: an Indonesian one at detector
+    # probability 0.77 and a Malay one at 0.56, under the 0.8 floor that English one-liners read as
+    # Nigerian Pidgin (up to 0.73) need (language.py).
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 118, missed
-    assert false_escalations <= 27, false_escalations
-    assert action_errors <= 145, action_errors
+    assert sum(missed.values()) <= 145, missed
+    assert false_escalations <= 32, false_escalations
+    assert action_errors <= 177, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
-    assert sum(missed.values()) == 0, missed
-    assert false_escalations <= 27, false_escalations
-    assert action_errors <= 27, action_errors
+    assert set(missed) <= {"language"} and missed["language"] <= 2, missed
+    assert false_escalations <= 32, false_escalations
+    assert action_errors <= 34, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

@@ -431,6 +431,8 @@ def test_a_pair_is_sent_only_above_its_threshold_and_the_floor() -> None:
     evidence = [0.0] * len(FEATURES)
     evidence[FEATURES.index("bank_similarity")] = 0.6
     assert ranker.pairs(0.45, 0.30, evidence) and not ranker.pairs(0.45, 0.29, evidence)
+    # A near tie only: a runner-up under a third of the best is not sent, however likely the pair.
+    assert ranker.pairs(0.6, 0.2, evidence) and not ranker.pairs(0.7, 0.2, evidence)
     evidence[FEATURES.index("bank_similarity")] = 0.49
     assert not ranker.pairs(0.6, 0.39, evidence)
     # A file fitted before pairs existed never sends one.
