@@ -418,23 +418,33 @@ async def test_two_sections_the_ranker_cannot_tell_apart_are_sent_together(
     assert choose_sections(question, hits, scores=scores, banked=matcher.has_bank, ranker=never) == ()
 
 
-def test_a_pair_is_sent_only_above_its_threshold_and_the_floor() -> None:
-    ranker = SectionRanker(
+def _plain_ranker(*, threshold: float, min_similarity: float, pair_threshold: float = PAIR_NEVER) -> SectionRanker:
+    """A ranker whose features are taken as they are (mean 0, scale 1, weight 1), for its thresholds."""
+    ones = np.ones(len(FEATURES))
+    return SectionRanker(
         mean=np.zeros(len(FEATURES)),
-        scale=np.ones(len(FEATURES)),
-        weights=np.ones(len(FEATURES)),
+        scale=ones,
+        weights=ones,
         bias=0.0,
-        threshold=0.8,
-        min_similarity=0.5,
-        pair_threshold=0.75,
+        threshold=threshold,
+        min_similarity=min_similarity,
+        pair_threshold=pair_threshold,
     )
+
+
+def _evidence(bank_similarity: float) -> list[float]:
     evidence = [0.0] * len(FEATURES)
-    evidence[FEATURES.index("bank_similarity")] = 0.6
+    evidence[FEATURES.index("bank_similarity")] = bank_similarity
+    return evidence
+
+
+def test_a_pair_is_sent_only_above_its_threshold_and_the_floor() -> None:
+    ranker = _plain_ranker(threshold=0.8, min_similarity=0.5, pair_threshold=0.75)
+    evidence = _evidence(0.6)
     assert ranker.pairs(0.45, 0.30, evidence) and not ranker.pairs(0.45, 0.29, evidence)
     # A near tie only: a runner-up under a third of the best is not sent, however likely the pair.
     assert ranker.pairs(0.6, 0.2, evidence) and not ranker.pairs(0.7, 0.2, evidence)
-    evidence[FEATURES.index("bank_similarity")] = 0.49
-    assert not ranker.pairs(0.6, 0.39, evidence)
+    assert not ranker.pairs(0.6, 0.39, _evidence(0.49))
     # A file fitted before pairs existed never sends one.
     data = ranker.to_json()
     del data["pair_threshold"]
@@ -546,18 +556,9 @@ def test_the_confidence_model_learns_that_a_close_runner_up_means_a_guess() -> N
 
 
 def test_below_the_similarity_floor_nothing_is_sent_however_likely() -> None:
-    ranker = SectionRanker(
-        mean=np.zeros(len(FEATURES)),
-        scale=np.ones(len(FEATURES)),
-        weights=np.ones(len(FEATURES)),
-        bias=0.0,
-        threshold=0.7,
-        min_similarity=0.5,
-    )
-    evidence = [0.0] * len(FEATURES)
-    evidence[FEATURES.index("bank_similarity")] = 0.49
-    assert not ranker.answers(0.99, evidence)
-    evidence[FEATURES.index("bank_similarity")] = 0.5
+    ranker = _plain_ranker(threshold=0.7, min_similarity=0.5)
+    assert not ranker.answers(0.99, _evidence(0.49))
+    evidence = _evidence(0.5)
     assert ranker.answers(0.7, evidence) and not ranker.answers(0.69, evidence)
 
 
