@@ -3,7 +3,8 @@
 Blocks replies that quote prices, promise refunds, promise features the knowledge base does not
 back, leak the system prompt, or carry a credential, a card number, or an email address / phone
 number that is not the customer's. The language-specific patterns are data
-(``data/output_en.toml``); the formats of secrets and contact details are here.
+(``data/output_en.toml``); the formats of contact details are here, those of secrets in
+``secrets.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from activities.guardrails.datafiles import (
 )
 from activities.guardrails.normalise import fold_accents, normalise
 from activities.guardrails.rules import guards
+from activities.guardrails.secrets import contains_secret
 
 OUTPUT_FILE = "output_en.toml"
 # es/pt/fr/de and currency notation, matched against the reply with its accents taken off.
@@ -198,37 +200,8 @@ def _prompt_grams(system_prompt: str) -> frozenset[tuple[str, ...]]:
 
 # ---------------------------------------------------------------------------------- secrets and PII
 # A reply must never carry a credential (ours, from a poisoned passage, or one a customer pasted),
-# a full card number, or another person's email address or phone number. These run on the reply
-# in its original case: key formats are case-sensitive.
-_SECRET_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(p)
-    for p in (
-        r"\bsk-(?:proj-|live-|test-|ant-|svcacct-)?[A-Za-z0-9_-]{16,}",  # OpenAI / Anthropic-style keys
-        r"\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe
-        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",  # AWS access key ids
-        r"\bgh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
-        r"\bgithub_pat_[A-Za-z0-9_]{22,}",
-        r"\bxox[abposre]-[A-Za-z0-9-]{10,}",  # Slack tokens
-        r"\bAIza[0-9A-Za-z_-]{35}",  # Google API keys
-        r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",  # SendGrid
-        r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----",
-        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
-        r"(?i:\bbearer)\s+[A-Za-z0-9._~+/-]{20,}=*",
-        r"(?i:[?&](?:access_?token|api_?key|token|secret|sig|signature|password)=)[^&\s]{12,}",
-        r"(?i:\b[a-z]+://[^\s:/@]+:)[^\s@/]+@",  # credentials inside a URL
-    )
-)
-# "password: hunter2!", "api_key = 9f8e...": a credential word, then a value that looks like one
-# (a digit or a symbol in it), so "Password: must be 12 characters" is not a leak.
-_CREDENTIAL_ASSIGNMENT = re.compile(
-    r"(?i:\b(?:password|passwd|pwd|passcode|pass\s*phrase|secret(?:\s+key)?|client\s*secret|api[\s_-]?key|"
-    r"access[\s_-]?key|(?:access|auth|bearer|refresh|api)[\s_-]?token|private[\s_-]?key)\b)"
-    r"\s*(?:[:=]|\bis\b)\s*[\"'`]?(?=[^\s\"'`]*[0-9!@#$%^&*_+=~|<>?])(?=[^\s\"'`]*[A-Za-z])[^\s\"'`]{6,}"
-)
-# Long random-looking strings: 32+ hex digits, or 40+ base64 characters mixing cases and digits.
-_HEX_SECRET = re.compile(r"(?<![A-Za-z0-9])[0-9a-fA-F]{32,}(?![A-Za-z0-9])")
-_BASE64_SECRET = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}(?![A-Za-z0-9+/_-])")
-_URL = re.compile(r"\bhttps?://\S+", re.IGNORECASE)
+# a full card number, or another person's email address or phone number (secrets.py holds the
+# credential formats). These run on the reply in its original case: key formats are case-sensitive.
 # 13-19 digits, optionally grouped by spaces or dashes, starting like a card (2-6): Luhn decides.
 _CARD_CANDIDATE = re.compile(r"(?<![\d-])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\d-])")
 _EMAIL_ADDRESS = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
@@ -261,18 +234,6 @@ def _luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _looks_random(token: str) -> bool:
-    """A base64-ish token with upper case, lower case and digits all present (not a word or a path)."""
-    return any(c.isupper() for c in token) and any(c.islower() for c in token) and sum(c.isdigit() for c in token) >= 2
-
-
-def _contains_secret(reply: str) -> bool:
-    if any(p.search(reply) for p in _SECRET_PATTERNS) or _CREDENTIAL_ASSIGNMENT.search(reply):
-        return True
-    without_urls = _URL.sub(" ", reply)  # long path segments are not secrets; query tokens were checked above
-    if _HEX_SECRET.search(without_urls):
-        return True
-    return any(_looks_random(m.group(0)) for m in _BASE64_SECRET.finditer(without_urls))
 
 
 def _contains_card_number(reply: str) -> bool:
@@ -389,7 +350,7 @@ def check_output(
     if p.leak_disclosure.search(text) or (system_prompt and _leaks_prompt(text, system_prompt)):
         violations.append("leaks_system_prompt")
 
-    if _contains_secret(original):
+    if contains_secret(original):
         violations.append("contains_secret")
     if _contains_card_number(original):
         violations.append("contains_card_number")

@@ -36,6 +36,7 @@ from activities.guardrails.datafiles import (
 from activities.guardrails.language import detect_language
 from activities.guardrails.learned import escalation_of_prepared as learned_escalation
 from activities.guardrails.normalise import fold_accents, full_text, prepare, signature_line
+from activities.guardrails.secrets import contains_key
 from activities.guardrails.sentiment import is_shouting, score_sentiment
 from core.settings import Settings
 from core.vocabulary import GUARDRAIL_REASONS, EscalationReason, GuardrailReason
@@ -66,6 +67,7 @@ GuardName = Literal[
     "broken_page",
     "board_object_intl",
     "broken_page_intl",
+    "negation_intl",
     "own_business",
 ]
 
@@ -154,6 +156,7 @@ class _IntlGuardsFile(Entry):
     own_business_work: PatternText
     own_business_addressed: PatternText
     own_business_demand: PatternText
+    negated_request: PatternText
 
 
 # ---------------------------------------------------------------------------------- guards
@@ -348,6 +351,13 @@ class IntlGuards:
     identity_frame: re.Pattern[str]
     identity_request: re.Pattern[str]
     own_business: OwnBusiness
+    negated_request: re.Pattern[str]
+
+    def negated(self, text: str, hit: re.Match[str]) -> bool:
+        """The request is negated right before it in its sentence ("kein Rückruf nötig", "pas besoin
+        de m'appeler"); a question keeps it ("können Sie mich nicht zurückrufen?")."""
+        start, _, mark = _sentence_of(text, hit)
+        return mark is not None and "?" not in mark and bool(self.negated_request.search(text[start : hit.start()]))
 
     def board_object(self, text: str, hit: re.Match[str]) -> bool:
         if _quoted_name(text, hit):
@@ -381,6 +391,7 @@ def intl_guards() -> IntlGuards:
         identity_frame=compile_pattern(data.identity_frame, where=f"{INTL_GUARDS_FILE}: identity_frame"),
         identity_request=compile_pattern(data.identity_request, where=f"{INTL_GUARDS_FILE}: identity_request"),
         own_business=OwnBusiness.compile(data, INTL_GUARDS_FILE),
+        negated_request=compile_pattern(data.negated_request, where=f"{INTL_GUARDS_FILE}: negated_request"),
     )
 
 
@@ -472,6 +483,7 @@ def rule_book() -> RuleBook:
         "broken_page": g.broken_page,
         "board_object_intl": intl_guards().board_object,
         "broken_page_intl": intl_guards().broken_page,
+        "negation_intl": intl_guards().negated,
         "own_business": g.own_work,
     }
     rules: list[Rule] = []
@@ -535,8 +547,10 @@ def _negative_sentiment_hits(
             if found:
                 hits.append(f"{tone.id}:{found.group(0)}")
     # A polite ALL-CAPS message ("HI SUPPORT TEAM, HOW DO I ADD A MEMBER? THANKS") is not shouting:
-    # caps only count when the message is also negative or carries exclamation marks.
-    if is_shouting(text) and (sentiment < 0 or "!" in text or "??" in text):
+    # caps only count when the message is also negative, carries exclamation marks, or asks nothing
+    # and says neither please nor thanks ("THIRD TIME THIS MONTH OUR AUTOMATIONS HAVE JUST STOPPED").
+    statement = "?" not in text and sentiment <= 0 and not _POLITE & set(_WORD_INTL.findall(folded))
+    if is_shouting(text) and (sentiment < 0 or "!" in text or "??" in text or statement):
         hits.append("negative_sentiment.shouting")
     g = guards()
     if (
@@ -547,6 +561,12 @@ def _negative_sentiment_hits(
     ):
         return []  # frustrated but asking the way forward: the agent can help
     return hits
+
+
+# Please and thanks in the five languages: an ALL-CAPS message that says one is not shouting.
+_POLITE = frozenset(
+    "please pls plz thanks thank thx favor bitte danke merci plait gracias obrigado obrigada".split()
+)
 
 
 # The negative signals frustration alone gives (guards_en.toml, troubleshooting_question): the lexicon's
@@ -624,6 +644,10 @@ def evaluate_inbound(
             hits.setdefault(rule.reason, []).append(f"{rule.id}:{phrase}")
         elif discarded:
             guarded.add(rule.reason)
+    # A live credential pasted into a support channel is exposed, however the message is worded: a
+    # person tells the customer to revoke it (read in the original case: key formats are).
+    if contains_key(text):
+        hits.setdefault("security", []).append("security.pasted_credential")
     sentiment_hits = _negative_sentiment_hits(prepared, lowered, folded, sentiment, negative_threshold, sure)
     if sentiment_hits:
         hits.setdefault("negative_sentiment", []).extend(sentiment_hits)
