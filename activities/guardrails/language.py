@@ -39,8 +39,12 @@ MIN_LETTERS: Final[int] = 12
 MAX_OTHER_SCRIPT_SHARE: Final[float] = 0.5
 
 _ISO_639_1 = re.compile(r"[a-z]{2}")
-# Links, addresses and error codes are language-neutral and pull short messages towards English.
-_NOISE = re.compile(r"https?://\S+|[\w.+-]+@[\w-]+\.[\w.-]+|\b[A-Z]{2,}[-_]?\d+\b")
+# Links, addresses and error codes are language-neutral and pull short messages towards English;
+# hashes, ids and keys (16+ characters mixing letters and digits) read as no language at all.
+_NOISE = re.compile(
+    r"https?://\S+|[\w.+-]+@[\w-]+\.[\w.-]+|\b[A-Z]{2,}[-_]?\d+\b|"
+    r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{16,}\b"
+)
 # The detector's cost grows with the text; the opening of a message tells its language (a long
 # email's tail is mostly signature and quoted history).
 MAX_CHARS: Final[int] = 300

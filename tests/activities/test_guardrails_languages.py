@@ -328,7 +328,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 1463
+    assert len(_tuning()) == 1563
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -360,14 +360,17 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # and 32. With the layer, two `language` messages stay missed: an Indonesian one at detector
     # probability 0.77 and a Malay one at 0.56, under the 0.8 floor that English one-liners read as
     # Nigerian Pidgin (up to 0.73) need (language.py).
+    # Session 16's tenth round (g-3401..., 100 blind, scored first: rules alone 20 missed, 7 false of
+    # 50), after that session's pasted credentials, negated call-backs in de/es/pt/fr and ALL-CAPS
+    # statements: 162 and 37. A Croatian message joins the `language` ones the layer leaves.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 145, missed
-    assert false_escalations <= 32, false_escalations
-    assert action_errors <= 177, action_errors
+    assert sum(missed.values()) <= 162, missed
+    assert false_escalations <= 37, false_escalations
+    assert action_errors <= 199, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
-    assert set(missed) <= {"language"} and missed["language"] <= 2, missed
-    assert false_escalations <= 32, false_escalations
-    assert action_errors <= 34, action_errors
+    assert set(missed) <= {"language"} and missed["language"] <= 3, missed
+    assert false_escalations <= 37, false_escalations
+    assert action_errors <= 40, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

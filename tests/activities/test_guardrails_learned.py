@@ -184,24 +184,27 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # Session 14's sixth round (160 more, blind): 396 of 575 at 0.373, 6 false of 548; with that
     # session's class rules among its examples, 409; with the seventh round (120, blind), 444 of 635
     # and 6 false of 608; with the eighth (120, blind), 492 of 695 and 4 false of 668; with the ninth
-    # (100, blind), 531 of 745 and 2 false of 718.
-    assert alone_caught >= 529, alone_caught  # of 745 escalations, the layer alone (531 when written)
-    assert alone_false <= 2, alone_false  # of 718 benign (2 when written)
+    # (100, blind), 531 of 745 and 2 false of 718; with the tenth (session 16, 100 blind), 555 of 795
+    # and 3 false of 768.
+    assert alone_caught >= 553, alone_caught  # of 795 escalations, the layer alone (555 when written)
+    assert alone_false <= 3, alone_false  # of 768 benign (3 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
     # held-out misses did not move, so these bounds only guard against a regression); 9 and 17 with
     # the fifth round's blind messages; 18 and 28 with the sixth's; 5 and 7 with session 14's class
     # rules (fitted to those misses: the held-out figures did not move); 13 and 19 with the seventh
     # round's blind messages; 20 and 28 with the eighth's (session 15: 14 of them security, takeovers
-    # and other people's data worded as no earlier round); 20 and 32 with the ninth's.
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 20, result["misses"]
-    assert sum(result["misses"].values()) <= 32, result["misses"]
+    # and other people's data worded as no earlier round); 20 and 32 with the ninth's; 22 and 35 with
+    # the tenth's (session 16).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 22, result["misses"]
+    assert sum(result["misses"].values()) <= 35, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
     # seventh, 29 of 608 (33); the signature-title guard, 26 (30); the eighth, 33 of 668; frustration
-    # beside a product question and "no need to call me", 27 (31); the ninth round, 32 (34).
-    assert result["false_escalations"] <= 34, result["false_escalations"]
+    # beside a product question and "no need to call me", 27 (31); the ninth round, 32 (34); the tenth,
+    # with session 16's negated call-backs and ALL-CAPS statements, 37 of 768 (40).
+    assert result["false_escalations"] <= 40, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
