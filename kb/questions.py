@@ -17,7 +17,7 @@ An article's own words say what a section is about; the bank says how customers 
 offline responder (activities/agent/offline.py) compares an incoming message with every bank
 question through the multilingual sentence encoder, and a close match is the evidence it needs to
 send that section rather than hand off (with the search's evidence, through the section ranker,
-activities/agent/ranking.py). The bundled banks (kb/docs: 6,197 questions, 12-15 per section) were
+activities/agent/ranking.py). The bundled banks (kb/docs: 7,099 questions, 6-18 per section) were
 written from the articles alone, by helpers that never read the evaluation sets (bench/data/answers);
 none is a held-out case word for word (tests/kb/test_question_banks.py checks; three plain ones
 that happened to be were taken out).
