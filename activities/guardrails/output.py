@@ -234,8 +234,6 @@ def _luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-
-
 def _contains_card_number(reply: str) -> bool:
     for found in _CARD_CANDIDATE.finditer(reply):
         digits = re.sub(r"\D", "", found.group(0))

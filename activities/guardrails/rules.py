@@ -564,9 +564,7 @@ def _negative_sentiment_hits(
 
 
 # Please and thanks in the five languages: an ALL-CAPS message that says one is not shouting.
-_POLITE = frozenset(
-    "please pls plz thanks thank thx favor bitte danke merci plait gracias obrigado obrigada".split()
-)
+_POLITE = frozenset("please pls plz thanks thank thx favor bitte danke merci plait gracias obrigado obrigada".split())
 
 
 # The negative signals frustration alone gives (guards_en.toml, troubleshooting_question): the lexicon's
