@@ -82,6 +82,13 @@ def configure_tracing(settings: Settings, service_name: str) -> bool:
     return True
 
 
+def flush_tracing(timeout_millis: int = 5000) -> None:
+    """Export the spans still buffered (what the tracer provider's own exit hook would do)."""
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if callable(flush):
+        flush(timeout_millis)
+
+
 def temporal_interceptors(settings: Settings) -> list[Any]:
     """Temporal client interceptors: the tracing one when tracing is enabled."""
     if not settings.tracing_enabled:

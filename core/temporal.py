@@ -12,6 +12,14 @@ from temporalio.service import TLSConfig
 from core.observability import temporal_interceptors
 from core.settings import Settings
 
+# Whether this process has connected a client (the Temporal runtime's threads then run in it).
+_connected = False
+
+
+def client_connected() -> bool:
+    """Whether `connect_temporal` has connected a client in this process (workers.cli's exit reads it)."""
+    return _connected
+
 
 def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
@@ -30,11 +38,12 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
 
 async def connect_temporal(settings: Settings, *, identity: str | None = None) -> Client:
     """Connect to the configured Temporal namespace with the pydantic data converter."""
+    global _connected
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     kwargs: dict[str, object] = {}
     if identity:
         kwargs["identity"] = identity
-    return await Client.connect(
+    client = await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
@@ -43,6 +52,8 @@ async def connect_temporal(settings: Settings, *, identity: str | None = None) -
         interceptors=temporal_interceptors(settings),
         **kwargs,  # type: ignore[arg-type]  # identity is `str`; a typed dict of it would not match connect()'s overloads
     )
+    _connected = True
+    return client
 
 
 def update_refusal(exc: WorkflowUpdateFailedError) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -486,10 +486,44 @@ def guardrails_check() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from core.temporal import client_connected
+
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        code: str | int | None = 130
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if client_connected():
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _exit_now(code: str | int | None) -> NoReturn:
+    """Leave without the interpreter's finalization, having done what it would have done for us.
+
+    The Temporal client's Rust runtime keeps threads that can call into Python while the interpreter
+    finalizes, and that aborts the process (temporalio/sdk-python#300: "Fatal Python error:
+    PyGILState_Release", SIGABRT, exit -6) after the command already finished: a script would read a
+    crash where `crm-fte customers merge` refused with its own code 3 (seen once in CI). So, once a
+    client was connected, print what SystemExit would print, flush the spans, logs and output, and
+    `os._exit` with the command's code.
+    """
+    import logging
+    import os
+
+    from core.observability import flush_tracing
+
+    if isinstance(code, str):
+        sys.stderr.write(f"{code}\n")
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    flush_tracing()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
