@@ -89,6 +89,21 @@ def prepare(text: str, channel: str | None) -> str:
     return text
 
 
+# A short quoted span: words the customer mentions rather than says ("cards full of 'furious' and
+# 'disgraceful'", a label "ANGRY - call back"). An opening quote follows no letter and a closing one
+# is followed by none, so the apostrophes of "there's" or "users'" open nothing.
+_QUOTED_SPAN = re.compile(
+    r"""(?<!\w)'[^'\n]{1,60}'(?!\w)|"[^"\n]{1,60}"|\u201c[^\u201d\n]{1,60}\u201d|\u2018[^\u2019\n]{1,60}\u2019(?!\w)|"""
+    r"""\u00ab[^\u00bb\n]{1,60}\u00bb|\u201e[^\u201c\u201d\n]{1,60}[\u201c\u201d]"""
+)
+
+
+def without_quoted(text: str) -> str:
+    """The text without its short quoted spans: what the customer says in their own voice (the
+    sentiment of a message is not that of the complaints it quotes)."""
+    return _QUOTED_SPAN.sub(" ", text)
+
+
 def full_text(text: str) -> str:
     """Everything the message carries, quotes included, with the quoting itself taken off.
 

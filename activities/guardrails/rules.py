@@ -35,7 +35,7 @@ from activities.guardrails.datafiles import (
 )
 from activities.guardrails.language import detect_language
 from activities.guardrails.learned import escalation_of_prepared as learned_escalation
-from activities.guardrails.normalise import fold_accents, full_text, prepare, signature_line
+from activities.guardrails.normalise import fold_accents, full_text, prepare, signature_line, without_quoted
 from activities.guardrails.secrets import contains_key
 from activities.guardrails.sentiment import is_shouting, score_sentiment
 from core.settings import Settings
@@ -69,6 +69,7 @@ GuardName = Literal[
     "broken_page_intl",
     "negation_intl",
     "own_business",
+    "self_confirmed",
 ]
 
 
@@ -141,6 +142,7 @@ class _GuardsFile(Entry):
     own_business_addressed: PatternText
     own_business_demand: PatternText
     signature_speech: PatternText
+    self_confirmed: PatternText
 
 
 class _IntlGuardsFile(Entry):
@@ -196,6 +198,12 @@ class Guards:
     identity_request: re.Pattern[str]
     own_business: OwnBusiness
     signature_speech: re.Pattern[str]
+    self_confirmed_text: re.Pattern[str]
+
+    def self_confirmed(self, text: str, hit: re.Match[str]) -> bool:
+        """The message says the sign-in or session was the customer's own ("that was me, I'm in
+        Lisbon for a wedding"): a login alert they are asking about, not a stranger in the account."""
+        return bool(self.self_confirmed_text.search(text))
 
     def named(self, text: str, hit: re.Match[str]) -> bool:
         """Every rule's guard: the hit is a name the customer gave something."""
@@ -420,6 +428,7 @@ def guards() -> Guards:
         identity_request=compile_pattern(data.identity_request, where=f"{GUARDS_FILE}: identity_request"),
         own_business=OwnBusiness.compile(data, GUARDS_FILE),
         signature_speech=compile_pattern(data.signature_speech, where=f"{GUARDS_FILE}: signature_speech"),
+        self_confirmed_text=compile_pattern(data.self_confirmed, where=f"{GUARDS_FILE}: self_confirmed"),
     )
 
 
@@ -485,6 +494,7 @@ def rule_book() -> RuleBook:
         "broken_page_intl": intl_guards().broken_page,
         "negation_intl": intl_guards().negated,
         "own_business": g.own_work,
+        "self_confirmed": g.self_confirmed,
     }
     rules: list[Rule] = []
     tone_rules: list[ToneRule] = []
@@ -613,7 +623,9 @@ def evaluate_inbound(
     cross-validated scores): the prepared text in, (reason, score) or None out.
     """
     prepared = prepare(text, channel)
-    sentiment = score_sentiment(prepared)
+    # The customer's tone is read on what they say, not on what they quote ("cards full of 'furious'").
+    spoken = without_quoted(prepared)
+    sentiment = score_sentiment(spoken)
     guess = detect_language(prepared)
     if guess.unsupported:
         return GuardrailDecision(
@@ -646,7 +658,10 @@ def evaluate_inbound(
     # person tells the customer to revoke it (read in the original case: key formats are).
     if contains_key(text):
         hits.setdefault("security", []).append("security.pasted_credential")
-    sentiment_hits = _negative_sentiment_hits(prepared, lowered, folded, sentiment, negative_threshold, sure)
+    spoken_lowered = spoken.lower()
+    sentiment_hits = _negative_sentiment_hits(
+        prepared, spoken_lowered, fold_accents(spoken_lowered), sentiment, negative_threshold, sure
+    )
     if sentiment_hits:
         hits.setdefault("negative_sentiment", []).extend(sentiment_hits)
     if not hits and semantic:

@@ -362,15 +362,17 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # Nigerian Pidgin (up to 0.73) need (language.py).
     # Session 16's tenth round (g-3401..., 100 blind, scored first: rules alone 20 missed, 7 false of
     # 50), after that session's pasted credentials, negated call-backs in de/es/pt/fr and ALL-CAPS
-    # statements: 162 and 37. A Croatian message joins the `language` ones the layer leaves.
+    # statements: 162 and 37; quoted words are not the customer's tone, and "that was me" answers a
+    # sign-in from elsewhere: 34 false, no escalation lost. A Croatian message joins the `language`
+    # ones the layer leaves.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
     assert sum(missed.values()) <= 162, missed
-    assert false_escalations <= 37, false_escalations
-    assert action_errors <= 199, action_errors
+    assert false_escalations <= 34, false_escalations
+    assert action_errors <= 196, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert set(missed) <= {"language"} and missed["language"] <= 3, missed
-    assert false_escalations <= 37, false_escalations
-    assert action_errors <= 40, action_errors
+    assert false_escalations <= 34, false_escalations
+    assert action_errors <= 37, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

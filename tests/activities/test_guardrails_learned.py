@@ -203,8 +203,9 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
     # seventh, 29 of 608 (33); the signature-title guard, 26 (30); the eighth, 33 of 668; frustration
     # beside a product question and "no need to call me", 27 (31); the ninth round, 32 (34); the tenth,
-    # with session 16's negated call-backs and ALL-CAPS statements, 37 of 768 (40).
-    assert result["false_escalations"] <= 40, result["false_escalations"]
+    # with session 16's negated call-backs and ALL-CAPS statements, 37 of 768 (40); quoted words and
+    # "that was me", 34 (37).
+    assert result["false_escalations"] <= 37, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
