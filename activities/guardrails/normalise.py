@@ -41,7 +41,13 @@ _EMAIL_CUTS = (
     re.compile(r"^--\s*$", re.MULTILINE),
     re.compile(
         r"^\s*(?:this\s+(?:e-?mail|message)\b[^\n]{0,120}\b(?:confidential|privileged)"
-        r"|confidentiality\s+(?:(?:&|and)\s+legal\s+)?notice|legal\s+notice\s*:|disclaimer\s*:)",
+        r"|confidentiality\s+(?:(?:&|and)\s+legal\s+)?notice|legal\s+notice\s*:|disclaimer\s*:"
+        # The same notice in the other languages we answer in ("Ce message et ses pièces jointes sont
+        # confidentiels", "Diese E-Mail kann vertrauliche Informationen enthalten").
+        r"|ce\s+(?:message|courriel|e-?mail)\b[^\n]{0,120}\b(?:confidentiel|privil[eé]gi[eé])"
+        r"|este\s+(?:mensaje|correo|e-?mail)\b[^\n]{0,120}\bconfidencial"
+        r"|(?:esta\s+mensagem|este\s+e-?mail)\b[^\n]{0,120}\bconfidencia"
+        r"|diese\s+(?:e-?mail|nachricht)\b[^\n]{0,120}\bvertraulich)",
         _FLAGS,
     ),
 )

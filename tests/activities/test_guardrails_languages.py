@@ -363,16 +363,17 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # Session 16's tenth round (g-3401..., 100 blind, scored first: rules alone 20 missed, 7 false of
     # 50), after that session's pasted credentials, negated call-backs in de/es/pt/fr and ALL-CAPS
     # statements: 162 and 37; quoted words are not the customer's tone, and "that was me" answers a
-    # sign-in from elsewhere: 34 false, no escalation lost. A Croatian message joins the `language`
-    # ones the layer leaves.
+    # sign-in from elsewhere: 34 false, no escalation lost; a confidentiality notice in fr/es/pt/de
+    # ends the email like an English one (a job title above it is a signature again): 33. A Croatian
+    # message joins the `language` ones the layer leaves.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
     assert sum(missed.values()) <= 162, missed
-    assert false_escalations <= 34, false_escalations
-    assert action_errors <= 196, action_errors
+    assert false_escalations <= 33, false_escalations
+    assert action_errors <= 195, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert set(missed) <= {"language"} and missed["language"] <= 3, missed
-    assert false_escalations <= 34, false_escalations
-    assert action_errors <= 37, action_errors
+    assert false_escalations <= 33, false_escalations
+    assert action_errors <= 36, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

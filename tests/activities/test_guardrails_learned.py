@@ -195,17 +195,18 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # rules (fitted to those misses: the held-out figures did not move); 13 and 19 with the seventh
     # round's blind messages; 20 and 28 with the eighth's (session 15: 14 of them security, takeovers
     # and other people's data worded as no earlier round); 20 and 32 with the ninth's; 22 and 35 with
-    # the tenth's (session 16; 23 once the eighth answers round joined the bank).
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 23, result["misses"]
-    assert sum(result["misses"].values()) <= 35, result["misses"]
+    # the tenth's (session 16; 23 once the eighth answers round joined the bank, 22 and 34 once
+    # non-English confidentiality notices were cut like English ones).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 22, result["misses"]
+    assert sum(result["misses"].values()) <= 34, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
     # seventh, 29 of 608 (33); the signature-title guard, 26 (30); the eighth, 33 of 668; frustration
     # beside a product question and "no need to call me", 27 (31); the ninth round, 32 (34); the tenth,
     # with session 16's negated call-backs and ALL-CAPS statements, 37 of 768 (40); quoted words and
-    # "that was me", 34 (37).
-    assert result["false_escalations"] <= 37, result["false_escalations"]
+    # "that was me", 34 (37); non-English confidentiality notices, 33 (36).
+    assert result["false_escalations"] <= 36, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
