@@ -21,7 +21,10 @@ from tests.evaluation.answers import describe, garbled, load_cases, run_cases, s
 # (answered through the question bank and the section ranker).
 ANSWERABLE = ("a-0015", "a-0056", "a-0065", "a-0134", "a-0151", "a-1046")
 UNANSWERABLE = ("a-0190", "a-0196")
-SMALL_TALK = ("a-0209", "a-0210", "a-0213")
+# Small talk the rules' marker words read, and small talk with context of its own, read by meaning (a
+# greeting with news of a trip, "before I type out my whole problem: are these replies written by a
+# program?", a new team lead introducing herself in German).
+SMALL_TALK = ("a-0209", "a-0210", "a-0213", "a-7057", "a-7059", "a-7062")
 RESOLVED = "a-0213"  # "Thank you so much, the invoice download worked perfectly."
 
 
@@ -29,7 +32,7 @@ async def test_answer_subset_through_the_workflow(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], worker: Worker
 ) -> None:
     cases = load_cases("tuning", ANSWERABLE + UNANSWERABLE + SMALL_TALK)
-    assert len(cases) == 11
+    assert len(cases) == 14
     outcomes = await run_cases(client, settings, sessions, cases, concurrency=3, run="regression")
     # On failure, the outcomes that did not go as labelled, in full.
     details = json.dumps(
@@ -40,7 +43,7 @@ async def test_answer_subset_through_the_workflow(
     answerable = summary.counts["answerable"]
     assert answerable["correct"] >= 5 and answerable["wrong"] == 0, details
     assert summary.counts["unanswerable"]["safe"] == 2, details
-    assert summary.counts["small_talk"]["handled"] == 3, details
+    assert summary.counts["small_talk"]["handled"] == 6, details
     assert summary.garbled == [], details
     # Every answer names its article and links to it on the help centre.
     for o in outcomes:
