@@ -12,12 +12,13 @@ from temporalio.service import TLSConfig
 from core.observability import temporal_interceptors
 from core.settings import Settings
 
-# Whether this process has connected a client (the Temporal runtime's threads then run in it).
+# Whether this process has tried to connect a client: the Temporal runtime's threads run in it from the
+# first attempt, whether or not the server answered.
 _connected = False
 
 
 def client_connected() -> bool:
-    """Whether `connect_temporal` has connected a client in this process (workers.cli's exit reads it)."""
+    """Whether `connect_temporal` has been called in this process (workers.cli's exit reads it)."""
     return _connected
 
 
@@ -43,7 +44,8 @@ async def connect_temporal(settings: Settings, *, identity: str | None = None) -
     kwargs: dict[str, object] = {}
     if identity:
         kwargs["identity"] = identity
-    client = await Client.connect(
+    _connected = True
+    return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
@@ -52,8 +54,6 @@ async def connect_temporal(settings: Settings, *, identity: str | None = None) -
         interceptors=temporal_interceptors(settings),
         **kwargs,  # type: ignore[arg-type]  # identity is `str`; a typed dict of it would not match connect()'s overloads
     )
-    _connected = True
-    return client
 
 
 def update_refusal(exc: WorkflowUpdateFailedError) -> str:

@@ -508,8 +508,8 @@ def _exit_now(code: str | int | None) -> NoReturn:
     finalizes, and that aborts the process (temporalio/sdk-python#300: "Fatal Python error:
     PyGILState_Release", SIGABRT, exit -6) after the command already finished: a script would read a
     crash where `crm-fte customers merge` refused with its own code 3 (seen once in CI). So, once a
-    client was connected, print what SystemExit would print, flush the spans, logs and output, and
-    `os._exit` with the command's code.
+    connection was tried (the runtime runs from the first attempt), print what SystemExit would print,
+    flush the spans, logs and output, and `os._exit` with the command's code.
     """
     import logging
     import os
