@@ -272,17 +272,13 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         np.array([p[i] for p in unanswerable]) for i in (1, 2, 4, 5)
     )
 
-    def pairable(best: np.ndarray, second: np.ndarray, pair: float) -> np.ndarray:
-        """ranking.SectionRanker.pairs, the floor aside: a near tie that is likely as a pair."""
-        return (best + second >= pair) & (second >= ranking.PAIR_MIN_SHARE * best)
-
     def outcome(floor: float, threshold: float, pair: float) -> tuple[Counter[str], int]:
         """Verdicts of the answerable picks, and how many unanswerable ones are answered."""
         single = (similarity >= floor) & (confidence >= threshold)
-        paired = (similarity >= floor) & ~single & pairable(best_p, second_p, pair)
+        paired = (similarity >= floor) & ~single & ranking.near_tie(best_p, second_p, pair)
         counts = Counter(np.where(single, single_verdict, np.where(paired, pair_verdict, "handed_off")).tolist())
         counts["pairs"] = int(paired.sum())
-        un_answered = (un_confidence >= threshold) | pairable(un_best_p, un_second_p, pair)
+        un_answered = (un_confidence >= threshold) | ranking.near_tie(un_best_p, un_second_p, pair)
         answered_un = int(((un_similarity >= floor) & un_answered).sum())
         return counts, answered_un
 

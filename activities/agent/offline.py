@@ -232,6 +232,15 @@ _PLEASANTRY = frozenset(
 )
 
 
+def _negates_or_asks_how(vocabulary: set[str], folded: str) -> bool:
+    """A negation ("still", "not", "again" unless a resolved phrase says it works again) or a how-to
+    opening: the message reports or asks something, whatever its small-talk words."""
+    negations = vocabulary & _NEGATION
+    if _RESOLVED_PHRASE.search(folded) is not None:
+        negations -= {"again"}
+    return bool(negations) or _QUESTION_OPENING.search(folded) is not None
+
+
 def small_talk_kind(text: str, *, loose: bool = False) -> SmallTalk | None:
     """What kind of small talk a message is, or None when it asks or reports something.
 
@@ -252,11 +261,7 @@ def small_talk_kind(text: str, *, loose: bool = False) -> SmallTalk | None:
     opens = who is not None and len(folded[: who.start()].split()) <= 1
     if vocabulary & _BOT_WORDS and len(tokens) <= 14 and who is not None and (asks or opens):
         return "bot"
-    resolved_phrase = _RESOLVED_PHRASE.search(folded)
-    negations = vocabulary & _NEGATION
-    if resolved_phrase is not None:
-        negations -= {"again"}
-    if asks or negations or _QUESTION_OPENING.search(folded):
+    if asks or _negates_or_asks_how(vocabulary, folded):
         return None
     markers = _GREETING | _THANKS | _PRAISE | _RESOLVED | _CLOSE_TICKET | _GOODBYE
     # A closing phrase's words ("catch you next time") are not a request either.
@@ -264,7 +269,7 @@ def small_talk_kind(text: str, *, loose: bool = False) -> SmallTalk | None:
     rest = [t for t in closing if t not in markers and t not in _PLEASANTRY and t not in _STOP]
     # A signature line (a first name) is fine, and around "it worked" a clause of context ("the steps
     # you sent worked and the team is back up and running"); a product question is not.
-    resolved = bool(vocabulary & _RESOLVED) or resolved_phrase is not None
+    resolved = bool(vocabulary & _RESOLVED) or _RESOLVED_PHRASE.search(folded) is not None
     if len(rest) > (LOOSE_SMALL_TALK_WORDS if loose else 6 if resolved else 2):
         return None
     if resolved or (vocabulary & _CLOSE_TICKET and vocabulary & {"ticket", "sorted", "all"}):
@@ -365,11 +370,7 @@ class SmallTalkBank:
         tokens = words(text)
         if not tokens or len(tokens) > SEMANTIC_SMALL_TALK_MAX_WORDS:
             return None
-        folded = fold_accents(_fold(text))
-        negations = set(tokens) & _NEGATION
-        if _RESOLVED_PHRASE.search(folded) is not None:
-            negations -= {"again"}
-        if negations or _QUESTION_OPENING.search(folded):
+        if _negates_or_asks_how(set(tokens), fold_accents(_fold(text))):
             return None
         near = self.nearest(text)
         if near is None or near[1] < SMALL_TALK_SIMILARITY or near[1] - section_similarity < SMALL_TALK_MARGIN:

@@ -100,6 +100,12 @@ PAIR_NEVER = 2.0
 PAIR_MIN_SHARE = 1 / 3
 
 
+def near_tie(best: Any, runner_up: Any, pair_threshold: float) -> Any:
+    """Whether the best section and the runner-up are likely as a pair and a near tie (PAIR_MIN_SHARE):
+    for two probabilities, or elementwise for two arrays of them (the fit's grid)."""
+    return (np.add(best, runner_up) >= pair_threshold) & (np.asarray(runner_up) >= PAIR_MIN_SHARE * np.asarray(best))
+
+
 @dataclass(frozen=True)
 class SectionRanker:
     """Standardised features, one weight each, the "none of them" option's score (`bias`), the
@@ -135,11 +141,7 @@ class SectionRanker:
         together: the ranker is not sure enough of either alone (answers() said no), of the pair it is,
         and the two are a near tie (PAIR_MIN_SHARE)."""
         similarity = evidence[FEATURES.index("bank_similarity")]
-        return (
-            probability + runner_up >= self.pair_threshold
-            and runner_up >= PAIR_MIN_SHARE * probability
-            and similarity >= self.min_similarity
-        )
+        return bool(near_tie(probability, runner_up, self.pair_threshold)) and similarity >= self.min_similarity
 
     def probabilities(self, evidence: np.ndarray) -> np.ndarray:
         """The probability that each row's section is the one that answers the message, the rows being
