@@ -427,7 +427,7 @@ def extra_examples() -> list[Any]:
     from activities.guardrails import learned
 
     others = [row for row in learned.bank_rows() if row["source"] != "guardrails"]
-    return [*learned.rule_examples(), *learned.examples_of(others)]
+    return [*learned.rule_examples(), *learned.examples_of(others), *learned.written_examples()]
 
 
 def bank_from_sources() -> list[dict[str, Any]]:
@@ -491,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-detectors", action="store_true", help="py3langid against lingua on tuning")
     parser.add_argument("--compare-sentiment", action="store_true", help="lexicon against vaderSentiment")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument(
+        "--without-written", action="store_true", help="train the layer without its written examples (to compare)"
+    )
     args = parser.parse_args(argv)
     if args.repetitions < 1:
         parser.error("--repetitions must be >= 1")
@@ -502,11 +505,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from activities.guardrails import learned
 
+    if args.without_written:
+        learned.written_examples = list  # type: ignore[assignment]  # the layer and the folds read it at call time
     start = time.process_time()
     learned.learned_layer()
     print(
         f"learned layer: trained in {time.process_time() - start:.2f} s CPU on {len(learned.bank_rows())} bank rows "
-        f"+ {len(learned.rule_examples())} rule examples; threshold {learned.THRESHOLD}\n"
+        f"+ {len(learned.rule_examples())} rule examples + {len(learned.written_examples())} written examples; "
+        f"threshold {learned.THRESHOLD}\n"
     )
     sets = {args.data.name: args.data} if args.data else {name: SETS[name] for name in args.sets}
     results: dict[str, Any] = {}
