@@ -141,6 +141,7 @@ class _GuardsFile(Entry):
     own_business_work: PatternText
     own_business_addressed: PatternText
     own_business_demand: PatternText
+    own_business_introduction: PatternText
     signature_speech: PatternText
     self_confirmed: PatternText
 
@@ -158,6 +159,7 @@ class _IntlGuardsFile(Entry):
     own_business_work: PatternText
     own_business_addressed: PatternText
     own_business_demand: PatternText
+    own_business_introduction: PatternText
     negated_request: PatternText
 
 
@@ -261,11 +263,17 @@ class Guards:
         """The hit's sentence describes the customer's own work ("we're a payments start-up and we track
         every chargeback our customers file"), asks nothing of us, and the message asks a question
         (guards_en.toml's own_business)."""
-        start, end, _ = _sentence_of(text, hit)
+        start, end, mark = _sentence_of(text, hit)
         sentence = fold_accents(text[start:end])
-        if not (self.own_business.describes(sentence) or intl_guards().own_business.describes(sentence)):
-            return False
         folded = fold_accents(text)
+        intl = intl_guards().own_business
+        if not (self.own_business.describes(sentence) or intl.describes(sentence)):
+            # ... or a plain statement, asking nothing of us, in a message that introduces the
+            # customer's business ("We're a cyber insurance broker.", "gym owner here").
+            if (mark is not None and "?" in mark) or "?" in sentence or asks_of_us(sentence):
+                return False
+            if not (self.own_business.introduction.search(folded) or intl.introduction.search(folded)):
+                return False
         return "?" in text or bool(self.troubleshooting.search(folded))
 
     def clause_before(self, text: str, start: int) -> str:
@@ -299,7 +307,9 @@ class Guards:
 
 
 _WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
-_QUOTED_NAME = re.compile(r"""['"][^'"\n]{0,40}$""")
+# An opening quote and up to 40 characters after it, an apostrophe between letters among them ("the
+# reply ending 'if you'd rather speak with someone'": a contraction does not close the quote).
+_QUOTED_NAME = re.compile(r"""['"](?:[^'"\n]|(?<=[^\W\d_])'(?=[^\W\d_])){0,40}$""")
 
 
 _FIELD_REFERENCE = re.compile(r"\{[^{}\n]{0,40}$")
@@ -314,7 +324,14 @@ def _quoted_name(text: str, hit: re.Match[str]) -> bool:
     opened = _QUOTED_NAME.search(text, max(0, hit.start() - 41), hit.start())
     if opened is None or (opened.group(0)[0] == "'" and text[opened.start() - 1 : opened.start()].isalpha()):
         return False  # no quote before it, or an apostrophe ("customer's refund")
-    closing = text.find(opened.group(0)[0], hit.end(), hit.end() + 40)
+    closing = next(
+        (
+            at
+            for at in range(hit.end(), min(len(text), hit.end() + 40))
+            if text[at] == opened.group(0)[0] and not (text[at - 1 : at].isalpha() and text[at + 1 : at + 2].isalpha())
+        ),
+        -1,
+    )
     return closing != -1 and "\n" not in text[hit.end() : closing]
 
 
@@ -326,6 +343,7 @@ class OwnBusiness:
     work: re.Pattern[str]
     addressed: re.Pattern[str]
     demand: re.Pattern[str]
+    introduction: re.Pattern[str]
 
     @classmethod
     def compile(cls, data: _GuardsFile | _IntlGuardsFile, where: str) -> OwnBusiness:
@@ -334,6 +352,7 @@ class OwnBusiness:
             work=compile_pattern(data.own_business_work, where=f"{where}: own_business_work"),
             addressed=compile_pattern(data.own_business_addressed, where=f"{where}: own_business_addressed"),
             demand=compile_pattern(data.own_business_demand, where=f"{where}: own_business_demand"),
+            introduction=compile_pattern(data.own_business_introduction, where=f"{where}: own_business_introduction"),
         )
 
     def describes(self, sentence: str) -> bool:
@@ -342,8 +361,14 @@ class OwnBusiness:
         English "please" still asks something)."""
         if not (self.subject.search(sentence) and self.work.search(sentence)):
             return False
-        english, intl = guards().own_business, intl_guards().own_business
-        return not any(words.addressed.search(sentence) or words.demand.search(sentence) for words in (english, intl))
+        return not asks_of_us(sentence)
+
+
+def asks_of_us(sentence: str) -> bool:
+    """Whether either file's words find something addressed to us or a demand in `sentence` (a French
+    sentence with an English "please" still asks something)."""
+    english, intl = guards().own_business, intl_guards().own_business
+    return any(words.addressed.search(sentence) or words.demand.search(sentence) for words in (english, intl))
 
 
 @dataclass(frozen=True)

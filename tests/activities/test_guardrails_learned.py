@@ -58,6 +58,59 @@ def test_the_bank_shares_no_text_with_the_held_out_set() -> None:
     assert not rule_texts & held_texts
 
 
+def test_the_written_examples_share_no_wording_with_the_held_out_set() -> None:
+    # Written from the policy and the articles by writers who never read the evaluation sets; none may
+    # be a held-out message nearly word for word (the same near-duplicate test the folds use).
+    held_out = REPO / "bench" / "data" / "guardrails" / "held_out.jsonl"
+    with held_out.open(encoding="utf-8") as fh:
+        held = [learned.Example.of(json.loads(line)["text"], None, "answer").text for line in fh if line.strip()]
+    written = learned.written_examples()
+    assert len(written) >= 1400
+    near = [(e.text[:60], h[:60]) for e in written for h in held if learned._near_duplicate(e.text, h)]
+    assert not near, near
+
+
+def test_the_written_examples_cover_every_reason_in_every_supported_language() -> None:
+    rows = learned.written_rows()
+    for language in ("en", "es", "pt", "fr", "de"):
+        labels = {row["label"] for row in rows if row["language"] == language}
+        assert labels == {"answer", *HARD_REASONS, "human_request", "negative_sentiment"}, (language, labels)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"text": "hi", "label": "answer"}\n{"text": "refund me", "label": "refunds"}', "line 2: needs a text"),
+        ('{"text": "", "label": "refund"}', "line 1: needs a text"),
+        ('{"text": "x", "label": "language"}', "line 1: needs a text"),
+        ('{"text": "x", "label": "refund", "channel": "sms"}', "line 1: unknown channel"),
+        ("not json", "line 1: not JSON"),
+    ],
+)
+def test_a_bad_written_example_is_refused_with_its_line(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        learned.parse_written(text)
+
+
+def test_the_cached_layer_scores_as_the_trained_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import kb.embeddings
+
+    monkeypatch.setattr(kb.embeddings, "_vector_cache_dir", lambda: tmp_path)
+    examples = [*learned.examples_of(learned.bank_rows()[:300]), *learned.written_examples()[::10]]
+    probe = learned.Example.of("could you send the funds back for the seats we never used", "web_form", "answer")
+    vector = learned.embed([probe.sentence])[0]
+    trained = learned.LearnedLayer(examples).scores(probe.text, vector)
+    first = learned.LearnedLayer.cached(examples)  # trains and stores
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    second = learned.LearnedLayer.cached(examples)  # reads back
+    assert first.classes == second.classes
+    assert first.scores(probe.text, vector).tolist() == second.scores(probe.text, vector).tolist()
+    assert second.scores(probe.text, vector) == pytest.approx(trained, abs=1e-5)
+    # Other examples are another model, not the stored one.
+    learned.LearnedLayer.cached(examples[:-1])
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
 def _rule_example_texts() -> list[str]:
     from activities.guardrails.rules import rule_book
 
@@ -167,6 +220,8 @@ def test_the_setting_switches_the_layer_off() -> None:
     assert evaluate_inbound(text, "web_form", semantic=True).action == "escalate"
 
 
+# Ten layers trained on ~3,900 examples each: about three minutes of CPU, more beside other tests.
+@pytest.mark.timeout(900)
 def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: list[dict[str, object]]) -> None:
     """The regression gate for generalisation: 10-fold CV, counts (not times)."""
     oof = learned.out_of_fold(tuning, bench.extra_examples())
@@ -185,9 +240,11 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # session's class rules among its examples, 409; with the seventh round (120, blind), 444 of 635
     # and 6 false of 608; with the eighth (120, blind), 492 of 695 and 4 false of 668; with the ninth
     # (100, blind), 531 of 745 and 2 false of 718; with the tenth (session 16, 100 blind), 555 of 795
-    # and 3 false of 768.
-    assert alone_caught >= 553, alone_caught  # of 795 escalations, the layer alone (555 when written)
-    assert alone_false <= 3, alone_false  # of 768 benign (3 when written)
+    # and 3 false of 768. Session 17: the 1,467 written examples and the eleventh round (100, blind):
+    # 662 of the 785 it reads (the denominators above counted the `language` messages too) and 7
+    # false of 818.
+    assert alone_caught >= 660, alone_caught  # of 785 escalations, the layer alone (662 when written)
+    assert alone_false <= 7, alone_false  # of 818 benign (7 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
     # held-out misses did not move, so these bounds only guard against a regression); 9 and 17 with
@@ -196,17 +253,21 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # round's blind messages; 20 and 28 with the eighth's (session 15: 14 of them security, takeovers
     # and other people's data worded as no earlier round); 20 and 32 with the ninth's; 22 and 35 with
     # the tenth's (session 16; 23 once the eighth answers round joined the bank, 22 and 34 once
-    # non-English confidentiality notices were cut like English ones).
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 22, result["misses"]
-    assert sum(result["misses"].values()) <= 34, result["misses"]
+    # non-English confidentiality notices were cut like English ones); 18 and 28 with session 17's
+    # written examples in the layer's training and the eleventh round (the round alone, before it
+    # joined: the written examples took its misses from 7 to 4).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 18, result["misses"]
+    assert sum(result["misses"].values()) <= 28, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
     # seventh, 29 of 608 (33); the signature-title guard, 26 (30); the eighth, 33 of 668; frustration
     # beside a product question and "no need to call me", 27 (31); the ninth round, 32 (34); the tenth,
     # with session 16's negated call-backs and ALL-CAPS statements, 37 of 768 (40); quoted words and
-    # "that was me", 34 (37); non-English confidentiality notices, 33 (36).
-    assert result["false_escalations"] <= 36, result["false_escalations"]
+    # "that was me", 34 (37); non-English confidentiality notices, 33 (36); the eleventh round, 47 of
+    # 818; session 17's business-introduction guard, quotes with contractions and "what should I check
+    # first", 33 (40: the layer, trained with the written examples, adds 7).
+    assert result["false_escalations"] <= 40, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
