@@ -150,8 +150,9 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
     cross-validation, on FOLD_SEEDS fold assignments whose picks are pooled), and its answering
     confidence (the probability and its lead over the runner-up, ranking.fit_confidence) by a
     confidence model fitted on the other folds' picks; of the (threshold, bank-similarity floor, pair
-    threshold) triples on a grid that answer at most ranking.MAX_WRONG of the answerable cases wrongly
-    and at most ranking.MAX_UNANSWERABLE_ANSWERED of the unanswerable ones (a pair of sections sent
+    threshold) triples on a grid whose wrong answers stay within ranking.TARGET_WRONG at the upper end
+    of their interval (ranking.wrong_rate_bound, over the answerable cases, each counted once) and that
+    answer at most ranking.MAX_UNANSWERABLE_ANSWERED of the unanswerable ones (a pair of sections sent
     together judged as the one reply it is), the one answering the most correctly (of equals, the most
     cautious) is kept.
     """
@@ -283,7 +284,8 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         return counts, answered_un
 
     def within(counts: Counter[str], answered_un: int) -> bool:
-        return counts["wrong"] <= ranking.MAX_WRONG * n and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
+        wrong = ranking.wrong_rate_bound(counts["wrong"] / n, n // FOLD_SEEDS)
+        return wrong <= ranking.TARGET_WRONG and answered_un <= ranking.MAX_UNANSWERABLE_ANSWERED * n_un
 
     sys.stdout.write(
         f"{n // FOLD_SEEDS} answerable, {n_un // FOLD_SEEDS} unanswerable tuning cases; {folds}-fold "
@@ -378,8 +380,14 @@ async def evaluate(args: argparse.Namespace, services: Services) -> dict[str, An
     deps = ActivityDeps.create(settings)
     embedder = create_embedder(settings)
     await ingest_path(default_docs_path(), sessions=deps.sessions, embedder=embedder)
-    # As the worker does before polling: the question bank is embedded once, not in a case's turn.
+    # As the worker does before polling: the question bank is embedded and the guardrails' learned layer
+    # trained (or read from the cache) once, not in a case's turn, where either stalled the first
+    # workflow tasks past their timeout.
     bundled_matcher().warm()
+    if settings.guardrails_semantic_enabled:
+        from activities.guardrails.learned import learned_layer
+
+        learned_layer()
     client = await connect_temporal(settings)
     results: dict[str, Any] = {"responder": args.responder}
     worker = Worker(

@@ -200,7 +200,8 @@ SMALL_TALK_BANK_CEILING = 0.40
 # so, "again" is no longer a sign of a problem coming back.
 _RESOLVED_PHRASE = re.compile(
     r"\b(?:that|this|it)\s+did\s+(?:it|the\s+trick)\b|\bdid\s+the\s+trick\b|"
-    r"\b(?:working|syncing|running|loading|showing|back)\s+(?:again|now|properly|fine)\b|"
+    r"\b(?:working|syncing|running|loading|showing|posting|flowing|arriving|popping\s+up|coming\s+through|back)"
+    r"\s+(?:again|now|properly|fine)\b|"
     r"\ball\s+good\s+now\b|\bback\s+to\s+normal\b|\bup\s+and\s+running\b"
 )
 # A how-to opening asks something even without a question mark ("hi how do i create a dashboard").
@@ -239,6 +240,40 @@ def _negates_or_asks_how(vocabulary: set[str], folded: str) -> bool:
     if _RESOLVED_PHRASE.search(folded) is not None:
         negations -= {"again"}
     return bool(negations) or _QUESTION_OPENING.search(folded) is not None
+
+
+# A thank-you that names what worked ("¡Mil gracias! Lo del código de respaldo funcionó y ya pude entrar")
+# is near the help-centre section about the thing that worked, so SMALL_TALK_BANK_CEILING would take it
+# for a question; a greeting that says it is one ("only wanted to say hello before I start clicking
+# around") runs past the loose reading's length. Either is small talk whatever the bank finds
+# (assured_small_talk), unless the message asks something of us: these words (matched against the
+# accent-folded text; thanks "in advance" thanks for something not yet done, and a French "merci de
+# m'appeler" is "please call me").
+_ASKS_OF_US = re.compile(
+    r"\b(?:please|pls|plz|need|needs|want|wants|could|would|can\s+(?:you|u|someone)|ask|asking|question|wonder"
+    r"|wondering|in\s+advance|ahead\s+of\s+time|por\s+favor|preciso|precisamos|necesito|necesitamos|quiero"
+    r"|queremos|quero|de\s+antemano|desde\s+ja|antecipadamente|s'il\s+vous\s+plait|svp|besoin|voudrais"
+    r"|d'avance|merci\s+de\s+(?:me|nous|m'|bien)|bitte|brauche|brauchen|mochte|im\s+voraus)\b"
+)
+_SAYS_HELLO = re.compile(
+    r"\b(?:say|saying)\s+(?:hi|hello|hey|hallo)\b|\bdire\s+(?:bonjour|salut)\b|\bsaludar\w*\b|"
+    r"\b(?:dar|dizer)\s+(?:um\s+)?(?:oi|ola)\b|\b(?:hallo|guten\s+tag)\s+sagen\b"
+)
+
+
+def assured_small_talk(text: str, loose: SmallTalk | None) -> SmallTalk | None:
+    """Small talk the question bank need not vouch for (see _ASKS_OF_US): a loose thanks or "it worked"
+    reading (`loose`, small_talk_kind's) that holds a word of thanks, or a greeting that says so, in a
+    message that asks nothing, reports no problem and requests nothing."""
+    tokens = words(text)
+    folded = fold_accents(_fold(text))
+    if not tokens or len(tokens) > SEMANTIC_SMALL_TALK_MAX_WORDS or "?" in text:
+        return None
+    if _negates_or_asks_how(set(tokens), folded) or _ASKS_OF_US.search(folded):
+        return None
+    if loose in ("thanks", "resolved") and set(tokens) & _THANKS:
+        return loose
+    return "greeting" if _SAYS_HELLO.search(folded) else None
 
 
 def small_talk_kind(text: str, *, loose: bool = False) -> SmallTalk | None:
@@ -1199,7 +1234,10 @@ async def offline_decision(
     asked = question_text(question)
     matcher = bundled_matcher()
     scores: BankScores | None = None
-    if kind is None and (loose := small_talk_kind(question, loose=True)) is not None:
+    loose = small_talk_kind(question, loose=True) if kind is None else None
+    if kind is None:
+        kind = assured_small_talk(question, loose)
+    if kind is None and loose is not None:
         # A greeting or thanks with words of its own is small talk when nothing the help centre
         # answers is near it; without a bank to vouch for that, it is not small talk. (The encoder's
         # pass is CPU work: off the event loop, like the embedder's.)

@@ -18,8 +18,9 @@ cases, 5-fold cross-validation on four fold assignments: 86.1 % against 83.6 % o
 
 That command searches every tuning case as the responder does, computes the same evidence through
 `activities.agent.offline.section_evidence`, and picks the threshold and the bank-similarity floor by
-5-fold cross-validation: of the pairs at which at most `MAX_WRONG` of the answerable cases are
-answered wrongly and at most `MAX_UNANSWERABLE_ANSWERED` of the unanswerable ones are answered, the
+5-fold cross-validation: of the pairs at which the answerable cases answered wrongly stay within
+`TARGET_WRONG` (at the upper end of a one-sided 95 % interval, `wrong_rate_bound`) and at most
+`MAX_UNANSWERABLE_ANSWERED` of the unanswerable ones are answered, the
 one answering the most correctly (of equals, the most cautious). It then fits on every tuning case
 and writes `section_ranker.json` beside this module.
 
@@ -86,7 +87,15 @@ FEATURES: tuple[str, ...] = (
 )
 
 # The calibration bounds on the cross-validated tuning cases (bench/answers_eval.py --fit-ranker).
-MAX_WRONG = 0.02
+# Wrong answers: the issue's target (at most 3 % of answerable questions answered wrongly), held by the
+# upper end of the wrong share's one-sided 95 % Wilson interval over the tuning cases, not by the share
+# itself. Until session 17 the share alone was bounded at 2 %, and fresh wording answered wrongly more
+# often than that: blind rounds scored before they joined 4-11 %, and after session 17's refit (which
+# the new blind round moved from 0.82 to 0.76) the held-out set 5.1 % (4 of 78). A bound on the
+# interval asks the fewer cases and the closer calls for a safer threshold; a wrong answer costs more
+# than a hand-off.
+TARGET_WRONG = 0.03
+WRONG_CONFIDENCE_Z = 1.645
 MAX_UNANSWERABLE_ANSWERED = 0.10
 # The L2 penalty on the standardised weights, chosen on the tuning cases' cross-validation (3, 10:
 # the right section first 86.9 / 86.1 %, answered right within the bounds 65.5 / 70.0 %).
@@ -104,6 +113,17 @@ def near_tie(best: Any, runner_up: Any, pair_threshold: float) -> Any:
     """Whether the best section and the runner-up are likely as a pair and a near tie (PAIR_MIN_SHARE):
     for two probabilities, or elementwise for two arrays of them (the fit's grid)."""
     return (np.add(best, runner_up) >= pair_threshold) & (np.asarray(runner_up) >= PAIR_MIN_SHARE * np.asarray(best))
+
+
+def wrong_rate_bound(wrong: float, cases: int) -> float:
+    """The upper end of the one-sided Wilson score interval (WRONG_CONFIDENCE_Z) of a wrong share
+    observed over `cases` cases (1.0 for no cases)."""
+    if cases <= 0:
+        return 1.0
+    z2 = WRONG_CONFIDENCE_Z**2
+    centre = wrong + z2 / (2 * cases)
+    spread = WRONG_CONFIDENCE_Z * float(np.sqrt(wrong * (1 - wrong) / cases + z2 / (4 * cases**2)))
+    return (centre + spread) / (1 + z2 / cases)
 
 
 @dataclass(frozen=True)
