@@ -21,11 +21,12 @@ regression). Nothing trained is checked in: the layer is trained when first used
   copy in the package so a deployed worker has it; a test checks that it matches, and
   ``python bench/guardrails_eval.py --write-bank`` rewrites it);
 - the ``examples`` of every ``[[rule]]`` in ``data/rules_<lang>.toml``;
-- ``data/written_bank.jsonl`` (session 17): 1,467 messages written for the layer from the escalation
+- ``data/written_bank.jsonl`` (session 17): 1,827 messages written for the layer from the escalation
   policy and the help articles by helpers that never read the evaluation sets — every reason worded
-  without its keyword and benign messages full of trigger words about the customer's own work, in
-  the five languages (660 English, 202 in each of the others; 610 benign). A test checks none is a
-  held-out message nearly word for word.
+  without its keyword, benign messages full of trigger words about the customer's own work, and plain
+  short everyday traffic (off-topic asks, "remind me what you suggested", blunt how-tos), in the five
+  languages (820 English, 252 in each of the others; 970 benign). A test checks none is a held-out
+  message nearly word for word.
 Training loads the encoder (once per process, ``sentence_encoder()``, imported only then: the
 rules-only path never loads it) and embeds the bank, whose vectors are kept on disk by content
 (``kb.embeddings.cached_use_vectors``); the trained weights are kept beside them under a digest of the
@@ -85,6 +86,11 @@ layer's misses went from 7 to 4 with no false escalation added; on the held-out 
 session's guards: rules alone 33 of 818 (4.0 %), the layer 7 more, 151 caught (28 missed, 18 hard).
 Over the same folds, thresholds 0.40-0.55 gave up more catches than false escalations (0.950 action
 accuracy at 0.373 against 0.945 at 0.50, before that session's guards), so the threshold is kept.
+The first 1,467 written examples made the layer escalate plain short messages ("can you do my maths
+homework" read as legal at 0.59, "could you remind me what you suggested last time" as security); 360
+plain benign ones (off-topic asks, questions about the conversation, blunt how-tos) took those under
+zero, at the same cross-validated figures on the twelfth round's 1,763 tuning messages (0.9546 action
+accuracy against 0.9541, 45 false escalations against 47, 35 missed against 34).
 
 ``THRESHOLD`` on the "needs a human" score was calibrated on those folds: the lowest at which the
 rules' and the layer's false escalations stay within ``FALSE_ESCALATION_BUDGET`` of the benign
