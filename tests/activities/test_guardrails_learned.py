@@ -143,9 +143,9 @@ def test_the_layer_only_adds_escalations(tuning: list[dict[str, object]]) -> Non
         ("¿Podrían devolverme lo que pagué por los meses que no usé?", "refund"),
         ("Vocês poderiam me mandar de volta o que paguei pelo mês que não usei?", "refund"),
         ("Alguém mexeu na minha conta sem eu saber e agora não consigo entrar", "security"),
-        # Read as refund until session 14's sixth round joined the bank; since then as legal (0.65): still
-        # a hand-off, for the wrong reason. Kept, with the reason it gets, so a change shows.
-        ("Me gustaría que me regresen lo que pagué de más", "legal"),
+        # Read as refund until session 14's sixth round joined the bank, then as legal (0.65: a hand-off
+        # for the wrong reason), and as refund again (0.52) since session 17's written examples.
+        ("Me gustaría que me regresen lo que pagué de más", "refund"),
     ],
 )
 def test_the_layer_reads_wording_no_rule_lists(text: str, reason: str) -> None:
