@@ -253,7 +253,8 @@ _ASKS_OF_US = re.compile(
     r"\b(?:please|pls|plz|need|needs|want|wants|could|would|can\s+(?:you|u|someone)|ask|asking|question|wonder"
     r"|wondering|in\s+advance|ahead\s+of\s+time|por\s+favor|preciso|precisamos|necesito|necesitamos|quiero"
     r"|queremos|quero|de\s+antemano|desde\s+ja|antecipadamente|s'il\s+vous\s+plait|svp|besoin|voudrais"
-    r"|d'avance|merci\s+de\s+(?:me|nous|m'|bien)|bitte|brauche|brauchen|mochte|im\s+voraus)\b"
+    r"|d'avance|merci\s+de\s+(?:me|nous|m'|bien)|bitte|brauche|brauchen|mochte|im\s+voraus"
+    r"|pregunt\w*|pergunt\w*|demander|fragen)\b"
 )
 _SAYS_HELLO = re.compile(
     r"\b(?:say|saying)\s+(?:hi|hello|hey|hallo)\b|\bdire\s+(?:bonjour|salut)\b|\bsaludar\w*\b|"

@@ -149,6 +149,7 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
         ("Thanks in advance, the export finished but I need it as XLSX", None),
         ("Merci de me rappeler demain matin, la synchronisation fonctionne à moitié.", None),
         ("hi, just wanted to say hello and ask how to invite a guest", None),
+        ("Hola, solo quería saludar y preguntar dónde están las facturas", None),
         ("Danke, der Export hat geklappt. Können Sie mir noch die Rechnung schicken?", None),
     ],
 )
