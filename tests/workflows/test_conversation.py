@@ -45,7 +45,14 @@ async def test_question_gets_a_grounded_reply_a_ticket_and_search_attributes(
     assert len(outbound) == 1
     assert outbound[0]["delivery_status"] == "delivered"
     assert "csv" in str(outbound[0]["content"]).lower()
-    state = await _state(client, workflow_id)
+
+    # The send activity marks the row delivered before the workflow records the reply in its state:
+    # wait for the workflow to have taken the activity's result rather than racing it.
+    async def recorded() -> ConversationState | None:
+        state = await _state(client, workflow_id)
+        return state if any(m.direction == "outbound" for m in state.last_messages) else None
+
+    state = await eventually(recorded)
     assert state.status == "active" and state.turns == 1
     assert state.ticket_number is not None and state.ticket_number.startswith("TKT-")
     assert [m.direction for m in state.last_messages] == ["inbound", "outbound"]
