@@ -202,7 +202,14 @@ _RESOLVED_PHRASE = re.compile(
     r"\b(?:that|this|it)\s+did\s+(?:it|the\s+trick)\b|\bdid\s+the\s+trick\b|"
     r"\b(?:working|syncing|running|loading|showing|posting|flowing|arriving|popping\s+up|coming\s+through|back)"
     r"\s+(?:again|now|properly|fine)\b|"
-    r"\ball\s+good\s+now\b|\bback\s+to\s+normal\b|\bup\s+and\s+running\b"
+    r"\ball\s+good\s+now\b|\bback\s+to\s+normal\b|\bup\s+and\s+running\b|"
+    # "arriving like before", "ya aparecen otra vez", "läuft jetzt wieder", "ça marche de nouveau"
+    # (matched against the accent-folded text)
+    r"\b(?:like|as)\s+(?:before|usual|normal)\b|\bcomo\s+(?:antes|sempre|siempre)\b|"
+    r"\bcomme\s+(?:avant|d'habitude)\b|\bwie\s+(?:vorher|gewohnt|fruher)\b|"
+    r"\b(?:ya|ja)\s+\w+\s+(?:\w+\s+)?(?:otra\s+vez|de\s+nuevo|de\s+novo|novamente)\b|"
+    r"\b(?:lauft|laufen|geht|gehen|klappt|funktioniert)\s+(?:jetzt\s+)?(?:alles\s+)?wieder\b|"
+    r"\b(?:marche|fonctionne|remarche)\s+(?:a|de)\s+nouveau\b"
 )
 # A how-to opening asks something even without a question mark ("hi how do i create a dashboard").
 # Matched against the accent-folded text.
@@ -230,6 +237,15 @@ _PLEASANTRY = frozenset(
     "verstanden klar claro clair now agora ahora maintenant jetzt tudo todo tout alles direitinho "
     "perfeitamente perfectamente parfaitement perfekt pela pelo por para pour par für la le les el los las "
     "o os as de do da des du del und y e et ihr euch vous".split()
+)
+
+
+# A problem named in the message: a thanks that names one ("thanks, the export worked but the sync
+# shows an error") reports something.
+_PROBLEM = frozenset(
+    "error errors fail fails failed failing failure broken bug bugs crash crashes crashed issue issues problem "
+    "problems wrong missing stuck stopped erro erros fehler problema problemas probleme problème panne falla "
+    "fallo fallos falha kaputt echec échec".split()
 )
 
 
@@ -274,6 +290,11 @@ def assured_small_talk(text: str, loose: SmallTalk | None) -> SmallTalk | None:
         return None
     if loose in ("thanks", "resolved") and set(tokens) & _THANKS:
         return loose
+    if loose is None and set(tokens) & _THANKS and not set(tokens) & _PROBLEM:
+        # Too long for the loose reading, a thanks that names what now works ("Cheers! Choosing the
+        # Slack room again inside the automation fixed it, messages are arriving like before.").
+        if set(tokens) & _RESOLVED or _RESOLVED_PHRASE.search(folded) is not None:
+            return "resolved"
     return "greeting" if _SAYS_HELLO.search(folded) else None
 
 

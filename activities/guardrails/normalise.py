@@ -195,12 +195,38 @@ def _closing_line(lines: list[str], *, cased: bool = True) -> int | None:
     return None
 
 
+# A signature without a closing line of its own: under the "--" delimiter, or under a paragraph whose
+# last sentence is the closing ("The link worked fine. Thanks for the quick help.\n\nAna Ruiz\nDPO").
+_DELIMITER_LINE = re.compile(r"^\s*--\s*$")
+_CLOSING_SENTENCE = re.compile(rf"(?:^|[.!?]\s+)(?:{_VALEDICTIONS})\b[^.!?\n]*[.!]?\s*$", re.IGNORECASE)
+
+
+def _unclosed_signature(lines: list[str], *, cased: bool) -> int | None:
+    """The index of the line that introduces a signature without a closing line of its own, when
+    something comes before it: a "--" delimiter with a name under it, or the line ending in a closing
+    sentence with a blank line and a signature under it; None otherwise."""
+    for at in range(1, len(lines) - 1):
+        if _DELIMITER_LINE.match(lines[at]) and any(r.strip() for r in lines[:at]):
+            rest = [r for r in lines[at + 1 :] if r.strip()]
+            return at if rest and _words_in(rest[0]) <= _NAME_WORDS else None
+    blank = max((i for i, line in enumerate(lines) if not line.strip()), default=None)
+    if blank is None or blank == 0 or not lines[blank - 1].strip():
+        return None
+    if not _CLOSING_SENTENCE.search(lines[blank - 1]):
+        return None
+    block = [r for r in lines[blank + 1 :] if r.strip()]
+    return blank - 1 if block and _is_signature(block, cased=cased) else None
+
+
 def signature_line(text: str) -> int | None:
     """The number of the line a message's closing and signature start on ("Regards,\\nMartina Keller\\n
-    CISO & Data Protection Officer"), or None; `text` may already be lower-cased or accent-folded (the
-    line count is the same)."""
+    CISO & Data Protection Officer"): the closing line, a "--" delimiter, or the line ending in a
+    closing sentence ("... Thanks for the quick help." with a blank line and a signature under it);
+    None when there is no signature. `text` may already be lower-cased or accent-folded (the line count is the same)."""
     lines = text.splitlines()
-    return _closing_line(lines, cased=text != text.lower())
+    cased = text != text.lower()
+    found = _closing_line(lines, cased=cased)
+    return found if found is not None else _unclosed_signature(lines, cased=cased)
 
 
 def question_text(text: str) -> str:

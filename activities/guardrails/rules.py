@@ -134,6 +134,7 @@ class _GuardsFile(Entry):
     broken_page: PatternText
     troubleshooting_margin: float = Field(ge=0.0, le=1.0)
     troubleshooting_question: PatternText
+    practical_question: PatternText
     naming_words: PatternText
     identity_frame: PatternText
     identity_request: PatternText
@@ -165,6 +166,8 @@ class _IntlGuardsFile(Entry):
 
 # ---------------------------------------------------------------------------------- guards
 _SENTENCE_END = re.compile(r"[.!?;\n]")
+# A sentence that ends in a question mark (its words from the last full stop, "!", "?" or line break).
+_QUESTION_SENTENCE = re.compile(r"[^.!?\n]*\?")
 _PROSE_SENTENCE_END = re.compile(r"[!?;\n]|\.(?=\s|$)")
 _WORD_RE = re.compile(r"[a-z0-9%]+(?:'[a-z]+)?")
 Guard = Callable[[str, "re.Match[str]"], bool]
@@ -195,12 +198,22 @@ class Guards:
     broken: re.Pattern[str]
     troubleshooting_margin: float
     troubleshooting: re.Pattern[str]
+    practical_question: re.Pattern[str]
     naming_words: re.Pattern[str]
     identity_frame: re.Pattern[str]
     identity_request: re.Pattern[str]
     own_business: OwnBusiness
     signature_speech: re.Pattern[str]
     self_confirmed_text: re.Pattern[str]
+
+    def asks_practical_question(self, spoken: str) -> bool:
+        """One sentence of `spoken` (lower-cased, accent-folded, quotes taken out) is a plain product
+        question that is not negative itself (guards_en.toml's practical_question)."""
+        for sentence in _QUESTION_SENTENCE.findall(spoken):
+            opened = sentence.strip().lstrip("¿¡-*( ")
+            if self.practical_question.match(opened) and score_sentiment(opened) >= 0:
+                return True
+        return False
 
     def self_confirmed(self, text: str, hit: re.Match[str]) -> bool:
         """The message says the sign-in or session was the customer's own ("that was me, I'm in
@@ -448,6 +461,7 @@ def guards() -> Guards:
         troubleshooting=compile_pattern(
             data.troubleshooting_question, where=f"{GUARDS_FILE}: troubleshooting_question"
         ),
+        practical_question=compile_pattern(data.practical_question, where=f"{GUARDS_FILE}: practical_question"),
         naming_words=compile_pattern(data.naming_words, where=f"{GUARDS_FILE}: naming_words"),
         identity_frame=compile_pattern(data.identity_frame, where=f"{GUARDS_FILE}: identity_frame"),
         identity_request=compile_pattern(data.identity_request, where=f"{GUARDS_FILE}: identity_request"),
@@ -592,7 +606,7 @@ def _negative_sentiment_hits(
         hits
         and all(hit.startswith(_FRUSTRATION_ONLY) for hit in hits)
         and sentiment >= threshold - g.troubleshooting_margin
-        and g.troubleshooting.search(folded)
+        and (g.troubleshooting.search(folded) or g.asks_practical_question(folded))
     ):
         return []  # frustrated but asking the way forward: the agent can help
     return hits
