@@ -161,13 +161,13 @@ _GREETING = frozenset(
     "bonsoir hallo moin servus ciao guten morgen".split()
 )
 _THANKS = frozenset(
-    "thanks thank thx ty cheers appreciate appreciated gracias obrigado obrigada valeu merci danke dank dankeschön "
-    "grazie".split()
+    "thanks thank thx ty cheers appreciate appreciated gracias obrigado obrigada valeu brigado brigada brigadão merci "
+    "danke dank dankeschön grazie".split()
 )
 _PRAISE = frozenset("great awesome amazing brilliant excellent helpful perfect perfectly fantastic love".split())
 _RESOLVED = frozenset(
     "worked works working sorted solved fixed resolved réglé résolu funktioniert funktionierte geklappt klappt "
-    "gelöst funcionó funciona funcionou resolvido resuelto".split()
+    "gelöst funcionó funciona funcionou resolvido resolveu resuelto resolvió solucionado solucionou arreglado".split()
 )
 _CLOSE_TICKET = frozenset("close closed".split())
 _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs ciao".split())
@@ -253,6 +253,8 @@ def _negates_or_asks_how(vocabulary: set[str], folded: str) -> bool:
     """A negation ("still", "not", "again" unless a resolved phrase says it works again) or a how-to
     opening: the message reports or asks something, whatever its small-talk words."""
     negations = vocabulary & _NEGATION
+    if "no" in negations and detect_language(folded).language == "pt":
+        negations.discard("no")  # Portuguese "no" is "in the" ("no quadro"); its negation is "não"
     if _RESOLVED_PHRASE.search(folded) is not None:
         negations -= {"again"}
     return bool(negations) or _QUESTION_OPENING.search(folded) is not None

@@ -132,6 +132,7 @@ class _GuardsFile(Entry):
     tracking_verbs: list[str]
     page_nouns: list[str]
     broken_page: PatternText
+    just_reporting: PatternText
     troubleshooting_margin: float = Field(ge=0.0, le=1.0)
     troubleshooting_question: PatternText
     practical_question: PatternText
@@ -196,6 +197,7 @@ class Guards:
     tracking_verbs: frozenset[str]
     page_nouns: frozenset[str]
     broken: re.Pattern[str]
+    just_reporting: re.Pattern[str]
     troubleshooting_margin: float
     troubleshooting: re.Pattern[str]
     practical_question: re.Pattern[str]
@@ -257,10 +259,17 @@ class Guards:
         return not (self.identity_request.search(message) or intl.identity_request.search(message))
 
     def broken_page(self, text: str, hit: re.Match[str]) -> bool:
+        """The hit names a page of ours (a page noun within the next three words, or a path of our site)
+        and its sentence reports it broken, or the message says it only reports."""
         start, end, _ = _sentence_of(text, hit)
-        if not any(w in self.page_nouns for w in _WORD_RE.findall(text[hit.end() : end].lower())[:3]):
+        in_path = text[hit.start() - 1 : hit.start()] == "/"
+        if not in_path and not any(w in self.page_nouns for w in _WORD_RE.findall(text[hit.end() : end].lower())[:3]):
             return False
-        return bool(self.broken.search(text[start:end]))
+        return bool(self.broken.search(text[start:end])) or self.only_reports(text)
+
+    def only_reports(self, text: str) -> bool:
+        """The message says it asks for nothing and only reports (guards_en.toml's just_reporting)."""
+        return bool(self.just_reporting.search(fold_accents(text.lower())))
 
     def signature_title(self, text: str, hit: re.Match[str]) -> bool:
         """The hit is on a line of the signature under a closing, a line that does not speak (a job
@@ -420,7 +429,9 @@ class IntlGuards:
         start, end, _ = _sentence_of(text, hit)
         sentence = text[start:end]
         words = set(_WORD_INTL.findall(sentence))
-        return bool(words & self.page_nouns) and bool(self.broken.search(sentence))
+        if not words & self.page_nouns:
+            return False
+        return bool(self.broken.search(sentence)) or guards().only_reports(text)
 
 
 @cache
@@ -457,6 +468,7 @@ def guards() -> Guards:
         tracking_verbs=frozenset(data.tracking_verbs),
         page_nouns=frozenset(data.page_nouns),
         broken=compile_pattern(data.broken_page, where=f"{GUARDS_FILE}: broken_page"),
+        just_reporting=compile_pattern(data.just_reporting, where=f"{GUARDS_FILE}: just_reporting"),
         troubleshooting_margin=data.troubleshooting_margin,
         troubleshooting=compile_pattern(
             data.troubleshooting_question, where=f"{GUARDS_FILE}: troubleshooting_question"

@@ -328,7 +328,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 1763
+    assert len(_tuning()) == 1863
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -373,15 +373,19 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # 33 false, no escalation lost (nor any of the 857 written escalations of the layer's bank); a card
     # something was charged to is a payment card in es/pt/fr/de: 179 missed. The twelfth round
     # (g-3801..., 100 blind, written after those changes; rules alone 25 missed, 8 false of 50): 204
-    # and 41.
+    # and 41. Session 18: a signature under "--" or under a closing sentence, a plain question beside
+    # frustration, "just letting you know" beside a page of ours: 34 false; a charge "nobody here
+    # recognises", a bank asking whether to dispute it, unused prepaid months, "what's the figure" for
+    # a plan, a formal proposal: 201 missed (no escalation lost, nor any written one). The thirteenth
+    # round (g-4001..., 100 blind, scored first: rules alone 25 missed, 8 false of 50): 222 and 40.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 204, missed
-    assert false_escalations <= 41, false_escalations
-    assert action_errors <= 245, action_errors
+    assert sum(missed.values()) <= 222, missed
+    assert false_escalations <= 40, false_escalations
+    assert action_errors <= 262, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert set(missed) <= {"language"} and missed["language"] <= 3, missed
-    assert false_escalations <= 41, false_escalations
-    assert action_errors <= 44, action_errors
+    assert false_escalations <= 40, false_escalations
+    assert action_errors <= 43, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

@@ -248,9 +248,9 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # and 3 false of 768. Session 17: the 1,467 written examples and the eleventh round (100, blind):
     # 662 of the 785 it reads (the denominators above counted the `language` messages too) and 7
     # false of 818; with the twelfth round (100, blind) and the 360 plain benign written examples, 694
-    # of 829 and 4 false of 868.
-    assert alone_caught >= 692, alone_caught  # of 829 escalations, the layer alone (694 when written)
-    assert alone_false <= 4, alone_false  # of 868 benign (4 when written)
+    # of 829 and 4 false of 868; session 18's thirteenth round (100, blind): 730 of 877, 5 false of 918.
+    assert alone_caught >= 728, alone_caught  # of 877 escalations, the layer alone (730 when written)
+    assert alone_false <= 5, alone_false  # of 918 benign (5 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
     # held-out misses did not move, so these bounds only guard against a regression); 9 and 17 with
@@ -261,9 +261,10 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # the tenth's (session 16; 23 once the eighth answers round joined the bank, 22 and 34 once
     # non-English confidentiality notices were cut like English ones); 18 and 28 with session 17's
     # written examples in the layer's training and the eleventh round (the round alone, before it
-    # joined: the written examples took its misses from 7 to 4); 24 and 35 with the twelfth round.
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 24, result["misses"]
-    assert sum(result["misses"].values()) <= 35, result["misses"]
+    # joined: the written examples took its misses from 7 to 4); 24 and 35 with the twelfth round; 25
+    # and 39 with the thirteenth (session 18).
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 25, result["misses"]
+    assert sum(result["misses"].values()) <= 39, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
@@ -273,7 +274,8 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # "that was me", 34 (37); non-English confidentiality notices, 33 (36); the eleventh round, 47 of
     # 818; session 17's business-introduction guard, quotes with contractions and "what should I check
     # first", 33 (40: the layer, trained with the written examples, adds 7); the twelfth round, 41 of
-    # 868 (45: with the plain benign written examples the layer adds 4).
+    # 868 (45: with the plain benign written examples the layer adds 4); session 18's signature,
+    # frustration and "just letting you know" guards, 34; the thirteenth round, 40 of 918 (45).
     assert result["false_escalations"] <= 45, result["false_escalations"]
 
 

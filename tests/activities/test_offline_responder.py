@@ -143,8 +143,15 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
             "Bonjour, on vient d'ouvrir notre espace pour la chorale et je voulais simplement dire bonjour à l'équipe.",
             "greeting",
         ),
+        # Past the loose reading's length, a thanks naming what works again ("like before", "de novo").
+        (
+            "Thank you so much! I re-added the calendar in my phone settings and every reminder shows up like before.",
+            "resolved",
+        ),
+        ("Valeu demais! Reconectei o Google Drive e os anexos já abrem de novo no quadro da equipe toda.", "resolved"),
         # The same words asking something of us, reporting a problem, or thanking in advance: not small talk.
         ("thanks, the Outlook sync works again but the colours are gone", None),
+        ("Thank you! I re-added the calendar and the reminders show up like before, though two of them fail.", None),
         ("Muchas gracias de antemano por revisar la exportación.", None),
         ("Thanks in advance, the export finished but I need it as XLSX", None),
         ("Merci de me rappeler demain matin, la synchronisation fonctionne à moitié.", None),
