@@ -171,9 +171,12 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         small_talk_kind,
     )
     from activities.guardrails.normalise import question_text
+    from crm.repositories import knowledge_base
     from kb.search import search
 
     index, matcher = bundled_index(), bundled_matcher()
+    async with sessions() as session:
+        stored = await knowledge_base.stored_article_ids(session, prefix="")
     rows: list[tuple[Case, list[tuple[Any, list[float]]]]] = []
     for case in cases:
         if case.kind not in ("answerable", "unanswerable") or small_talk_kind(case.message):
@@ -183,7 +186,8 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
             asked[:SEARCH_QUERY_CHARS], sessions=sessions, embedder=embedder, limit=SEARCH_PASSAGES, per_article=None
         )
         scores = matcher.scores(asked)
-        found = section_evidence(asked, [h.model_dump(mode="json") for h in hits], scores, index) if scores else []
+        passages = [h.model_dump(mode="json") for h in hits]
+        found = section_evidence(asked, passages, scores, index, stored) if scores else []
         rows.append((case, [(section, evidence) for section, _, evidence in found]))
 
     def fitted(kept: list[tuple[Case, list[tuple[Any, list[float]]]]]) -> ranking.SectionRanker:

@@ -46,6 +46,7 @@ from activities.agent.ranking import (
 )
 from activities.guardrails.normalise import question_text
 from core.settings import Settings
+from crm.repositories import knowledge_base
 from kb.chunking import parse_article
 from kb.embeddings import create_embedder
 from kb.questions import BankQuestion
@@ -413,12 +414,13 @@ async def test_a_question_in_other_words_and_another_language_is_answered_throug
     assert answer is not None and answer.startswith("**Google Calendar Integration: Connect your Google account**")
 
 
-async def test_a_section_of_an_article_the_search_did_not_find_is_not_sent(
+async def test_a_section_of_an_article_the_deployment_does_not_hold_is_not_sent(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], kb_ingested: None
 ) -> None:
-    """The search holds only what this deployment stored: however near the bank finds a section, the
-    ranker never sends one of an article the search did not return; and below the ranker's threshold
-    the responder hands off."""
+    """However near the bank finds a section, the ranker never sends one of an article this deployment
+    does not hold (neither returned by the search nor among its stored articles); one it holds is a
+    candidate even where the search did not return it; below the ranker's threshold the responder
+    hands off."""
     question = "¿Cómo activo la autenticación en dos pasos?"
     matcher = bundled_matcher()
     scores = matcher.scores(question)
@@ -433,6 +435,14 @@ async def test_a_section_of_an_article_the_search_did_not_find_is_not_sent(
     assert ranked and all(r.section.article_id != bank.section.article_id for r in ranked)
     chosen = choose_sections(question, others, scores=scores, banked=matcher.has_bank)
     assert all(c.section.article_id != bank.section.article_id for c in chosen)
+    async with sessions() as session:
+        stored = await knowledge_base.stored_article_ids(session, prefix="")
+    assert bank.section.article_id in stored
+    ranked = ranked_candidates(question, others, scores=scores, stored=stored)
+    assert any(r.section == bank.section for r in ranked)
+    held_elsewhere = stored - {bank.section.article_id}
+    ranked = ranked_candidates(question, others, scores=scores, stored=held_elsewhere)
+    assert ranked and all(r.section.article_id != bank.section.article_id for r in ranked)
     # The same evidence under thresholds no candidate or pair reaches: an honest hand-off.
     unreachable = dataclasses.replace(section_ranker(), threshold=1.0, pair_threshold=PAIR_NEVER)
     assert choose_sections(question, hits, scores=scores, banked=matcher.has_bank, ranker=unreachable) == ()
