@@ -128,6 +128,7 @@ class _GuardsFile(Entry):
     board_objects: list[str]
     own_customers: PatternText
     own_customers_before: PatternText
+    third_party_recipient: PatternText
     glue_words: list[str]
     tracking_verbs: list[str]
     page_nouns: list[str]
@@ -193,6 +194,7 @@ class Guards:
     board_objects: frozenset[str]
     own_customers: re.Pattern[str]
     own_customers_before: re.Pattern[str]
+    third_party_recipient: re.Pattern[str]
     glue_words: frozenset[str]
     tracking_verbs: frozenset[str]
     page_nouns: frozenset[str]
@@ -324,6 +326,8 @@ class Guards:
                 break
         before = _SENTENCE_END.split(text[: hit.start()])[-1].lower()
         if self.own_customers_before.search(before):
+            return True
+        if self.third_party_recipient.search(before) and not asks_of_us(fold_accents(before)):
             return True
         return any(w in self.tracking_verbs for w in _WORD_RE.findall(before)[-2:])
 
@@ -464,6 +468,9 @@ def guards() -> Guards:
         board_objects=frozenset(data.board_objects),
         own_customers=compile_pattern(data.own_customers, where=f"{GUARDS_FILE}: own_customers"),
         own_customers_before=compile_pattern(data.own_customers_before, where=f"{GUARDS_FILE}: own_customers_before"),
+        third_party_recipient=compile_pattern(
+            data.third_party_recipient, where=f"{GUARDS_FILE}: third_party_recipient"
+        ),
         glue_words=frozenset(data.glue_words),
         tracking_verbs=frozenset(data.tracking_verbs),
         page_nouns=frozenset(data.page_nouns),
