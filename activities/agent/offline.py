@@ -243,10 +243,16 @@ _PLEASANTRY = frozenset(
 # A problem named in the message: a thanks that names one ("thanks, the export worked but the sync
 # shows an error") reports something.
 _PROBLEM = frozenset(
-    "error errors fail fails failed failing failure broken bug bugs crash crashes crashed issue issues problem "
+    "error errors fail fails failed failing failure broken bug bugs crash crashes crashed crashing freezing "
+    "freezes froze frozen lagging glitching glitch hanging slow issue issues problem "
     "problems wrong missing stuck stopped erro erros fehler problema problemas probleme problème panne falla "
     "fallo fallos falha kaputt echec échec".split()
 )
+
+
+# "reaching me again", "popping up on my phone again": something going on again (read only in a thanks
+# that names no problem, assured_small_talk).
+_WORKING_AGAIN = re.compile(r"\b\w+ing\s+(?:\w+\s+){0,4}?again\b")
 
 
 def _negates_or_asks_how(vocabulary: set[str], folded: str) -> bool:
@@ -285,17 +291,23 @@ def assured_small_talk(text: str, loose: SmallTalk | None) -> SmallTalk | None:
     reading (`loose`, small_talk_kind's) that holds a word of thanks, or a greeting that says so, in a
     message that asks nothing, reports no problem and requests nothing."""
     tokens = words(text)
+    vocabulary = set(tokens)
     folded = fold_accents(_fold(text))
     if not tokens or len(tokens) > SEMANTIC_SMALL_TALK_MAX_WORDS or "?" in text:
         return None
-    if _negates_or_asks_how(set(tokens), folded) or _ASKS_OF_US.search(folded):
+    thanks = bool(vocabulary & _THANKS) and not vocabulary & _PROBLEM
+    # In a thanks that names no problem, "the mentions are reaching me again" says it works again.
+    working_again = thanks and _WORKING_AGAIN.search(folded) is not None
+    if _negates_or_asks_how(vocabulary - {"again"} if working_again else vocabulary, folded):
         return None
-    if loose in ("thanks", "resolved") and set(tokens) & _THANKS:
+    if _ASKS_OF_US.search(folded):
+        return None
+    if loose in ("thanks", "resolved") and vocabulary & _THANKS:
         return loose
-    if loose is None and set(tokens) & _THANKS and not set(tokens) & _PROBLEM:
+    if loose is None and thanks:
         # Too long for the loose reading, a thanks that names what now works ("Cheers! Choosing the
         # Slack room again inside the automation fixed it, messages are arriving like before.").
-        if set(tokens) & _RESOLVED or _RESOLVED_PHRASE.search(folded) is not None:
+        if vocabulary & _RESOLVED or _RESOLVED_PHRASE.search(folded) is not None or working_again:
             return "resolved"
     return "greeting" if _SAYS_HELLO.search(folded) else None
 

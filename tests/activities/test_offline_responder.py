@@ -150,9 +150,14 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
             "resolved",
         ),
         ("Valeu demais! Reconectei o Google Drive e os anexos já abrem de novo no quadro da equipe toda.", "resolved"),
+        (
+            "Many thanks - I re-linked the shared mailbox as you said and the card emails are landing in it again.",
+            "resolved",
+        ),
         # The same words asking something of us, reporting a problem, or thanking in advance: not small talk.
         ("thanks, the Outlook sync works again but the colours are gone", None),
         ("Thank you! I re-added the calendar and the reminders show up like before, though two of them fail.", None),
+        ("Thanks for the steps. The desktop app is freezing again every time I open the Gantt view.", None),
         ("Muchas gracias de antemano por revisar la exportación.", None),
         ("Thanks in advance, the export finished but I need it as XLSX", None),
         ("Merci de me rappeler demain matin, la synchronisation fonctionne à moitié.", None),
