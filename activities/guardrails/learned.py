@@ -107,7 +107,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -377,23 +377,27 @@ class LearnedLayer:
             digest.update(f"{example.label}\x00{example.text}\x00{example.sentence}\x00".encode())
         digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
 
-        def compute() -> dict[str, np.ndarray]:
-            layer = cls(examples, vectors=vectors)
-            return {
-                **layer._chars.arrays("chars"),
-                **layer._words.arrays("words"),
-                "classes": np.array(layer.classes, dtype=np.str_),
-                "weights": layer._weights,
-                "sentence_weights": np.zeros((0, 0), np.float32)
-                if layer._sentence_weights is None
-                else layer._sentence_weights,
-                "bias": np.asarray(layer._bias, dtype=np.float64),
-                "sentence_weight": np.array(layer.sentence_weight, dtype=np.float64),
-            }
-
         from kb.embeddings import cached_arrays
 
-        arrays = cached_arrays(digest.hexdigest(), compute)
+        return cls._from_arrays(cached_arrays(digest.hexdigest(), lambda: cls(examples, vectors=vectors)._arrays()))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The trained layer as named arrays (what `cached` stores; `_from_arrays` reads them back)."""
+        return {
+            **self._chars.arrays("chars"),
+            **self._words.arrays("words"),
+            "classes": np.array(self.classes, dtype=np.str_),
+            "weights": self._weights,
+            "sentence_weights": np.zeros((0, 0), np.float32)
+            if self._sentence_weights is None
+            else self._sentence_weights,
+            "bias": np.asarray(self._bias, dtype=np.float64),
+            "sentence_weight": np.array(self.sentence_weight, dtype=np.float64),
+        }
+
+    @classmethod
+    def _from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> LearnedLayer:
+        """The layer `_arrays` described, without training."""
         layer = cls.__new__(cls)
         layer._chars = _Vocabulary.of(arrays["chars_grams"].tolist(), arrays["chars_idf"].tolist(), offset=0)
         layer._words = _Vocabulary.of(

@@ -336,6 +336,14 @@ _WORD_INTL = re.compile(r"[^\W\d_]+", re.UNICODE)
 # An opening quote and up to 40 characters after it, an apostrophe between letters among them ("the
 # reply ending 'if you'd rather speak with someone'": a contraction does not close the quote).
 _QUOTED_NAME = re.compile(r"""['"](?:[^'"\n]|(?<=[^\W\d_])'(?=[^\W\d_])){0,40}$""")
+# ... and its closing quote, on the same line within 40 characters after the hit; the same apostrophe
+# between letters does not close it.
+_CLOSING_QUOTE = {
+    quote: re.compile(
+        rf"""(?:[^{quote}\n]|(?<=[^\W\d_]){quote}(?=[^\W\d_])){{0,40}}(?:(?<![^\W\d_]){quote}|{quote}(?![^\W\d_]))"""
+    )
+    for quote in "'\""
+}
 
 
 _FIELD_REFERENCE = re.compile(r"\{[^{}\n]{0,40}$")
@@ -350,15 +358,7 @@ def _quoted_name(text: str, hit: re.Match[str]) -> bool:
     opened = _QUOTED_NAME.search(text, max(0, hit.start() - 41), hit.start())
     if opened is None or (opened.group(0)[0] == "'" and text[opened.start() - 1 : opened.start()].isalpha()):
         return False  # no quote before it, or an apostrophe ("customer's refund")
-    closing = next(
-        (
-            at
-            for at in range(hit.end(), min(len(text), hit.end() + 40))
-            if text[at] == opened.group(0)[0] and not (text[at - 1 : at].isalpha() and text[at + 1 : at + 2].isalpha())
-        ),
-        -1,
-    )
-    return closing != -1 and "\n" not in text[hit.end() : closing]
+    return _CLOSING_QUOTE[opened.group(0)[0]].match(text, hit.end()) is not None
 
 
 @dataclass(frozen=True)
