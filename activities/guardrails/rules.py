@@ -168,8 +168,9 @@ class _IntlGuardsFile(Entry):
 
 # ---------------------------------------------------------------------------------- guards
 _SENTENCE_END = re.compile(r"[.!?;\n]")
-# A sentence that ends in a question mark (its words from the last full stop, "!", "?" or line break).
-_QUESTION_SENTENCE = re.compile(r"[^.!?\n]*\?")
+# A sentence that ends in a question mark (its words from the last full stop, "!", "?", line break or
+# emoji: in chat an emoji ends a clause, "ugh, every card twice 🙃 any way to get rid of the copies?").
+_QUESTION_SENTENCE = re.compile(r"[^.!?\n\u2600-\u27bf\U0001f300-\U0001faff]*\?")
 _PROSE_SENTENCE_END = re.compile(r"[!?;\n]|\.(?=\s|$)")
 _WORD_RE = re.compile(r"[a-z0-9%]+(?:'[a-z]+)?")
 Guard = Callable[[str, "re.Match[str]"], bool]
