@@ -272,6 +272,20 @@ async def lexical_index(session: AsyncSession) -> LexicalIndex:
     return index
 
 
+# The ids of the stored articles, by the corpus version they were read at (one process-wide entry).
+_stored: tuple[int, frozenset[str]] | None = None
+
+
+async def stored_articles(session: AsyncSession) -> frozenset[str]:
+    """The ids of the articles the knowledge base holds, read again only when the table changed
+    (the corpus version, as for the lexical index): one small query per call otherwise."""
+    global _stored
+    version = await knowledge_base.corpus_version(session)
+    if _stored is None or _stored[0] != version:
+        _stored = (version, frozenset(await knowledge_base.stored_article_ids(session, prefix="")))
+    return _stored[1]
+
+
 def _pairs(tokens: list[str]) -> set[tuple[str, str]]:
     return set(pairwise(tokens))
 

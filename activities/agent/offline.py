@@ -67,7 +67,7 @@ from kb.ingest import default_docs_path
 from kb.learning import is_learned
 from kb.lexical import LexicalDocument, LexicalIndex
 from kb.questions import BankQuestion, read_question_banks
-from kb.search import SearchHit
+from kb.search import SearchHit, stored_articles
 from workflows.contracts import AgentStepInput
 
 log = get_logger(__name__)
@@ -1313,7 +1313,7 @@ async def offline_decision(
         scores = await asyncio.to_thread(matcher.scores, asked)
     # Only sections of articles this deployment's knowledge base holds are ranked: a bundled article
     # it does not hold is never sent.
-    stored = await knowledge_base.stored_article_ids(session, prefix="")
+    stored = await stored_articles(session)
     answer = await asyncio.to_thread(
         compose_grounded_answer,
         asked,

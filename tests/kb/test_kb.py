@@ -39,7 +39,7 @@ from kb.ingest import (
     discover_articles,
     ingest_path,
 )
-from kb.search import SearchHit, SearchMode, exact_search, fuse, search, uses_search_syntax
+from kb.search import SearchHit, SearchMode, exact_search, fuse, search, stored_articles, uses_search_syntax
 from tests.fakes import OpenAIFake
 
 QUESTIONS_PATH = Path(__file__).parent / "kb_questions.jsonl"
@@ -601,6 +601,28 @@ def test_bm25_weighs_a_rare_word_above_common_ones() -> None:
     assert index.search("the and of", limit=5) == [], "stop words alone match nothing"
     assert index.search("zzzunknown", limit=5) == []
     assert [i for i, _ in index.search("settings", limit=50, category="security")] == [uuid.UUID(int=100)]
+
+
+async def test_the_stored_articles_follow_every_write(
+    sessions: async_sessionmaker[AsyncSession], embedder: Embedder, docs_dir: Path, prefix: str, bundled_docs: None
+) -> None:
+    """The offline responder ranks sections of the articles the knowledge base holds: the set is read
+    again after an ingest or a delete, and only then."""
+    async with sessions() as session:
+        before = await stored_articles(session)
+        assert "webhooks" in before and not any(a.startswith(prefix) for a in before)
+        assert await stored_articles(session) is before  # unchanged table: the same set, not read again
+    await ingest_path(docs_dir, sessions=sessions, embedder=embedder, article_prefix=prefix)
+    async with sessions() as session:
+        assert {a for a in await stored_articles(session) if a.startswith(prefix)} == {
+            f"{prefix}alpha",
+            f"{prefix}beta",
+            f"{prefix}gamma",
+        }
+    async with sessions() as session, session.begin():
+        await session.execute(text("DELETE FROM knowledge_base WHERE article_id = :a"), {"a": f"{prefix}gamma"})
+    async with sessions() as session:
+        assert f"{prefix}gamma" not in await stored_articles(session)
 
 
 async def test_lexical_index_follows_every_write(
