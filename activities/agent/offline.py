@@ -203,11 +203,19 @@ _RESOLVED_PHRASE = re.compile(
     r"\b(?:working|syncing|running|loading|showing|posting|flowing|arriving|popping\s+up|coming\s+through|back)"
     r"\s+(?:again|now|properly|fine)\b|"
     r"\ball\s+good\s+now\b|\bback\s+to\s+normal\b|\bup\s+and\s+running\b|"
-    # "arriving like before", "ya aparecen otra vez", "läuft jetzt wieder", "ça marche de nouveau"
-    # (matched against the accent-folded text)
-    r"\b(?:like|as)\s+(?:before|usual|normal)\b|\bcomo\s+(?:antes|sempre|siempre)\b|"
-    r"\bcomme\s+(?:avant|d'habitude)\b|\bwie\s+(?:vorher|gewohnt|fruher)\b|"
-    r"\b(?:ya|ja)\s+\w+\s+(?:\w+\s+)?(?:otra\s+vez|de\s+nuevo|de\s+novo|novamente)\b|"
+    # "arriving like before", "ya aparecen otra vez", "läuft jetzt wieder", "ça marche de nouveau": a
+    # verb of working, then "like before" or "again" ("off again, same as before" is the problem back).
+    # Matched against the accent-folded text.
+    r"\b(?:work(?:s|ing)?|arriv(?:e|es|ing)|show(?:s|ing)?(?:\s+up)?|sync(?:s|ing)?|load(?:s|ing)?|"
+    r"run(?:s|ning)?|com(?:e|es|ing)\s+(?:in|through)|post(?:s|ing)?|appear(?:s|ing)?|back)\b"
+    r"[^.!?]{0,30}?\b(?:like|as)\s+(?:before|usual|normal)\b|"
+    r"\b(?:funciona\w*|aparece\w*|llega\w*|chega\w*|carga\w*|carrega\w*|sincroniza\w*|abre\w*)\b"
+    r"[^.!?]{0,30}?\bcomo\s+(?:antes|sempre|siempre)\b|"
+    r"\b(?:fonctionne\w*|marche\w*|arrive\w*|affiche\w*|apparai\w*)\b[^.!?]{0,30}?\bcomme\s+(?:avant|d'habitude)\b|"
+    r"\b(?:funktioniert|lauft|laufen|kommt|kommen|erscheint|erscheinen|synchronisiert)\b[^.!?]{0,30}?"
+    r"\bwie\s+(?:vorher|gewohnt|fruher)\b|"
+    r"\b(?:ya|ja)\s+(?:\w+\s+)?(?:funciona\w*|aparece\w*|llega\w*|chega\w*|carga\w*|carrega\w*|abre\w*|abrem|"
+    r"sincroniza\w*|entr\w*|pud\w*|pude|consig\w*)\s+(?:\w+\s+)?(?:otra\s+vez|de\s+nuevo|de\s+novo|novamente)\b|"
     r"\b(?:lauft|laufen|geht|gehen|klappt|funktioniert)\s+(?:jetzt\s+)?(?:alles\s+)?wieder\b|"
     r"\b(?:marche|fonctionne|remarche)\s+(?:a|de)\s+nouveau\b"
 )

@@ -146,7 +146,8 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
         ),
         # Past the loose reading's length, a thanks naming what works again ("like before", "de novo").
         (
-            "Thank you so much! I re-added the calendar in my phone settings and every reminder shows up like before.",
+            "Thank you so much! I re-added the shared team calendar in my phone settings last night and every reminder "
+            "shows up like before.",
             "resolved",
         ),
         ("Valeu demais! Reconectei o Google Drive e os anexos já abrem de novo no quadro da equipe toda.", "resolved"),
@@ -158,6 +159,8 @@ def test_a_loose_small_talk_reading_counts_only_when_no_section_is_near(
         ("thanks, the Outlook sync works again but the colours are gone", None),
         ("Thank you! I re-added the calendar and the reminders show up like before, though two of them fail.", None),
         ("Thanks for the steps. The desktop app is freezing again every time I open the Gantt view.", None),
+        ("thanks. the export button is dead again this morning, same as before", None),
+        ("Gracias, pero ya falla otra vez igual que antes.", None),
         ("Muchas gracias de antemano por revisar la exportación.", None),
         ("Thanks in advance, the export finished but I need it as XLSX", None),
         ("Merci de me rappeler demain matin, la synchronisation fonctionne à moitié.", None),
