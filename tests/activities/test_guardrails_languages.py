@@ -328,7 +328,7 @@ def test_regression_gate_on_the_tuning_set() -> None:
     Rules alone, then rules with the learned layer as shipped (trained on this set, so these counts
     only catch regressions; tests/activities/test_guardrails_learned.py gates the cross-validated ones).
     """
-    assert len(_tuning()) == 1863
+    assert len(_tuning()) == 1963
     # The second round of messages (g-1201...) was written before the construction rules (not_ours,
     # access_request_plain, charged_want_back, cost_for_headcount, other_workspace,
     # object_or_keep_nothing): the rules alone missed 28 then, 2 since (g-1401... were added with them).
@@ -378,14 +378,19 @@ def test_regression_gate_on_the_tuning_set() -> None:
     # recognises", a bank asking whether to dispute it, unused prepaid months, "what's the figure" for
     # a plan, a formal proposal: 201 missed (no escalation lost, nor any written one). The thirteenth
     # round (g-4001..., 100 blind, scored first: rules alone 25 missed, 8 false of 50): 222 and 40.
+    # Then a nonprofit's ask for consideration, a plan's amount in other words, outage compensation,
+    # money back to the card, sign-ins while asleep, an admin nobody invited, a quote the business
+    # gives someone of its own, a formula working out a price, an emoji ending a clause: 199 and 37.
+    # The fourteenth round (g-4201..., 100 blind, scored after all of it: rules alone 27 missed, 6
+    # false of 50): 226 and 43; "braucht"/"besoin" asks something of us: 225.
     missed, false_escalations, action_errors = _tuning_counts(semantic=False)
-    assert sum(missed.values()) <= 222, missed
-    assert false_escalations <= 40, false_escalations
-    assert action_errors <= 262, action_errors
+    assert sum(missed.values()) <= 225, missed
+    assert false_escalations <= 43, false_escalations
+    assert action_errors <= 268, action_errors
     missed, false_escalations, action_errors = _tuning_counts(semantic=True)
     assert set(missed) <= {"language"} and missed["language"] <= 3, missed
-    assert false_escalations <= 40, false_escalations
-    assert action_errors <= 43, action_errors
+    assert false_escalations <= 43, false_escalations
+    assert action_errors <= 46, action_errors
 
 
 # ---------------------------------------------------------------------------------- who answers

@@ -248,9 +248,10 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # and 3 false of 768. Session 17: the 1,467 written examples and the eleventh round (100, blind):
     # 662 of the 785 it reads (the denominators above counted the `language` messages too) and 7
     # false of 818; with the twelfth round (100, blind) and the 360 plain benign written examples, 694
-    # of 829 and 4 false of 868; session 18's thirteenth round (100, blind): 730 of 877, 5 false of 918.
-    assert alone_caught >= 728, alone_caught  # of 877 escalations, the layer alone (730 when written)
-    assert alone_false <= 5, alone_false  # of 918 benign (5 when written)
+    # of 829 and 4 false of 868; session 18's thirteenth round (100, blind): 730 of 877, 5 false of 918;
+    # its fourteenth: 781 of 925, 3 false of 968.
+    assert alone_caught >= 779, alone_caught  # of 925 escalations, the layer alone (781 when written)
+    assert alone_false <= 3, alone_false  # of 968 benign (3 when written)
     result = bench.evaluate(tuning, learned=oof)  # rules, plus the layer where they answer
     # 10 and 13 when written; 1 and 3 since session 11's class rules (fitted to these misses: the
     # held-out misses did not move, so these bounds only guard against a regression); 9 and 17 with
@@ -262,9 +263,10 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # non-English confidentiality notices were cut like English ones); 18 and 28 with session 17's
     # written examples in the layer's training and the eleventh round (the round alone, before it
     # joined: the written examples took its misses from 7 to 4); 24 and 35 with the twelfth round; 25
-    # and 39 with the thirteenth (session 18).
-    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 25, result["misses"]
-    assert sum(result["misses"].values()) <= 39, result["misses"]
+    # and 39 with the thirteenth (session 18); 14 and 28 with that session's refund, pricing and
+    # security classes and the fourteenth round.
+    assert sum(result["misses"].get(r, 0) for r in HARD_REASONS) <= 14, result["misses"]
+    assert sum(result["misses"].values()) <= 28, result["misses"]
     # The budget is 2 % of the benign messages, the rules' false escalations included (7 of 388 when
     # set); the fifth round's trigger-word messages put the rules alone at 19 of 468, over it; the
     # sixth round and the own-business guard, 23 of 548 (28 with the layer's cross-validated ones); the
@@ -275,8 +277,10 @@ def test_cross_validated_counts_on_the_tuning_set(bench: ModuleType, tuning: lis
     # 818; session 17's business-introduction guard, quotes with contractions and "what should I check
     # first", 33 (40: the layer, trained with the written examples, adds 7); the twelfth round, 41 of
     # 868 (45: with the plain benign written examples the layer adds 4); session 18's signature,
-    # frustration and "just letting you know" guards, 34; the thirteenth round, 40 of 918 (45).
-    assert result["false_escalations"] <= 45, result["false_escalations"]
+    # frustration and "just letting you know" guards, 34; the thirteenth round, 40 of 918 (45); more
+    # guards (a quote given to someone of the business's own, a formula working out a price), 37; the
+    # fourteenth round, 43 of 968 (46).
+    assert result["false_escalations"] <= 46, result["false_escalations"]
 
 
 def test_a_reference_number_does_not_change_the_layers_reading() -> None:
