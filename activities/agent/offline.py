@@ -174,7 +174,7 @@ _GOODBYE = frozenset("bye goodbye byebye cya adios adiós tchau tschüss tschüs
 _BOT_WORDS = frozenset(
     "bot ai robot chatbot machine automated automatic assistant virtual ia ki robô robo máquina maquina "
     "automático automatico automática automatica automatique automatisiert automatisch asistente assistente "
-    "virtuel virtuell".split()
+    "virtuel virtuell software program programme computer".split()
 )
 # "Have a good weekend", "that's everything for today": a goodbye without the word.
 _GOODBYE_PHRASE = re.compile(
@@ -320,6 +320,12 @@ def assured_small_talk(text: str, loose: SmallTalk | None) -> SmallTalk | None:
     return "greeting" if _SAYS_HELLO.search(folded) else None
 
 
+# A question about who answers that ends the message (nothing after its sentence) may come after a few
+# words of preamble: at most this many words in all.
+BOT_QUESTION_MAX_WORDS = 24
+_ENDS_THE_MESSAGE = re.compile(r"[^.!?\n]*[.!?\s]*$")
+
+
 def small_talk_kind(text: str, *, loose: bool = False) -> SmallTalk | None:
     """What kind of small talk a message is, or None when it asks or reports something.
 
@@ -338,8 +344,12 @@ def small_talk_kind(text: str, *, loose: bool = False) -> SmallTalk | None:
     who = guards().who_answers_question(folded)
     # With a question mark, or opening the message ("r u a bot lol").
     opens = who is not None and len(folded[: who.start()].split()) <= 1
-    if vocabulary & _BOT_WORDS and len(tokens) <= 14 and who is not None and (asks or opens):
-        return "bot"
+    if vocabulary & _BOT_WORDS and who is not None and (asks or opens):
+        # A longer message only when the question about who answers ends it ("Quick check before I type
+        # out the whole story: is an actual person reading this, or an automated helper?"): one that
+        # goes on asks or tells something more, and a reply about the bot would leave that unanswered.
+        if len(tokens) <= 14 or (len(tokens) <= BOT_QUESTION_MAX_WORDS and _ENDS_THE_MESSAGE.match(folded, who.end())):
+            return "bot"
     if asks or _negates_or_asks_how(vocabulary, folded):
         return None
     markers = _GREETING | _THANKS | _PRAISE | _RESOLVED | _CLOSE_TICKET | _GOODBYE

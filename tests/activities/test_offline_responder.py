@@ -73,6 +73,13 @@ from kb.search import search
         # Without a marker word: "did the trick", "working again", a closing phrase, other languages' fillers.
         ("that did the trick, the board is loading again. cheers!", "resolved"),
         ("am I talking to a virtual assistant?", "bot"),
+        # After a few words of preamble, when the question about who answers ends the message; software
+        # named as the machine.
+        ("One thing first, before I explain the whole setup: is a real human replying here, or a computer?", "bot"),
+        ("is it a program answering me?", "bot"),
+        ("Wait, is this an actual human typing these answers or some kind of program?", "bot"),
+        ("One thing first: is a real human replying here, or a computer? The CSV export fails with error 500.", None),
+        ("Is there software to import our cards from Asana?", None),
         ("brilliant, that's everything I needed. talk soon!", "thanks"),
         ("muchas gracias por la paciencia, ahora lo entiendo todo", "thanks"),
         (
@@ -183,7 +190,7 @@ def test_thanks_for_what_worked_and_a_greeting_that_says_so_need_no_bank_to_vouc
         # Small talk without the words the rules list, read by meaning against small_talk.toml.
         ("Alright, I'm heading out for the day. Speak tomorrow!", "goodbye"),
         ("Boa noite, gente! Como vão as coisas por aí?", "greeting"),
-        ("Wait, is this an actual human typing these answers or some kind of program?", "bot"),
+        ("Wait, is a human typing these answers or some kind of autoresponder?", "bot"),
         # Near a kind in meaning, and not small talk: a negation ("still not" is near "working again"),
         # a how-to behind a greeting, a request for a person (near "am I talking to a person?").
         ("it's still not syncing, same as yesterday", None),
