@@ -171,12 +171,11 @@ async def fit_ranker(sessions: Any, embedder: Any, cases: list[Case], *, folds: 
         small_talk_kind,
     )
     from activities.guardrails.normalise import question_text
-    from crm.repositories import knowledge_base
-    from kb.search import search
+    from kb.search import search, stored_articles
 
     index, matcher = bundled_index(), bundled_matcher()
     async with sessions() as session:
-        stored = await knowledge_base.stored_article_ids(session, prefix="")
+        stored = await stored_articles(session)
     rows: list[tuple[Case, list[tuple[Any, list[float]]]]] = []
     for case in cases:
         if case.kind not in ("answerable", "unanswerable") or small_talk_kind(case.message):

@@ -57,6 +57,7 @@ class LexicalDocument:
     title: str
     heading_path: tuple[str, ...]
     content: str
+    article_id: str = ""
 
 
 class Tokenizer:
@@ -93,6 +94,8 @@ class LexicalIndex:
     def __init__(self, documents: Sequence[LexicalDocument], *, version: object = None) -> None:
         self.version = version
         self.ids = [d.chunk_id for d in documents]
+        # The articles these chunks belong to (what the knowledge base holds, at this index's version).
+        self.article_ids = frozenset(d.article_id for d in documents if d.article_id)
         self._categories = np.array([d.category for d in documents], dtype=object)
         self._bm25: bm25s.BM25 | None = None
         tokens = [document_tokens(d) for d in documents]

@@ -263,7 +263,12 @@ async def lexical_index(session: AsyncSession) -> LexicalIndex:
         rows = await knowledge_base.lexical_documents(session)
         documents = [
             LexicalDocument(
-                chunk_id=r.chunk_id, category=r.category, title=r.title, heading_path=r.heading_path, content=r.content
+                chunk_id=r.chunk_id,
+                category=r.category,
+                title=r.title,
+                heading_path=r.heading_path,
+                content=r.content,
+                article_id=r.article_id,
             )
             for r in rows
         ]
@@ -272,18 +277,10 @@ async def lexical_index(session: AsyncSession) -> LexicalIndex:
     return index
 
 
-# The ids of the stored articles, by the corpus version they were read at (one process-wide entry).
-_stored: tuple[int, frozenset[str]] | None = None
-
-
 async def stored_articles(session: AsyncSession) -> frozenset[str]:
-    """The ids of the articles the knowledge base holds, read again only when the table changed
-    (the corpus version, as for the lexical index): one small query per call otherwise."""
-    global _stored
-    version = await knowledge_base.corpus_version(session)
-    if _stored is None or _stored[0] != version:
-        _stored = (version, frozenset(await knowledge_base.stored_article_ids(session, prefix="")))
-    return _stored[1]
+    """The ids of the articles the knowledge base holds: the lexical index's, current to the table's
+    corpus version (one small query when the index is current)."""
+    return (await lexical_index(session)).article_ids
 
 
 def _pairs(tokens: list[str]) -> set[tuple[str, str]]:

@@ -193,6 +193,7 @@ class LexicalRow:
     title: str
     heading_path: tuple[str, ...]
     content: str
+    article_id: str
 
 
 async def corpus_version(session: AsyncSession) -> int:
@@ -204,13 +205,13 @@ async def corpus_version(session: AsyncSession) -> int:
 async def lexical_documents(session: AsyncSession) -> list[LexicalRow]:
     """Every chunk's text and headings, in a stable order, for building the BM25 index."""
     rows = await session.execute(
-        select(_kb.c.id, _kb.c.category, _kb.c.title, _kb.c.heading_path, _kb.c.content).order_by(
+        select(_kb.c.id, _kb.c.category, _kb.c.title, _kb.c.heading_path, _kb.c.content, _kb.c.article_id).order_by(
             _kb.c.article_id, _kb.c.chunk_index
         )
     )
     return [
-        LexicalRow(chunk_id=i, category=c, title=t, heading_path=tuple(h or ()), content=body)
-        for i, c, t, h, body in rows
+        LexicalRow(chunk_id=i, category=c, title=t, heading_path=tuple(h or ()), content=body, article_id=a)
+        for i, c, t, h, body, a in rows
     ]
 
 

@@ -46,11 +46,10 @@ from activities.agent.ranking import (
 )
 from activities.guardrails.normalise import question_text
 from core.settings import Settings
-from crm.repositories import knowledge_base
 from kb.chunking import parse_article
 from kb.embeddings import create_embedder
 from kb.questions import BankQuestion
-from kb.search import search
+from kb.search import search, stored_articles
 
 
 @pytest.mark.parametrize(
@@ -451,7 +450,7 @@ async def test_a_section_of_an_article_the_deployment_does_not_hold_is_not_sent(
     chosen = choose_sections(question, others, scores=scores, banked=matcher.has_bank)
     assert all(c.section.article_id != bank.section.article_id for c in chosen)
     async with sessions() as session:
-        stored = await knowledge_base.stored_article_ids(session, prefix="")
+        stored = await stored_articles(session)
     assert bank.section.article_id in stored
     ranked = ranked_candidates(question, others, scores=scores, stored=stored)
     assert any(r.section == bank.section for r in ranked)
